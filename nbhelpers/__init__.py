@@ -1,0 +1,56 @@
+"""Helpers for the DeciDiffusion / Stable Diffusion tutorial notebooks.
+
+The most used names are importable from the package itself (loaded lazily, so ``import nbhelpers`` is
+fast)::
+
+    from nbhelpers import load_pipeline, generate, show_images
+    pipe = load_pipeline("deci-v1")             # or tiny=True offline
+    result = generate(pipe, "A big owl with bright shinning eyes", seed=0)
+    show_images(result.images, result.labels())
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "CATALOG": "nbhelpers.catalog",
+    "ModelSpec": "nbhelpers.catalog",
+    "UnknownModelError": "nbhelpers.catalog",
+    "get_spec": "nbhelpers.catalog",
+    "catalog_table": "nbhelpers.catalog",
+    "FlexibleUNet2DConditionModel": "nbhelpers.flexible_unet",
+    "DeciDiffusionPipeline": "nbhelpers.deci_pipeline",
+    "load_pipeline": "nbhelpers.loading",
+    "ModelLoadError": "nbhelpers.loading",
+    "generate": "nbhelpers.generation",
+    "Generation": "nbhelpers.generation",
+    "swap_scheduler": "nbhelpers.schedulers",
+    "environment_report": "nbhelpers.environment",
+    "measure": "nbhelpers.timing",
+    "show_images": "nbhelpers.images",
+    "image_grid": "nbhelpers.images",
+    "save_image": "nbhelpers.images",
+    "read_image_metadata": "nbhelpers.images",
+    "tiny_pipeline_path": "nbhelpers.tiny",
+    "populate_hf_cache": "nbhelpers.tiny",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import exported names on first use (diffusers also resolves ``nbhelpers.<Class>`` this way)."""
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'nbhelpers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

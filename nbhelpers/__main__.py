@@ -1,0 +1,3 @@
+from nbhelpers.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,180 @@
+"""The model catalog: the models the notebooks use, by short name.
+
+Each entry names the Hugging Face hub repository a user downloads, the pipeline defaults the model's
+authors publish (steps, guidance, scheduler settings) and a one-line description. Facts come from the
+model cards and published configs (see ``shared/reference/models.md`` in the project).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class UnknownModelError(ValueError):
+    """Raised when a model name is neither a catalog name, an alias, a hub id nor a local folder."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One catalog entry.
+
+    Attributes:
+        name: short catalog name, e.g. ``"deci-v1"``.
+        hub_id: Hugging Face hub repository id the real weights live in.
+        description: one line for tables and ``--help``.
+        unet_kind: ``"unet2d"`` (diffusers ``UNet2DConditionModel``) or ``"flexible"`` (DeciDiffusion's
+            flexible UNet in the ``flexible_unet`` subfolder).
+        num_inference_steps: default denoising steps.
+        guidance_scale: default classifier-free guidance scale (guidance is on when > 1).
+        guidance_rescale: default guidance rescale (0 disables it).
+        resolution: native image side in pixels.
+        unet_params: number of UNet parameters (from the published config).
+        scheduler_class: diffusers scheduler class name in the repo's ``scheduler/`` folder.
+        scheduler_config: published scheduler settings (keys of the scheduler's config).
+        aliases: other names (old or removed hub ids) that resolve to this entry.
+        fp16_variant: the repo also has half-precision weight files (``variant="fp16"``, half the download).
+    """
+
+    name: str
+    hub_id: str
+    description: str
+    unet_kind: str = "unet2d"
+    num_inference_steps: int = 50
+    guidance_scale: float = 7.5
+    guidance_rescale: float = 0.0
+    resolution: int = 512
+    unet_params: int = 859_520_964
+    scheduler_class: str = "PNDMScheduler"
+    scheduler_config: dict[str, Any] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+    fp16_variant: bool = False
+
+    @property
+    def unet_subfolder(self) -> str:
+        """Subfolder of the hub repo that holds the denoiser the pipeline must use."""
+        return "flexible_unet" if self.unet_kind == "flexible" else "unet"
+
+    def generation_defaults(self) -> dict[str, Any]:
+        """Keyword arguments for a pipeline call that reproduce the published defaults."""
+        defaults: dict[str, Any] = {
+            "num_inference_steps": self.num_inference_steps,
+            "guidance_scale": self.guidance_scale,
+        }
+        if self.guidance_rescale:
+            defaults["guidance_rescale"] = self.guidance_rescale
+        return defaults
+
+
+SD_V1_PNDM_SCHEDULER: dict[str, Any] = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+    "trained_betas": None,
+}
+
+DECI_DDIM_SCHEDULER: dict[str, Any] = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "squaredcos_cap_v2",
+    "clip_sample": False,
+    "num_train_timesteps": 1000,
+    "prediction_type": "v_prediction",
+    "rescale_betas_zero_snr": True,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "timestep_spacing": "trailing",
+    "trained_betas": None,
+}
+
+CATALOG: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="sd-v1-4",
+            hub_id="CompVis/stable-diffusion-v1-4",
+            description="Stable Diffusion v1.4 (CompVis), 860M-parameter UNet, 50 PNDM steps.",
+            scheduler_config=SD_V1_PNDM_SCHEDULER,
+            fp16_variant=True,
+        ),
+        ModelSpec(
+            name="sd-v1-5",
+            hub_id="stable-diffusion-v1-5/stable-diffusion-v1-5",
+            description="Stable Diffusion v1.5, 860M-parameter UNet, 50 PNDM steps (community mirror).",
+            scheduler_config=SD_V1_PNDM_SCHEDULER,
+            aliases=("runwayml/stable-diffusion-v1-5", "sd-v1.5", "sd15"),
+            fp16_variant=True,
+        ),
+        ModelSpec(
+            name="deci-v1",
+            hub_id="Deci/DeciDiffusion-v1-0",
+            description="DeciDiffusion 1.0: 815M-parameter flexible UNet, 30 DDIM steps, v-prediction.",
+            unet_kind="flexible",
+            num_inference_steps=30,
+            guidance_scale=7.5,
+            guidance_rescale=0.7,
+            unet_params=814_746_884,
+            scheduler_class="DDIMScheduler",
+            scheduler_config=DECI_DDIM_SCHEDULER,
+            aliases=("decidiffusion", "decidiffusion-v1-0"),
+        ),
+        ModelSpec(
+            name="small-sd-v0",
+            hub_id="OFA-Sys/small-stable-diffusion-v0",
+            description="Small Stable Diffusion v0 (OFA-Sys): distilled, one layer per block, 579M UNet.",
+            unet_params=579_384_964,
+            scheduler_config=SD_V1_PNDM_SCHEDULER,
+            aliases=("small-sd",),
+        ),
+    )
+}
+
+
+def _normalise(name: str) -> str:
+    return name.strip().lower()
+
+
+def find_spec(name: str) -> ModelSpec | None:
+    """Return the catalog entry for a short name, alias or hub id (case-insensitive), or ``None``."""
+    key = _normalise(name)
+    for spec in CATALOG.values():
+        candidates = {spec.name, spec.hub_id.lower(), *(alias.lower() for alias in spec.aliases)}
+        if key in candidates:
+            return spec
+    return None
+
+
+def get_spec(name: str) -> ModelSpec:
+    """Return the catalog entry for ``name`` or raise :class:`UnknownModelError` listing the known names."""
+    spec = find_spec(name)
+    if spec is None:
+        raise UnknownModelError(
+            f"Unknown model {name!r}. Known models: {', '.join(known_model_names())} "
+            "(or pass a Hugging Face hub id like 'owner/repo', or a local pipeline folder)."
+        )
+    return spec
+
+
+def known_model_names() -> list[str]:
+    """Short names of every catalog entry, in catalog order."""
+    return list(CATALOG)
+
+
+def catalog_table() -> list[dict[str, Any]]:
+    """Rows describing the catalog, for display in a notebook (``pandas.DataFrame(catalog_table())``)."""
+    return [
+        {
+            "name": spec.name,
+            "hub id": spec.hub_id,
+            "steps": spec.num_inference_steps,
+            "guidance": spec.guidance_scale,
+            "UNet params (M)": round(spec.unet_params / 1e6, 1),
+            "description": spec.description,
+        }
+        for spec in CATALOG.values()
+    ]

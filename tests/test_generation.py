@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+
+from nbhelpers.generation import generate, validate_settings
+from nbhelpers.images import read_image_metadata
+from nbhelpers.schedulers import SCHEDULERS, swap_scheduler
+
+
+def test_generate_is_reproducible_per_seed(tiny_sd):
+    first = generate(tiny_sd, ["an owl", "a horse"], seed=3, num_images=2, num_inference_steps=2)
+    assert first.seeds == [3, 4, 3, 4]
+    assert first.prompts == ["an owl", "an owl", "a horse", "a horse"]
+    assert len(first.images) == 4 and first.images[0].size == (64, 64)
+    alone = generate(tiny_sd, "an owl", seed=4, num_inference_steps=2)
+    assert np.array_equal(np.asarray(alone.images[0]), np.asarray(first.images[1]))
+    assert not np.array_equal(np.asarray(first.images[0]), np.asarray(first.images[1]))
+    assert first.diagnosis() == ["ok"] * 4
+    assert first.nsfw == [False] * 4 and first.nan == [False] * 4
+    assert "random weights" in first.model
+
+
+def test_generate_applies_catalog_defaults(tiny_deci):
+    result = generate(tiny_deci, "an owl", num_inference_steps=2)
+    assert result.settings == {"num_inference_steps": 2, "guidance_scale": 7.5, "guidance_rescale": 0.7}
+
+
+def test_negative_prompt_changes_the_image(tiny_sd):
+    plain = generate(tiny_sd, "an owl", num_inference_steps=2)
+    negative = generate(tiny_sd, "an owl", num_inference_steps=2, negative_prompt="blurry")
+    assert not np.array_equal(np.asarray(plain.images[0]), np.asarray(negative.images[0]))
+
+
+def test_saved_images_carry_their_settings(tiny_sd, tmp_path):
+    result = generate(tiny_sd, "an owl", seed=11, num_inference_steps=2)
+    [path] = result.save(tmp_path)
+    meta = read_image_metadata(path)
+    assert (meta["prompt"], meta["seed"], meta["steps"]) == ("an owl", 11, 2)
+    assert "sd-v1-5" in meta["model"]
+
+
+def test_nsfw_flag_is_reported_and_told_apart_from_nan(tiny_sd, monkeypatch):
+    checker = tiny_sd.safety_checker
+    original = checker.concept_embeds_weights.data.clone()
+    try:
+        checker.concept_embeds_weights.data.fill_(-10.0)  # every image now counts as flagged
+        result = generate(tiny_sd, "an owl", num_inference_steps=1)
+    finally:
+        checker.concept_embeds_weights.data.copy_(original)
+    assert result.nsfw == [True]
+    assert np.asarray(result.images[0]).max() == 0
+    assert result.diagnosis() == ["blacked out by the safety checker"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"num_inference_steps": 0}, "num_inference_steps"),
+        ({"guidance_scale": -1}, "guidance_scale"),
+        ({"height": 100}, "height must be a multiple of 8"),
+        ({"width": 4096}, "width"),
+        ({"num_images": 0}, "num_images"),
+        ({"guidance_rescale": 2}, "guidance_rescale"),
+    ],
+)
+def test_out_of_range_settings_are_named(kwargs, match):
+    settings = {"num_inference_steps": None, "guidance_scale": None, "height": None, "width": None,
+                "num_images": 1} | kwargs
+    with pytest.raises(ValueError, match=match):
+        validate_settings(**settings)
+
+
+def test_empty_prompt_is_refused(tiny_sd):
+    with pytest.raises(ValueError, match="non-empty"):
+        generate(tiny_sd, "  ")
+
+
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_scheduler_swap_keeps_training_settings(tiny_deci, name):
+    from nbhelpers.loading import load_pipeline
+
+    pipe = load_pipeline("deci-v1", tiny=True, device="cpu", progress=False, scheduler=name)
+    assert type(pipe.scheduler) is SCHEDULERS[name]
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    out = generate(pipe, "an owl", num_inference_steps=4)  # PNDM with trailing spacing needs >= 4 steps
+    assert out.nan == [False]
+
+
+def test_unknown_scheduler(tiny_sd):
+    with pytest.raises(ValueError, match="choose one of"):
+        swap_scheduler(tiny_sd, "magic")

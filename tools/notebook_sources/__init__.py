@@ -1,0 +1,1 @@
+"""One module per notebook; each defines ``NOTEBOOK`` (file name) and ``CELLS``."""
