@@ -136,6 +136,28 @@ def _from_pretrained(loader: Any, source: str, is_local: bool, **kwargs: Any) ->
         ) from err
 
 
+_MODEL_KWARGS = ("revision", "cache_dir", "local_files_only", "token")
+
+
+def _load_flexible_unet(
+    source: str, is_local: bool, torch_dtype: torch.dtype, kwargs: dict[str, Any]
+) -> FlexibleUNet2DConditionModel:
+    """Load DeciDiffusion's denoiser from ``flexible_unet/``: the plain weight file (stored in fp16, as the model
+    card loads it), else an ``fp16`` variant file if that is what the folder holds."""
+    try:
+        return _from_pretrained(
+            FlexibleUNet2DConditionModel, source, is_local, subfolder="flexible_unet", torch_dtype=torch_dtype, **kwargs
+        )
+    except ModelLoadError as first_error:
+        try:
+            return _from_pretrained(
+                FlexibleUNet2DConditionModel, source, is_local, subfolder="flexible_unet", torch_dtype=torch_dtype,
+                variant="fp16", **kwargs,
+            )
+        except ModelLoadError:
+            raise first_error from None
+
+
 def _apply_memory_savers(pipe: DiffusionPipeline, device: torch.device, memory_savers: str) -> tuple[str, ...]:
     if memory_savers not in ("auto", "off", "slicing", "offload"):
         raise ValueError(f"memory_savers must be 'auto', 'off', 'slicing' or 'offload'; got {memory_savers!r}.")
@@ -204,10 +226,8 @@ def load_pipeline(
 
     kind = _folder_kind(Path(source)) if is_local else ("deci-hub" if spec and spec.unet_kind == "flexible" else "")
     if kind == "deci-hub":
-        unet = _from_pretrained(
-            FlexibleUNet2DConditionModel, source, is_local, subfolder="flexible_unet", torch_dtype=torch_dtype,
-            **{k: v for k, v in from_pretrained_kwargs.items() if k in ("revision", "cache_dir", "local_files_only")},
-        )
+        unet_kwargs = {k: v for k, v in from_pretrained_kwargs.items() if k in _MODEL_KWARGS}
+        unet = _load_flexible_unet(source, is_local, torch_dtype, unet_kwargs)
         kwargs.pop("variant", None)
         pipe = _from_pretrained(DeciDiffusionPipeline, source, is_local, unet=unet, **kwargs)
     elif kind == "flexible":

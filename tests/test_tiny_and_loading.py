@@ -175,3 +175,13 @@ def test_saved_deci_pipeline_reloads_from_a_local_folder(tiny_deci, tmp_path):
     assert isinstance(pipe, DeciDiffusionPipeline) and isinstance(pipe.unet, FlexibleUNet2DConditionModel)
     for (name, a), b in zip(tiny_deci.unet.state_dict().items(), pipe.unet.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_deci_folder_with_only_an_fp16_variant_file_loads(tmp_path):
+    import shutil
+
+    folder = shutil.copytree(tiny_pipeline_path("deci-v1"), tmp_path / "deci")
+    weights = folder / "flexible_unet" / "diffusion_pytorch_model.safetensors"
+    weights.rename(weights.with_name("diffusion_pytorch_model.fp16.safetensors"))
+    pipe = load_pipeline(folder, device="cpu", progress=False)
+    assert isinstance(pipe.unet, FlexibleUNet2DConditionModel)
