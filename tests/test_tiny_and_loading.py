@@ -185,3 +185,17 @@ def test_deci_folder_with_only_an_fp16_variant_file_loads(tmp_path):
     weights.rename(weights.with_name("diffusion_pytorch_model.fp16.safetensors"))
     pipe = load_pipeline(folder, device="cpu", progress=False)
     assert isinstance(pipe.unet, FlexibleUNet2DConditionModel)
+
+
+def test_memory_savers_follow_gpu_memory(monkeypatch):
+    import nbhelpers.loading as loading
+
+    monkeypatch.setattr(loading, "total_memory_bytes", lambda device: 6 * 2**30)  # a 6 GiB GPU
+    pipe = load_pipeline("sd-v1-4", tiny=True, device="cpu", progress=False)
+    assert pipe.nbhelpers_info.memory_savers == ("attention_slicing", "vae_slicing")
+    assert pipe.vae.use_slicing
+    monkeypatch.setattr(loading, "total_memory_bytes", lambda device: 40 * 2**30)
+    roomy = load_pipeline("sd-v1-4", tiny=True, device="cpu", progress=False)
+    assert roomy.nbhelpers_info.memory_savers == () and not roomy.vae.use_slicing
+    with pytest.raises(ValueError, match="memory_savers"):
+        load_pipeline("sd-v1-4", tiny=True, device="cpu", memory_savers="lots")
