@@ -1,0 +1,99 @@
+"""How much DAAM tracing adds to generation time.
+
+Runs the same generation plain and inside ``nbhelpers.daam.trace`` (heat maps computed), alternating in one
+process, each timed with ``nbhelpers.timing.measure`` (synchronised, warmed up, median of the repeats), and
+prints and saves the ratio.
+
+    python benchmarks/daam_overhead.py                         # tiny models on the CPU (offline)
+    python benchmarks/daam_overhead.py --full-size --device cuda   # real architectures, random weights, 512 px
+
+Full size needs a GPU and uses random weights (timings only; the pictures mean nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from nbhelpers.daam import set_seed, trace
+from nbhelpers.environment import environment_report
+from nbhelpers.loading import load_pipeline
+from nbhelpers.timing import measure
+
+PROMPT = "A big owl with bright shinning eyes"
+
+
+def _full_size_pipeline(name: str, device: str):
+    try:
+        from nbhelpers.random_weights import build_random_pipeline
+    except ImportError as err:  # the benchmark harness of the comparison notebook provides it
+        raise SystemExit(f"--full-size needs nbhelpers.random_weights ({err}).") from err
+    return build_random_pipeline(name, device=device, dtype=torch.float16)
+
+
+def measure_overhead(pipe, *, steps: int, size: int, repeats: int, device: str) -> dict[str, float]:
+    """Median seconds per image plain and traced, and their ratio."""
+
+    def plain():
+        return pipe(PROMPT, num_inference_steps=steps, height=size, width=size, generator=set_seed(0))
+
+    def traced():
+        with trace(pipe) as tc:
+            out = pipe(PROMPT, num_inference_steps=steps, height=size, width=size, generator=set_seed(0))
+            tc.compute_global_heat_map().compute_word_heat_map("owl")
+        return out
+
+    with torch.no_grad():
+        plain_timing = measure(plain, warmup=1, repeats=repeats, device=device)
+        traced_timing = measure(traced, warmup=1, repeats=repeats, device=device)
+    return {
+        "plain_median_s": plain_timing.median_s,
+        "traced_median_s": traced_timing.median_s,
+        "overhead_ratio": traced_timing.median_s / plain_timing.median_s,
+        "traced_peak_memory_bytes": traced_timing.peak_memory_bytes,
+        "plain_peak_memory_bytes": plain_timing.peak_memory_bytes,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["sd-v1-5", "deci-v1"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--full-size", action="store_true", help="real architectures with random weights")
+    parser.add_argument("--steps", type=int, default=None, help="default: 10 tiny, 30 full size")
+    parser.add_argument("--size", type=int, default=None, help="image side in px; default 256 tiny, 512 full")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default="benchmarks/results/daam_overhead.json")
+    args = parser.parse_args()
+    steps = args.steps or (30 if args.full_size else 10)
+    size = args.size or (512 if args.full_size else 256)
+    results = []
+    for name in args.models:
+        if args.full_size:
+            pipe = _full_size_pipeline(name, args.device)
+        else:
+            pipe = load_pipeline(name, tiny=True, device=args.device, progress=False)
+        pipe.set_progress_bar_config(disable=True)
+        figures = measure_overhead(pipe, steps=steps, size=size, repeats=args.repeats, device=args.device)
+        label = "full size, random weights" if args.full_size else "tiny, random weights"
+        results.append({"model": name, "weights": label, "steps": steps, "size": size, **figures})
+        print(f"{name} ({label}, {size}px, {steps} steps, {args.device}): plain {figures['plain_median_s']:.3f} s, "
+              f"traced {figures['traced_median_s']:.3f} s, overhead x{figures['overhead_ratio']:.2f}")
+        del pipe
+    report = {"device": args.device, "environment": environment_report().as_dict(), "results": results}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=out.parent, prefix=".daam-")
+    with os.fdopen(handle, "w") as file:
+        json.dump(report, file, indent=2)
+    os.replace(temp, out)
+    print(f"saved {out}")
+
+
+if __name__ == "__main__":
+    main()
