@@ -37,6 +37,7 @@ from diffusers.models.attention_processor import (
     CROSS_ATTENTION_PROCESSORS,
     Attention,
     AttnProcessor,
+    FusedAttnProcessor2_0,
 )
 from diffusers.models.downsampling import Downsample2D
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
@@ -838,6 +839,24 @@ class FlexibleUNet2DConditionModel(
         )
 
     # ------------------------------------------------------------------ attention helpers
+
+    def fuse_qkv_projections(self) -> None:
+        """Fuse each attention's query/key/value projections into one matmul (key/value for cross-attention).
+
+        Same as ``UNet2DConditionModel.fuse_qkv_projections``: the outputs stay the same within float rounding;
+        :meth:`unfuse_qkv_projections` restores the previous processors.
+        """
+        self.original_attn_processors = self.attn_processors
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.fuse_projections(fuse=True)
+        self.set_attn_processor(FusedAttnProcessor2_0())
+
+    def unfuse_qkv_projections(self) -> None:
+        """Put back the attention processors that were active before :meth:`fuse_qkv_projections`."""
+        if getattr(self, "original_attn_processors", None) is not None:
+            self.set_attn_processor(self.original_attn_processors)
+            self.original_attn_processors = None
 
     def set_default_attn_processor(self) -> None:
         """Use the plain ``AttnProcessor`` everywhere, like ``UNet2DConditionModel`` does."""
