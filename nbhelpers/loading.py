@@ -189,6 +189,7 @@ def load_pipeline(
     safety_checker: bool = True,
     scheduler: str | None = None,
     memory_savers: str = "auto",
+    optimize: str | None = None,
     progress: bool = True,
     **from_pretrained_kwargs: Any,
 ) -> DiffusionPipeline:
@@ -204,6 +205,8 @@ def load_pipeline(
         scheduler: optional scheduler to swap in, by name (see :func:`nbhelpers.schedulers.swap_scheduler`).
         memory_savers: ``"auto"`` (slicing below 8 GiB of GPU memory, CPU offload below 5 GiB), ``"off"``,
             ``"slicing"`` or ``"offload"``.
+        optimize: the fast path, e.g. ``"compile"`` (see :mod:`nbhelpers.optimize`); ``None`` keeps the plain
+            pipeline.
         progress: show diffusers' per-step progress bar when generating.
         **from_pretrained_kwargs: passed on (e.g. ``revision``, ``cache_dir``, ``variant``).
 
@@ -240,6 +243,10 @@ def load_pipeline(
     if scheduler is not None:
         swap_scheduler(pipe, scheduler)
     savers = _apply_memory_savers(pipe, target_device, memory_savers)
+    if optimize is not None:
+        from nbhelpers.optimize import optimize_pipeline
+
+        optimize_pipeline(pipe, optimize)
     pipe.set_progress_bar_config(disable=not progress)
     pipe.nbhelpers_info = LoadInfo(
         source=source, spec=spec, tiny=use_tiny, device=target_device, dtype=torch_dtype, memory_savers=savers

@@ -71,3 +71,11 @@ def test_bench_command_on_tiny_models_writes_a_report(tmp_path, capsys):
         assert row["max_abs_pixel_difference_vs_first_mode"] < 1e-3
         assert row["parameters"]["unet"] == count_parameters(load_pipeline(row["model"], tiny=True).unet)
     assert "s/image" in capsys.readouterr().out
+
+
+def test_fast_path_is_one_argument_away():
+    pipe = load_pipeline("deci-v1", tiny=True, device="cpu", optimize="fused", progress=False)
+    assert pipe.nbhelpers_optimize == "fused"
+    assert {type(p).__name__ for p in pipe.unet.attn_processors.values()} == {"FusedAttnProcessor2_0"}
+    with pytest.raises(ValueError, match="Unknown optimize mode"):
+        load_pipeline("deci-v1", tiny=True, device="cpu", optimize="warp-speed")
