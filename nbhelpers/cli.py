@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 #: Modules that add sub-commands; each defines ``add_parser(subparsers) -> None``.
-COMMAND_MODULES: tuple[str, ...] = ("nbhelpers.cli", "nbhelpers.benchmark")
+COMMAND_MODULES: tuple[str, ...] = ("nbhelpers.cli", "nbhelpers.benchmark", "nbhelpers.serving")
 
 
 class CommandError(Exception):
