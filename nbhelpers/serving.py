@@ -13,8 +13,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -72,29 +70,61 @@ def wait_until_live(url: str, timeout_s: float = 180.0, process: subprocess.Pope
     raise RuntimeError(f"The server at {url} did not become live within {timeout_s:.0f} s.")
 
 
-@contextmanager
-def local_server(model: str, *, port: int, tiny: bool = False, log_file: str | os.PathLike[str] | None = None,
-                 **settings: object) -> Iterator[str]:
-    """Run the scoring server in a subprocess for the duration of a ``with`` block; yields its base URL.
+class LocalServer:
+    """The scoring server in a subprocess: ``start()`` waits until it is live, ``stop()`` ends it.
 
-    The server is stopped (terminate, then kill) when the block ends, also on errors.
+    Also a context manager (``with local_server(...) as url:``); stopping terminates, then kills after 20 s.
     """
-    log = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - closed below
-    process = subprocess.Popen(server_command(port), env=server_environment(model, tiny=tiny, **settings),
-                               stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_live(url + "/", process=process)
-        yield url
-    finally:
-        process.terminate()
+
+    def __init__(self, model: str, *, port: int, tiny: bool = False,
+                 log_file: str | os.PathLike[str] | None = None, **settings: object) -> None:
+        self.model = model
+        self.port = port
+        self.tiny = tiny
+        self.log_file = log_file
+        self.settings = settings
+        self.url = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen | None = None
+        self._log: object = None
+
+    def start(self, timeout_s: float = 180.0) -> str:
+        """Start the server and return its base URL once ``GET /`` answers."""
+        self._log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(server_command(self.port),
+                                        env=server_environment(self.model, tiny=self.tiny, **self.settings),
+                                        stdout=self._log, stderr=subprocess.STDOUT)
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if log is not subprocess.DEVNULL:
-            log.close()
+            wait_until_live(self.url + "/", timeout_s=timeout_s, process=self.process)
+        except BaseException:
+            self.stop()
+            raise
+        return self.url
+
+    def stop(self) -> None:
+        """Stop the server (no-op if it is not running)."""
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+        if self._log not in (None, subprocess.DEVNULL):
+            self._log.close()
+        self._log = None
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def local_server(model: str, *, port: int, tiny: bool = False, log_file: str | os.PathLike[str] | None = None,
+                 **settings: object) -> LocalServer:
+    """A :class:`LocalServer` for ``model`` on ``port`` (use it in a ``with`` block, or start()/stop())."""
+    return LocalServer(model, port=port, tiny=tiny, log_file=log_file, **settings)
 
 
 def _run_serve(args: argparse.Namespace) -> int:
