@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 #: Modules that add sub-commands; each defines ``add_parser(subparsers) -> None``.
-COMMAND_MODULES: tuple[str, ...] = ("nbhelpers.cli", "nbhelpers.benchmark", "nbhelpers.serving")
+COMMAND_MODULES: tuple[str, ...] = (
+    "nbhelpers.cli", "nbhelpers.benchmark", "nbhelpers.serving", "nbhelpers.dreambooth",
+)
 
 
 class CommandError(Exception):

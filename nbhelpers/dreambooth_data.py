@@ -1,0 +1,194 @@
+"""DreamBooth data: subject photos loaded and checked, class images, and an offline synthetic subject.
+
+Images may be JPEG, PNG or WebP; EXIF orientation is applied (phone photos come out upright), then each
+image is resized so its short side equals the training resolution and centre-cropped (or randomly cropped)
+to a square, optionally flipped, and scaled to ``[-1, 1]``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
+#: The five dog photos of the DreamBooth tutorials (a dataset repo on the Hugging Face hub).
+EXAMPLE_SUBJECT_REPO = "diffusers/dog-example"
+
+
+class DreamBoothDataError(ValueError):
+    """Unusable training data; the message names the file or folder and what to do."""
+
+
+def image_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """The JPEG/PNG/WebP files of ``folder``, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DreamBoothDataError(f"Image folder {folder} does not exist.")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_images(folder: str | os.PathLike[str], *, min_side: int) -> list[Image.Image]:
+    """Open every image of ``folder`` upright (EXIF orientation applied) as RGB.
+
+    Raises:
+        DreamBoothDataError: the folder has no images, a file cannot be read, or an image's short side is
+            below ``min_side`` pixels (it would be upscaled into a blur).
+    """
+    files = image_files(folder)
+    if not files:
+        raise DreamBoothDataError(
+            f"No images in {folder}: put 3-10 photos of your subject there (.jpg, .png or .webp)."
+        )
+    images = []
+    for path in files:
+        try:
+            with Image.open(path) as raw:
+                image = ImageOps.exif_transpose(raw).convert("RGB")
+        except (UnidentifiedImageError, OSError) as err:
+            raise DreamBoothDataError(f"Cannot read {path} as an image ({err}); remove or replace it.") from None
+        if min(image.size) < min_side:
+            raise DreamBoothDataError(
+                f"{path} is {image.width}x{image.height}; its short side must be at least {min_side} px."
+            )
+        images.append(image)
+    return images
+
+
+def preprocess(image: Image.Image, resolution: int, *, center_crop: bool = True, flip: bool = False,
+               rng: random.Random | None = None) -> torch.Tensor:
+    """Resize (short side to ``resolution``), crop to a square, optionally flip; ``(3, R, R)`` in ``[-1, 1]``."""
+    rng = rng or random.Random(0)
+    scale = resolution / min(image.size)
+    width, height = max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale))
+    image = image.resize((width, height), Image.Resampling.BICUBIC)
+    if center_crop:
+        left, top = (width - resolution) // 2, (height - resolution) // 2
+    else:
+        left, top = rng.randint(0, width - resolution), rng.randint(0, height - resolution)
+    image = image.crop((left, top, left + resolution, top + resolution))
+    if flip and rng.random() < 0.5:
+        image = ImageOps.mirror(image)
+    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+@dataclass
+class Example:
+    """One training example: pixels ``(3, R, R)`` in ``[-1, 1]`` and the prompt's token ids ``(77,)``."""
+
+    pixels: torch.Tensor
+    input_ids: torch.Tensor
+
+
+class DreamBoothDataset(torch.utils.data.Dataset):
+    """Instance images with the instance prompt, paired (for prior preservation) with class images.
+
+    Item ``i`` is ``(instance example, class example or None)``; the length is the number of instance images
+    (class images cycle).
+    """
+
+    def __init__(self, instance_images: list[Image.Image], instance_prompt: str, tokenizer, resolution: int, *,
+                 class_images: list[Image.Image] | None = None, class_prompt: str | None = None,
+                 center_crop: bool = True, random_flip: bool = False, seed: int = 0) -> None:
+        self.instance_images = instance_images
+        self.class_images = class_images or []
+        self.resolution = resolution
+        self.center_crop = center_crop
+        self.random_flip = random_flip
+        self.rng = random.Random(seed)
+        self.instance_ids = self._tokenize(tokenizer, instance_prompt)
+        self.class_ids = self._tokenize(tokenizer, class_prompt) if class_prompt else None
+
+    @staticmethod
+    def _tokenize(tokenizer, prompt: str) -> torch.Tensor:
+        return tokenizer(prompt, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
+                         return_tensors="pt").input_ids[0]
+
+    def __len__(self) -> int:
+        return len(self.instance_images)
+
+    def _example(self, image: Image.Image, ids: torch.Tensor) -> Example:
+        pixels = preprocess(image, self.resolution, center_crop=self.center_crop, flip=self.random_flip, rng=self.rng)
+        return Example(pixels, ids)
+
+    def __getitem__(self, index: int) -> tuple[Example, Example | None]:
+        instance = self._example(self.instance_images[index], self.instance_ids)
+        if not self.class_images or self.class_ids is None:
+            return instance, None
+        return instance, self._example(self.class_images[index % len(self.class_images)], self.class_ids)
+
+
+def collate(batch: list[tuple[Example, Example | None]]) -> dict[str, torch.Tensor | int]:
+    """Stack a batch; with prior preservation the class examples follow the instance ones.
+
+    Returns ``{"pixels": (N, 3, R, R), "input_ids": (N, 77), "num_instance": B}`` with ``N = B`` or ``2B``.
+    """
+    examples = [instance for instance, _ in batch] + [prior for _, prior in batch if prior is not None]
+    return {
+        "pixels": torch.stack([e.pixels for e in examples]),
+        "input_ids": torch.stack([e.input_ids for e in examples]),
+        "num_instance": len(batch),
+    }
+
+
+def make_synthetic_subject(folder: str | os.PathLike[str], count: int = 6, size: int = 128, seed: int = 0) -> Path:
+    """Draw ``count`` photos of one made-up toy (an orange, black-eared round critter) on varied backgrounds.
+
+    An offline stand-in for the subject photos of DreamBooth (the public ``diffusers/dog-example`` set needs
+    the hub). Returns the folder.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    for index in range(count):
+        background = tuple(rng.randint(90, 230) for _ in range(3))
+        image = Image.new("RGB", (size, size), background)
+        draw = ImageDraw.Draw(image)
+        radius = rng.randint(size // 5, size // 3)
+        cx, cy = rng.randint(radius, size - radius), rng.randint(radius, size - radius)
+        for side in (-1, 1):
+            ear = (cx + side * radius * 0.6, cy - radius * 0.9)
+            draw.ellipse([ear[0] - radius * 0.3, ear[1] - radius * 0.3, ear[0] + radius * 0.3, ear[1] + radius * 0.3],
+                         fill=(20, 20, 20))
+        draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=(240, 130, 20))
+        for side in (-1, 1):
+            eye = (cx + side * radius * 0.35, cy - radius * 0.15)
+            draw.ellipse([eye[0] - radius * 0.12, eye[1] - radius * 0.12, eye[0] + radius * 0.12,
+                          eye[1] + radius * 0.12], fill=(0, 0, 0))
+        image.save(folder / f"subject-{index:02d}.png")
+    return folder
+
+
+def example_subject(folder: str | os.PathLike[str], *, tiny: bool) -> Path:
+    """A folder of subject photos for the tutorial: the hub's dog photos, or offline a synthetic subject.
+
+    With ``tiny`` the photos are drawn by :func:`make_synthetic_subject` (no network); otherwise the dataset
+    ``diffusers/dog-example`` is downloaded into ``folder`` (once; later calls reuse it).
+
+    Raises:
+        DreamBoothDataError: the download failed; the message says how to go offline or bring your own photos.
+    """
+    folder = Path(folder)
+    if tiny:
+        return make_synthetic_subject(folder)
+    if folder.is_dir() and image_files(folder):
+        return folder
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download(EXAMPLE_SUBJECT_REPO, repo_type="dataset", local_dir=folder,
+                          allow_patterns=[f"*{suffix}" for suffix in IMAGE_SUFFIXES])
+    except Exception as err:  # noqa: BLE001 - offline, auth, HTTP: every failure gets the same advice
+        raise DreamBoothDataError(
+            f"Could not download the example photos {EXAMPLE_SUBJECT_REPO!r} ({type(err).__name__}: {err}). "
+            "Check your connection, or put your own photos in a folder and pass it as the instance folder, "
+            "or use the offline tiny mode (TINY = True / NBHELPERS_TINY=1)."
+        ) from None
+    return folder
