@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import json
 import socket
 import statistics
 import time
-from pathlib import Path
 
 import requests
 
+from nbhelpers.atomic import write_json_atomic
 from nbhelpers.environment import environment_report
 from nbhelpers.serving import local_server
 
@@ -70,9 +69,7 @@ def main() -> None:
     print(f"{figures['model']}, {args.clients} client(s), {args.requests} requests: {figures['ok']} ok, "
           f"{figures['rejected_503']} x 503; {figures['requests_per_second_ok']:.2f} req/s, "
           f"p50 {figures['p50_ms']:.0f} ms, p95 {figures['p95_ms']:.0f} ms")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(figures, indent=2))
+    write_json_atomic(args.out, figures)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,10 @@ Full size needs a GPU and uses random weights (timings only; the pictures mean n
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
-from pathlib import Path
 
 import torch
 
+from nbhelpers.atomic import write_json_atomic
 from nbhelpers.daam import set_seed, trace
 from nbhelpers.environment import environment_report
 from nbhelpers.loading import load_pipeline
@@ -86,12 +83,7 @@ def main() -> None:
               f"traced {figures['traced_median_s']:.3f} s, overhead x{figures['overhead_ratio']:.2f}")
         del pipe
     report = {"device": args.device, "environment": environment_report().as_dict(), "results": results}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=out.parent, prefix=".daam-")
-    with os.fdopen(handle, "w") as file:
-        json.dump(report, file, indent=2)
-    os.replace(temp, out)
+    out = write_json_atomic(args.out, report)
     print(f"saved {out}")
 
 

@@ -16,13 +16,12 @@ depend on the weights' values, the loss does, so no loss is reported.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import tempfile
 from pathlib import Path
 
 import torch
 
+from nbhelpers.atomic import write_json_atomic
 from nbhelpers.device import peak_memory_bytes, reset_peak_memory
 from nbhelpers.dreambooth import DreamBoothTrainer
 from nbhelpers.dreambooth_config import DreamBoothConfig
@@ -112,12 +111,7 @@ def main() -> None:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     report = {"device": args.device, "environment": environment_report().as_dict(), "results": results}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=out.parent, prefix=".dreambooth-")
-    with os.fdopen(handle, "w") as file:
-        json.dump(report, file, indent=2, default=str)
-    os.replace(temp, out)
+    out = write_json_atomic(args.out, report)
     print(f"saved {out}")
 
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nbhelpers.atomic import atomic_open
 from nbhelpers.images import save_image
 
 PREDICTION_COLUMNS = ["file", "row", "prompt", "status", "image", "nsfw_content_detected", "error"]
@@ -92,16 +92,10 @@ def _append(journal: Any, record: dict[str, Any]) -> None:
 
 
 def _write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".predictions-", suffix=".csv")
-    try:
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as file:
-            writer = csv.DictWriter(file, fieldnames=PREDICTION_COLUMNS)
-            writer.writeheader()
-            writer.writerows({k: row.get(k) for k in PREDICTION_COLUMNS} for row in rows)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=PREDICTION_COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: row.get(k) for k in PREDICTION_COLUMNS} for row in rows)
 
 
 def run_batch(

@@ -11,9 +11,7 @@ saved as JSON with the device, library versions and settings; random or tiny wei
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nbhelpers.atomic import write_json_atomic
 from nbhelpers.catalog import get_spec
 from nbhelpers.device import pick_device, pick_dtype
 from nbhelpers.environment import environment_report
@@ -212,17 +211,7 @@ def run_benchmark(settings: BenchSettings, log: Any = print) -> dict[str, Any]:
 
 def save_report(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write the report as JSON atomically; return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(report, file, indent=2, default=str)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json_atomic(path, report)
 
 
 def _run_bench(args: argparse.Namespace) -> int:

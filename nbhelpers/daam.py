@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -43,6 +42,7 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 from PIL import Image
 
+from nbhelpers.atomic import atomic_open
 from nbhelpers.daam_words import PromptWord, prompt_words, word_token_positions
 
 __all__ = ["GlobalHeatMap", "WordHeatMap", "set_seed", "trace", "DEFAULT_SKIPPED_FACTORS"]
@@ -64,15 +64,8 @@ def set_seed(seed: int) -> torch.Generator:
 
 def _atomic_write(path: Path, write: Any) -> Path:
     """Call ``write(file_object)`` on a temporary file next to ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as file:
+        write(file)
     return path
 
 

@@ -1,7 +1,7 @@
 """DreamBooth fine-tuning of Stable Diffusion (LoRA by default, or the full UNet) on a few subject photos.
 
     from nbhelpers.dreambooth import train_dreambooth
-    from nbhelpers.dreambooth_config import DreamBoothConfig
+    from nbhelpers.dreambooth_config import DreamBoothConfig, DreamBoothConfigError
     result = train_dreambooth(DreamBoothConfig("photos/", "runs/dog", max_train_steps=400))
     pipe.load_lora_weights(result.weights_dir)
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import math
 import os
@@ -29,7 +28,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from nbhelpers.dreambooth_config import DreamBoothConfig
+from nbhelpers.atomic import atomic_open, write_json_atomic
+from nbhelpers.dreambooth_config import DreamBoothConfig, DreamBoothConfigError
 from nbhelpers.dreambooth_data import DreamBoothDataset, collate, image_files, load_images
 
 logger = logging.getLogger(__name__)
@@ -84,6 +84,21 @@ def _allow_new_mixed_precision(mixed_precision: str) -> None:
         AcceleratorState._reset_state()
 
 
+def check_launch(num_processes: int) -> None:
+    """Refuse a multi-process launch (``WORLD_SIZE`` > 1) that accelerate did not pick up as one.
+
+    torchrun on a machine without GPUs starts N processes, but accelerate only joins them when
+    ``ACCELERATE_USE_CPU=1``; otherwise each process would train alone and overwrite the others' files.
+    """
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and num_processes != launched:
+        raise DreamBoothConfigError(
+            f"{launched} processes were launched but accelerate sees {num_processes}, so each would train alone "
+            "and overwrite the others' files. On a machine without GPUs set ACCELERATE_USE_CPU=1 for torchrun; "
+            "on GPUs launch with `accelerate launch --multi_gpu --num_processes N`."
+        )
+
+
 class DreamBoothTrainer:
     """Sets up models, data, optimizer and accelerator for one :class:`DreamBoothConfig`; ``train()`` runs it.
 
@@ -105,6 +120,7 @@ class DreamBoothTrainer:
         self.accelerator = Accelerator(
             mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps
         )
+        check_launch(self.accelerator.num_processes)
         set_seed(config.seed)
         min_side = max(8, config.resolution // 2)
         instance_images = load_images(config.instance_data_dir, min_side=min_side)
@@ -275,12 +291,10 @@ class DreamBoothTrainer:
 
     def _write_log(self, losses: list[tuple[int, float]]) -> None:
         path = self._log_path()
-        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".train_log-")
-        with os.fdopen(handle, "w", newline="") as file:
+        with atomic_open(path, "w", newline="") as file:
             writer = csv.writer(file)
             writer.writerow(["step", "loss"])
             writer.writerows(losses)
-        os.replace(temp, path)
 
     def _save_checkpoint(self, step: int) -> None:
         """Write ``checkpoints/checkpoint-<step>`` atomically: every process saves into one staging folder,
@@ -370,7 +384,7 @@ class DreamBoothTrainer:
             for stale in (self.output_dir / "checkpoints").glob(".checkpoint-*.partial"):
                 shutil.rmtree(stale, ignore_errors=True)  # a run killed while saving a checkpoint
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            (self.output_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+            write_json_atomic(self.output_dir / "config.json", config.to_dict())
             self._write_log(losses)
         validation_images: list[Path] = []
         step = start_step
@@ -429,7 +443,11 @@ def _run_dreambooth(args: argparse.Namespace) -> int:
         resume=not args.no_resume,
     )
     result = train_dreambooth(config)
-    print(f"Trained to step {result.global_step} (resumed from {result.resumed_from}); weights in {result.weights_dir}")
+    from accelerate.state import PartialState
+
+    if PartialState().is_main_process:
+        print(f"Trained to step {result.global_step} (resumed from {result.resumed_from}); "
+              f"weights in {result.weights_dir}")
     return 0
 
 

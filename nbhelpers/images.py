@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, PngImagePlugin
+
+from nbhelpers.atomic import atomic_open
 
 ImageLike = Image.Image | np.ndarray
 
@@ -122,14 +123,8 @@ def save_image(
     info.add_text(METADATA_KEY, json.dumps(settings))
     for key in ("prompt", "seed", "steps", "model"):
         info.add_text(key, str(settings[key]))
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            to_pil(image).save(file, format="PNG", pnginfo=info)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as file:
+        to_pil(image).save(file, format="PNG", pnginfo=info)
     return path
 
 

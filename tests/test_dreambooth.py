@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nbhelpers.dreambooth import DreamBoothTrainer, latest_checkpoint, train_dreambooth
+from nbhelpers.dreambooth import DreamBoothTrainer, check_launch, latest_checkpoint, train_dreambooth
 from nbhelpers.dreambooth_config import DreamBoothConfig, DreamBoothConfigError
 from nbhelpers.dreambooth_data import DreamBoothDataError, load_images, make_synthetic_subject, preprocess
 from nbhelpers.loading import load_pipeline
@@ -171,3 +171,12 @@ def test_full_size_step_benchmark_refuses_without_cuda(tmp_path):
     run = subprocess.run([sys.executable, "benchmarks/dreambooth_step.py", "--device", "cpu"], capture_output=True,
                          text=True)
     assert run.returncode != 0 and "need a CUDA GPU" in run.stderr
+
+
+def test_a_multi_process_launch_accelerate_did_not_join_is_refused(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(DreamBoothConfigError, match="ACCELERATE_USE_CPU=1"):
+        check_launch(num_processes=1)
+    check_launch(num_processes=2)  # joined: fine
+    monkeypatch.delenv("WORLD_SIZE")
+    check_launch(num_processes=1)  # a plain single-process run

@@ -1,0 +1,40 @@
+import json
+import os
+import stat
+
+import pytest
+
+from nbhelpers.atomic import atomic_open, write_json_atomic
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "report.json"
+    write_json_atomic(target, {"run": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_open(target, "w") as file:
+            file.write('{"run": 2, "half')
+            raise RuntimeError("killed mid-write")
+    assert json.loads(target.read_text()) == {"run": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_new_files_get_the_umask_permissions_not_mkstemps_private_ones(tmp_path):
+    old = os.umask(0o022)
+    try:
+        import importlib
+
+        import nbhelpers.atomic as atomic
+
+        importlib.reload(atomic)
+        path = atomic.write_json_atomic(tmp_path / "sub" / "figures.json", {"a": 1.5, "b": tmp_path})
+    finally:
+        os.umask(old)
+        importlib.reload(atomic)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert json.loads(path.read_text()) == {"a": 1.5, "b": str(tmp_path)}
+
+
+def test_only_whole_file_modes_are_accepted(tmp_path):
+    with pytest.raises(ValueError, match="mode must be 'w' or 'wb'"):
+        with atomic_open(tmp_path / "x.txt", "a"):
+            pass
