@@ -181,6 +181,14 @@ class DreamBoothTrainer:
         self.text_encoder.requires_grad_(config.train_text_encoder and not config.use_lora)
         self.unet.requires_grad_(not config.use_lora)
         if config.use_lora:
+            names = [name for name, _ in self.unet.named_modules()]
+            missing = [m for m in config.lora_target_modules
+                       if not any(n == m or n.endswith("." + m) for n in names)]  # peft's matching rule
+            if missing:
+                raise DreamBoothConfigError(
+                    f"lora_target_modules {missing} name no module of the UNet; use attention projections such "
+                    "as to_q, to_k, to_v, to_out.0 (or proj_in, proj_out, ff.net.2)."
+                )
             self.unet.add_adapter(LoraConfig(r=config.lora_rank, lora_alpha=config.lora_rank,
                                              init_lora_weights="gaussian",
                                              target_modules=list(config.lora_target_modules)))
@@ -440,7 +448,11 @@ def _run_dreambooth(args: argparse.Namespace) -> int:
         gradient_checkpointing=args.gradient_checkpointing, use_8bit_adam=args.use_8bit_adam,
         mixed_precision=args.mixed_precision, seed=args.seed, validation_prompts=args.validation_prompt or [],
         validation_steps=args.validation_steps, checkpointing_steps=args.checkpointing_steps,
-        resume=not args.no_resume,
+        resume=not args.no_resume, class_data_dir=args.class_dir, prior_loss_weight=args.prior_loss_weight,
+        center_crop=not args.no_center_crop, random_flip=args.random_flip,
+        lora_target_modules=tuple(args.lora_target_modules), gradient_accumulation_steps=args.gradient_accumulation,
+        validation_inference_steps=args.validation_inference_steps,
+        checkpoints_total_limit=args.checkpoints_total_limit or None,
     )
     result = train_dreambooth(config)
     from accelerate.state import PartialState
@@ -463,12 +475,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--prior", action="store_true", help="Prior preservation with generated class images.")
     p.add_argument("--class-prompt", default=None)
     p.add_argument("--num-class-images", type=int, default=100)
+    p.add_argument("--class-dir", default=None, help="Cache of class images (default OUTPUT_DIR/class_images).")
+    p.add_argument("--prior-loss-weight", type=float, default=1.0)
     p.add_argument("--resolution", type=int, default=512)
     p.add_argument("--full", action="store_true", help="Fine-tune the whole UNet instead of LoRA.")
     p.add_argument("--rank", type=int, default=4, help="LoRA rank.")
+    p.add_argument("--lora-target-modules", nargs="+", default=["to_q", "to_k", "to_v", "to_out.0"],
+                   metavar="MODULE", help="UNet projections LoRA adapts.")
+    p.add_argument("--no-center-crop", action="store_true", help="Random crop instead of the centre.")
+    p.add_argument("--random-flip", action="store_true", help="Flip images left-right at random.")
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--gradient-accumulation", type=int, default=1, metavar="STEPS")
     p.add_argument("--train-text-encoder", action="store_true")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--use-8bit-adam", action="store_true")
@@ -476,6 +495,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--validation-prompt", action="append", help="Repeat for several prompts.")
     p.add_argument("--validation-steps", type=int, default=100)
+    p.add_argument("--validation-inference-steps", type=int, default=None)
     p.add_argument("--checkpointing-steps", type=int, default=100)
+    p.add_argument("--checkpoints-total-limit", type=int, default=2, help="Checkpoints to keep (0: all).")
     p.add_argument("--no-resume", action="store_true", help="Start from scratch even if checkpoints exist.")
     p.set_defaults(handler=_run_dreambooth)

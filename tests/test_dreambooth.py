@@ -126,6 +126,8 @@ def test_bad_input_is_named(tmp_path, subject):
         load_images(tmp_path / "missing", min_side=32)
     with pytest.raises(DreamBoothConfigError, match="does not contain the identifier 'sks'"):
         _config(subject, tmp_path, instance_prompt="a photo of my dog").validate()
+    with pytest.raises(DreamBoothConfigError, match=r"lora_target_modules \['to_qq'\] name no module"):
+        DreamBoothTrainer(_config(subject, tmp_path, lora_target_modules=("to_q", "to_qq")))
     for bad in ({"resolution": 100}, {"max_train_steps": 0}, {"learning_rate": -1.0}, {"mixed_precision": "fp8"},
                 {"lora_rank": 0}):
         with pytest.raises(DreamBoothConfigError):
