@@ -26,6 +26,7 @@ The published model has 612 parameter tensors and 814,746,884 parameters.
 
 import copy
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -172,6 +173,33 @@ def _resnet_first(module: nn.Module) -> int:
     return 0 if isinstance(module, ResnetBlock2D) else 1
 
 
+def _interleaved(
+    num_resnets: int,
+    num_attentions: int,
+    make_resnet: Callable[[int], nn.Module],
+    make_attention: Callable[[], nn.Module],
+    attention_first: bool = False,
+) -> list[nn.Module]:
+    """Resnets and attentions in zip-longest order: pair ``i`` is ``make_resnet(i)`` then ``make_attention()``
+    (attention first in the mid block); the longer kind continues alone once the shorter runs out."""
+    modules: list[nn.Module] = []
+    pairs = itertools.zip_longest([True] * num_resnets, [True] * num_attentions, fillvalue=False)
+    for i, (add_resnet, add_attention) in enumerate(pairs):
+        if attention_first and add_attention:
+            modules.append(make_attention())
+        if add_resnet:
+            modules.append(make_resnet(i))
+        if add_attention and not attention_first:
+            modules.append(make_attention())
+    return modules
+
+
+def _module_list(modules: list[nn.Module], mix_block_in_forward: bool) -> nn.ModuleList:
+    """``modules`` as stored in ``modules_list``: as built, or resnets first when ``mix_block_in_forward``
+    is false (a stable sort, so each kind keeps its order)."""
+    return nn.ModuleList(modules if mix_block_in_forward else sorted(modules, key=_resnet_first))
+
+
 class _FlexibleBlock(nn.Module):
     """Shared helpers of the three block kinds: run a resnet / attention, honouring gradient checkpointing."""
 
@@ -267,34 +295,23 @@ class FlexibleCrossAttnDownBlock2D(_FlexibleBlock):
     ) -> None:
         super().__init__()
         self.last_block = last_block
-        modules: list[nn.Module] = []
-        pairs = itertools.zip_longest([True] * num_resnets, [True] * num_attentions, fillvalue=False)
-        for i, (add_resnet, add_attention) in enumerate(pairs):
-            if add_resnet:
-                modules.append(
-                    _make_resnet(
-                        in_channels if i == 0 else out_channels,
-                        out_channels,
-                        temb_channels,
-                        resnet_eps,
-                        norm_num_groups,
-                        resnet_act_fn,
-                        **(resnet_kwargs or {}),
-                    )
-                )
-            if add_attention:
-                modules.append(
-                    _make_attention(
-                        out_channels,
-                        num_attention_heads,
-                        cross_attention_dim,
-                        norm_num_groups,
-                        **(attention_kwargs or {}),
-                    )
-                )
-        if not mix_block_in_forward:
-            modules = sorted(modules, key=_resnet_first)
-        self.modules_list = nn.ModuleList(modules)
+        modules = _interleaved(
+            num_resnets,
+            num_attentions,
+            lambda i: _make_resnet(
+                in_channels if i == 0 else out_channels,
+                out_channels,
+                temb_channels,
+                resnet_eps,
+                norm_num_groups,
+                resnet_act_fn,
+                **(resnet_kwargs or {}),
+            ),
+            lambda: _make_attention(
+                out_channels, num_attention_heads, cross_attention_dim, norm_num_groups, **(attention_kwargs or {})
+            ),
+        )
+        self.modules_list = _module_list(modules, mix_block_in_forward)
         self.downsamplers = (
             nn.ModuleList(
                 [
@@ -380,24 +397,16 @@ class FlexibleUNetMidBlock2DCrossAttn(_FlexibleBlock):
                 **(resnet_kwargs or {}),
             )
 
-        modules: list[nn.Module] = [resnet()]
-        pairs = itertools.zip_longest([True] * num_resnets, [True] * num_attentions, fillvalue=False)
-        for add_resnet, add_attention in pairs:
-            if add_attention:
-                modules.append(
-                    _make_attention(
-                        channels,
-                        num_attention_heads,
-                        cross_attention_dim,
-                        norm_num_groups,
-                        **(attention_kwargs or {}),
-                    )
-                )
-            if add_resnet:
-                modules.append(resnet())
-        if not mix_block_in_forward:
-            modules = sorted(modules, key=_resnet_first)
-        self.modules_list = nn.ModuleList(modules)
+        modules = [resnet()] + _interleaved(
+            num_resnets,
+            num_attentions,
+            lambda i: resnet(),
+            lambda: _make_attention(
+                channels, num_attention_heads, cross_attention_dim, norm_num_groups, **(attention_kwargs or {})
+            ),
+            attention_first=True,
+        )
+        self.modules_list = _module_list(modules, mix_block_in_forward)
         self.upsamplers = (
             nn.ModuleList([Upsample2D(channels, use_conv=True, out_channels=channels)])
             if add_upsample
@@ -461,36 +470,28 @@ class FlexibleCrossAttnUpBlock2D(_FlexibleBlock):
     ) -> None:
         super().__init__()
         self.num_resnets = num_resnets
-        modules: list[nn.Module] = []
-        pairs = itertools.zip_longest([True] * num_resnets, [True] * num_attentions, fillvalue=False)
-        for i, (add_resnet, add_attention) in enumerate(pairs):
-            if add_resnet:
-                skip_channels = in_channels if i == num_resnets - 1 else out_channels
-                resnet_in_channels = prev_output_channel if i == 0 else out_channels
-                modules.append(
-                    _make_resnet(
-                        resnet_in_channels + skip_channels,
-                        out_channels,
-                        temb_channels,
-                        resnet_eps,
-                        norm_num_groups,
-                        resnet_act_fn,
-                        **(resnet_kwargs or {}),
-                    )
-                )
-            if add_attention:
-                modules.append(
-                    _make_attention(
-                        out_channels,
-                        num_attention_heads,
-                        cross_attention_dim,
-                        norm_num_groups,
-                        **(attention_kwargs or {}),
-                    )
-                )
-        if not mix_block_in_forward:
-            modules = sorted(modules, key=_resnet_first)
-        self.modules_list = nn.ModuleList(modules)
+        def resnet(i: int) -> ResnetBlock2D:
+            skip_channels = in_channels if i == num_resnets - 1 else out_channels
+            resnet_in_channels = prev_output_channel if i == 0 else out_channels
+            return _make_resnet(
+                resnet_in_channels + skip_channels,
+                out_channels,
+                temb_channels,
+                resnet_eps,
+                norm_num_groups,
+                resnet_act_fn,
+                **(resnet_kwargs or {}),
+            )
+
+        modules = _interleaved(
+            num_resnets,
+            num_attentions,
+            resnet,
+            lambda: _make_attention(
+                out_channels, num_attention_heads, cross_attention_dim, norm_num_groups, **(attention_kwargs or {})
+            ),
+        )
+        self.modules_list = _module_list(modules, mix_block_in_forward)
         self.upsamplers = (
             nn.ModuleList([Upsample2D(out_channels, use_conv=True, out_channels=out_channels)])
             if add_upsample
