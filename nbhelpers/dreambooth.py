@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from nbhelpers.atomic import atomic_open, write_json_atomic
 from nbhelpers.dreambooth_config import DreamBoothConfig, DreamBoothConfigError
 from nbhelpers.dreambooth_data import DreamBoothDataset, collate, image_files, load_images
+from nbhelpers.generation import Generation, generate
 
 logger = logging.getLogger(__name__)
 
@@ -153,23 +154,23 @@ class DreamBoothTrainer:
             self.text_encoder = prepared[3]
 
     # -- setup ---------------------------------------------------------------------------------------------
+    def _render(self, prompt: str, seed: int, **settings: Any) -> Generation:
+        """One image at the training resolution with the model's published defaults (under autocast)."""
+        with torch.no_grad(), self.accelerator.autocast():
+            return generate(self.pipe, prompt, seed=seed, height=self.config.resolution,
+                            width=self.config.resolution, **settings)
+
     def _class_images(self, min_side: int) -> list:
         """Class images from the cache folder, generating the missing ones with the base model first."""
-        from nbhelpers.images import save_image
-
         config = self.config
         folder = config.class_dir
         folder.mkdir(parents=True, exist_ok=True)
         missing = config.num_class_images - len(image_files(folder))
         if missing > 0 and self.accelerator.is_main_process:
-            generator = torch.Generator("cpu").manual_seed(config.seed)
             start = len(image_files(folder))
             for index in range(start, start + missing):
-                with torch.no_grad(), self.accelerator.autocast():
-                    image = self.pipe(config.effective_class_prompt, height=config.resolution, width=config.resolution,
-                                      generator=generator).images[0]
-                save_image(image, folder / f"class-{index:05d}.png", prompt=config.effective_class_prompt,
-                           seed=config.seed, steps=None, model=str(config.model))
+                self._render(config.effective_class_prompt, config.seed + index).save_one(
+                    0, folder / f"class-{index:05d}.png")
         self.accelerator.wait_for_everyone()
         return load_images(folder, min_side=min_side)[: config.num_class_images]
 
@@ -329,22 +330,13 @@ class DreamBoothTrainer:
         accelerator.wait_for_everyone()
 
     def _validate(self, step: int) -> list[Path]:
-        from nbhelpers.images import save_image
-
         paths = []
         self.unet.eval()
-        with torch.no_grad(), self.accelerator.autocast():
-            for index, prompt in enumerate(self.config.validation_prompts):
-                generator = torch.Generator("cpu").manual_seed(self.config.seed + index)
-                kwargs = {}
-                if self.config.validation_inference_steps:
-                    kwargs["num_inference_steps"] = self.config.validation_inference_steps
-                image = self.pipe(prompt, height=self.config.resolution, width=self.config.resolution,
-                                  generator=generator, **kwargs).images[0]
-                path = self.output_dir / "validation" / f"step{step:06d}-{index:02d}.png"
-                paths.append(save_image(image, path, prompt=prompt, seed=self.config.seed + index,
-                                        steps=kwargs.get("num_inference_steps"),
-                                        model=f"{self.config.model}+dreambooth"))
+        for index, prompt in enumerate(self.config.validation_prompts):
+            result = self._render(prompt, self.config.seed + index,
+                                  num_inference_steps=self.config.validation_inference_steps)
+            path = self.output_dir / "validation" / f"step{step:06d}-{index:02d}.png"
+            paths.append(result.save_one(0, path, model=f"{result.model} + DreamBooth step {step}"))
         self.unet.train()
         return paths
 

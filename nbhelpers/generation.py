@@ -62,20 +62,24 @@ class Generation:
     def save(self, folder: str | Path, stem: str = "image") -> list[Path]:
         """Save every image as PNG with its prompt, seed, steps and model in the metadata; return the paths."""
         folder = Path(folder)
-        paths = []
-        for index, (image, prompt, seed) in enumerate(zip(self.images, self.prompts, self.seeds, strict=True)):
-            extra = {k: v for k, v in self.settings.items() if k != "num_inference_steps"}
-            path = save_image(
-                image,
-                folder / f"{stem}-{index:03d}-seed{seed}.png",
-                prompt=prompt,
-                seed=seed,
-                steps=self.settings.get("num_inference_steps"),
-                model=self.model,
-                **extra,
-            )
-            paths.append(path)
-        return paths
+        return [
+            self.save_one(index, folder / f"{stem}-{index:03d}-seed{seed}.png")
+            for index, seed in enumerate(self.seeds)
+        ]
+
+    def save_one(self, index: int, path: str | Path, model: str | None = None) -> Path:
+        """Save image ``index`` as the PNG ``path`` with its settings in the metadata (``model`` overrides the
+        model label, e.g. to mark a fine-tuned model); return the path."""
+        extra = {k: v for k, v in self.settings.items() if k != "num_inference_steps"}
+        return save_image(
+            self.images[index],
+            path,
+            prompt=self.prompts[index],
+            seed=self.seeds[index],
+            steps=self.settings.get("num_inference_steps"),
+            model=model or self.model,
+            **extra,
+        )
 
 
 def default_settings(pipe: DiffusionPipeline) -> dict[str, Any]:
