@@ -19,18 +19,10 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
 
 
 def test_new_files_get_the_umask_permissions_not_mkstemps_private_ones(tmp_path):
-    old = os.umask(0o022)
-    try:
-        import importlib
-
-        import nbhelpers.atomic as atomic
-
-        importlib.reload(atomic)
-        path = atomic.write_json_atomic(tmp_path / "sub" / "figures.json", {"a": 1.5, "b": tmp_path})
-    finally:
-        os.umask(old)
-        importlib.reload(atomic)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    umask = os.umask(0)
+    os.umask(umask)
+    path = write_json_atomic(tmp_path / "sub" / "figures.json", {"a": 1.5, "b": tmp_path})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask != 0o600
     assert json.loads(path.read_text()) == {"a": 1.5, "b": str(tmp_path)}
 
 
