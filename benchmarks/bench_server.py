@@ -19,8 +19,8 @@ import time
 import requests
 
 from nbhelpers.atomic import write_json_atomic
+from nbhelpers.endpoints.serving import local_server
 from nbhelpers.environment import environment_report
-from nbhelpers.serving import local_server
 
 
 def free_port() -> int:

@@ -1,7 +1,7 @@
 """How much DAAM tracing adds to generation time.
 
-Runs the same generation plain and inside ``nbhelpers.daam.trace`` (heat maps computed), alternating in one
-process, each timed with ``nbhelpers.timing.measure`` (synchronised, warmed up, median of the repeats), and
+Runs the same generation plain and inside ``nbhelpers.daam`` (heat maps computed), alternating in one
+process, each timed with ``nbhelpers.perf.timing.measure`` (synchronised, warmed up, median of the repeats), and
 prints and saves the ratio.
 
     python benchmarks/daam_overhead.py                         # tiny models on the CPU (offline)
@@ -20,16 +20,16 @@ from nbhelpers.atomic import write_json_atomic
 from nbhelpers.daam import set_seed, trace
 from nbhelpers.environment import environment_report
 from nbhelpers.loading import load_pipeline
-from nbhelpers.timing import measure
+from nbhelpers.perf.timing import measure
 
 PROMPT = "A big owl with bright shinning eyes"
 
 
 def _full_size_pipeline(name: str, device: str):
     try:
-        from nbhelpers.random_weights import build_random_pipeline
+        from nbhelpers.models.random_weights import build_random_pipeline
     except ImportError as err:  # the benchmark harness of the comparison notebook provides it
-        raise SystemExit(f"--full-size needs nbhelpers.random_weights ({err}).") from err
+        raise SystemExit(f"--full-size needs nbhelpers.models.random_weights ({err}).") from err
     return build_random_pipeline(name, device=device, dtype=torch.float16)
 
 

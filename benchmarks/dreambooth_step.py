@@ -2,7 +2,7 @@
 
 Each mode builds the trainer of ``nbhelpers.dreambooth`` on SD v1.4's architecture, feeds it one instance
 image plus one prior-preservation (class) image per step, and times ``compute_loss`` + ``optimizer_step``
-with ``nbhelpers.timing.measure`` (device synchronised, warmed up, median of the repeats). Peak memory is
+with ``nbhelpers.perf.timing.measure`` (device synchronised, warmed up, median of the repeats). Peak memory is
 everything the process held on the GPU during the timed steps: UNet, text encoder, VAE, optimizer state,
 activations.
 
@@ -23,11 +23,11 @@ import torch
 
 from nbhelpers.atomic import write_json_atomic
 from nbhelpers.device import peak_memory_bytes, reset_peak_memory
-from nbhelpers.dreambooth import DreamBoothTrainer
-from nbhelpers.dreambooth_config import DreamBoothConfig
-from nbhelpers.dreambooth_data import make_synthetic_subject
+from nbhelpers.dreambooth.config import DreamBoothConfig
+from nbhelpers.dreambooth.data import make_synthetic_subject
+from nbhelpers.dreambooth.trainer import DreamBoothTrainer
 from nbhelpers.environment import environment_report
-from nbhelpers.timing import measure
+from nbhelpers.perf.timing import measure
 
 MODES = {
     "lora": {"use_lora": True, "mixed_precision": "fp16"},
@@ -43,7 +43,7 @@ def _pipeline(tiny: bool, device: str):
 
         return load_pipeline("sd-v1-4", tiny=True, device=device, dtype=torch.float32, safety_checker=False,
                              memory_savers="off", progress=False)
-    from nbhelpers.random_weights import build_random_pipeline
+    from nbhelpers.models.random_weights import build_random_pipeline
 
     return build_random_pipeline("sd-v1-4", device=device, dtype=torch.float32)
 

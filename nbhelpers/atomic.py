@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,3 +59,29 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
     with atomic_open(path, "w", encoding="utf-8") as file:
         json.dump(data, file, indent=2, default=str)
     return Path(path)
+
+
+@contextmanager
+def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``path``; when the block ends cleanly it takes ``path``'s place.
+
+    For results made of several files (pipeline folders, training checkpoints): readers see the old folder or
+    the complete new one, never a half-written one. If the block raises, the staging folder is removed and
+    ``path`` is left as it was. An existing ``path`` is moved aside before the swap and deleted after it, so a
+    crash between the two renames leaves a complete folder under one of the two names.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent))
+    try:
+        yield staging
+        os.chmod(staging, 0o777 & ~_current_umask())
+        previous = None
+        if path.exists():
+            previous = Path(tempfile.mkdtemp(prefix=f".{path.name}-", suffix=".old", dir=path.parent))
+            os.replace(path, previous / path.name)
+        os.replace(staging, path)
+        if previous is not None:
+            shutil.rmtree(previous, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

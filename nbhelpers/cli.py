@@ -17,7 +17,7 @@ from pathlib import Path
 
 #: Modules that add sub-commands; each defines ``add_parser(subparsers) -> None``.
 COMMAND_MODULES: tuple[str, ...] = (
-    "nbhelpers.cli", "nbhelpers.benchmark", "nbhelpers.serving", "nbhelpers.dreambooth",
+    "nbhelpers.cli", "nbhelpers.perf.benchmark", "nbhelpers.endpoints.serving", "nbhelpers.dreambooth.trainer",
 )
 
 

@@ -18,12 +18,15 @@ from typing import Any
 import torch
 from diffusers import DiffusionPipeline, StableDiffusionPipeline
 
+# Folders saved by nbhelpers 0.1 name the UNet's module ``nbhelpers.flexible_unet``; diffusers resolves a named
+# module only once it is imported, so the old path is imported with the loader.
+from nbhelpers import flexible_unet as _legacy_flexible_unet_module  # noqa: F401
 from nbhelpers.catalog import ModelSpec, UnknownModelError, find_spec, get_spec, known_model_names
-from nbhelpers.deci_pipeline import DeciDiffusionPipeline
 from nbhelpers.device import pick_device, pick_dtype, total_memory_bytes
-from nbhelpers.flexible_unet import FlexibleUNet2DConditionModel
-from nbhelpers.schedulers import swap_scheduler
-from nbhelpers.tiny import tiny_pipeline_path, tiny_requested
+from nbhelpers.models.deci_pipeline import DeciDiffusionPipeline
+from nbhelpers.models.flexible_unet import FlexibleUNet2DConditionModel
+from nbhelpers.models.schedulers import swap_scheduler
+from nbhelpers.models.tiny import tiny_pipeline_path, tiny_requested
 
 logger = logging.getLogger(__name__)
 
@@ -202,10 +205,10 @@ def load_pipeline(
         device: ``"cuda"``, ``"mps"`` or ``"cpu"`` (default: the best available).
         dtype: weight dtype (default: float16 on GPUs, float32 on CPU).
         safety_checker: keep the repo's NSFW safety checker (flagged images come back black).
-        scheduler: optional scheduler to swap in, by name (see :func:`nbhelpers.schedulers.swap_scheduler`).
+        scheduler: optional scheduler to swap in, by name (see :func:`nbhelpers.models.schedulers.swap_scheduler`).
         memory_savers: ``"auto"`` (slicing below 8 GiB of GPU memory, CPU offload below 5 GiB), ``"off"``,
             ``"slicing"`` or ``"offload"``.
-        optimize: the fast path, e.g. ``"compile"`` (see :mod:`nbhelpers.optimize`); ``None`` keeps the plain
+        optimize: the fast path, e.g. ``"compile"`` (see :mod:`nbhelpers.perf.optimize`); ``None`` keeps the plain
             pipeline.
         progress: show diffusers' per-step progress bar when generating.
         **from_pretrained_kwargs: passed on (e.g. ``revision``, ``cache_dir``, ``variant``).
@@ -244,7 +247,7 @@ def load_pipeline(
         swap_scheduler(pipe, scheduler)
     savers = _apply_memory_savers(pipe, target_device, memory_savers)
     if optimize is not None:
-        from nbhelpers.optimize import optimize_pipeline
+        from nbhelpers.perf.optimize import optimize_pipeline
 
         optimize_pipeline(pipe, optimize)
     pipe.set_progress_bar_config(disable=not progress)

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from nbhelpers.benchmark import BenchSettings, run_benchmark
 from nbhelpers.cli import main
-from nbhelpers.flops import component_parameters, count_parameters, full_size_parameters, model_step_flops
 from nbhelpers.loading import load_pipeline
-from nbhelpers.optimize import optimize_pipeline
-from nbhelpers.random_weights import build_random_pipeline
+from nbhelpers.models.random_weights import build_random_pipeline
+from nbhelpers.perf.benchmark import BenchSettings, run_benchmark
+from nbhelpers.perf.flops import component_parameters, count_parameters, full_size_parameters, model_step_flops
+from nbhelpers.perf.optimize import optimize_pipeline
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from nbhelpers.daam import GlobalHeatMap, set_seed, trace
-from nbhelpers.daam_words import WordNotInPromptError, prompt_words, word_token_positions
+from nbhelpers.daam.words import WordNotInPromptError, prompt_words, word_token_positions
 from nbhelpers.loading import load_pipeline
 
 PROMPT = "A big owl with bright shinning eyes"

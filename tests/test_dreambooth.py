@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from nbhelpers.dreambooth import DreamBoothTrainer, check_launch, latest_checkpoint, train_dreambooth
-from nbhelpers.dreambooth_config import DreamBoothConfig, DreamBoothConfigError
-from nbhelpers.dreambooth_data import DreamBoothDataError, load_images, make_synthetic_subject, preprocess
+from nbhelpers.dreambooth.config import DreamBoothConfig, DreamBoothConfigError
+from nbhelpers.dreambooth.data import DreamBoothDataError, load_images, make_synthetic_subject, preprocess
+from nbhelpers.dreambooth.trainer import DreamBoothTrainer, check_launch, latest_checkpoint, train_dreambooth
 from nbhelpers.loading import load_pipeline
 
 
@@ -65,8 +65,8 @@ def test_saved_lora_loads_into_a_fresh_pipeline_and_changes_its_output(subject, 
 def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_total(subject, tmp_path):
     out = tmp_path / "run"
     code = textwrap.dedent(f"""
-        from nbhelpers.dreambooth import train_dreambooth
-        from nbhelpers.dreambooth_config import DreamBoothConfig
+        from nbhelpers.dreambooth.trainer import train_dreambooth
+        from nbhelpers.dreambooth.config import DreamBoothConfig
         train_dreambooth(DreamBoothConfig({str(subject)!r}, {str(out)!r}, tiny=True, resolution=64,
                                           max_train_steps=400, checkpointing_steps=2), progress=False)
     """)

@@ -16,11 +16,11 @@ import pandas as pd
 import pytest
 import requests
 
-from nbhelpers.batch_runner import BatchFailedError, BatchInputError, run_batch
-from nbhelpers.endpoint_client import EndpointClient, EndpointError, request_body
-from nbhelpers.endpoint_contract import ContractError, decode_image, parse_request
-from nbhelpers.scoring_service import ScoringService
-from nbhelpers.serving import local_server
+from nbhelpers.endpoints.batch_runner import BatchFailedError, BatchInputError, run_batch
+from nbhelpers.endpoints.client import EndpointClient, EndpointError, request_body
+from nbhelpers.endpoints.contract import ContractError, decode_image, parse_request
+from nbhelpers.endpoints.scoring_service import ScoringService
+from nbhelpers.endpoints.serving import local_server
 
 SAMPLE = {
     "input_data": {
@@ -140,7 +140,7 @@ def test_client_retries_busy_answers_with_backoff(monkeypatch):
                SimpleNamespace(status_code=200, headers={}, json=lambda: [{"prompt": "p"}])]
     calls, sleeps = [], []
     session = SimpleNamespace(post=lambda url, **kw: calls.append(kw) or answers[len(calls) - 1])
-    monkeypatch.setattr("nbhelpers.endpoint_client.time.sleep", sleeps.append)
+    monkeypatch.setattr("nbhelpers.endpoints.client.time.sleep", sleeps.append)
     client = EndpointClient("http://127.0.0.1:9/score", key="k", retries=3, backoff_s=0.5, session=session)
     assert client.score(request_body(["p"])) == [{"prompt": "p"}]
     assert len(calls) == 3 and calls[0]["headers"]["Authorization"] == "Bearer k"
@@ -160,7 +160,7 @@ def _write_csvs(folder, rows_per_file=(3, 2)):
 def test_batch_run_killed_midway_and_rerun_has_every_row_exactly_once(tmp_path):
     _write_csvs(tmp_path / "in", (4, 3))
     code = textwrap.dedent(f"""
-        from nbhelpers.batch_runner import run_batch
+        from nbhelpers.endpoints.batch_runner import run_batch
         run_batch({str(tmp_path / 'in')!r}, {str(tmp_path / 'out')!r}, model="deci-v1", tiny=True,
                   parameters={{"num_inference_steps": 20}}, progress=False)
     """)
@@ -212,7 +212,7 @@ def test_batch_input_errors(tmp_path):
 
 
 def test_batch_scoring_script_contract(tmp_path, monkeypatch, tiny_deci):
-    from nbhelpers.scoring import batch_score
+    from nbhelpers.endpoints.scoring import batch_score
 
     _write_csvs(tmp_path / "in", (2,))
     monkeypatch.setattr(batch_score, "pipe", tiny_deci)
@@ -237,7 +237,7 @@ class _FakeSafetyClient:
 
 
 def test_content_safety_blanks_blocked_rows(tiny_deci):
-    from nbhelpers.content_safety import ContentSafetyScreen
+    from nbhelpers.endpoints.content_safety import ContentSafetyScreen
 
     service = ScoringService(tiny_deci, screen=ContentSafetyScreen(_FakeSafetyClient(["gore"]), threshold=2))
     body = json.dumps({"input_data": {"data": ["a fox", "gore everywhere"], "parameters": {"num_inference_steps": 1}}})
@@ -258,7 +258,7 @@ def test_no_safety_checker_gives_null(tmp_path):
 
 
 def test_azure_deployment_objects_validate_offline():
-    from nbhelpers.azure_deploy import (
+    from nbhelpers.endpoints.azure_deploy import (
         as_yaml_dict,
         batch_deployment,
         batch_endpoint,

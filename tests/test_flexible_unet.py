@@ -16,7 +16,7 @@ from diffusers.models.resnet import ResnetBlock2D
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from nbhelpers.flexible_unet import (
+from nbhelpers.models.flexible_unet import (
     DECI_FLEXIBLE_UNET_CONFIG,
     TINY_FLEXIBLE_UNET_CONFIG,
     FlexibleUNet2DConditionModel,

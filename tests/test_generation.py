@@ -3,7 +3,7 @@ import pytest
 
 from nbhelpers.generation import generate, validate_settings
 from nbhelpers.images import read_image_metadata
-from nbhelpers.schedulers import SCHEDULERS, swap_scheduler
+from nbhelpers.models.schedulers import SCHEDULERS, swap_scheduler
 
 
 def test_generate_is_reproducible_per_seed(tiny_sd):
@@ -11,8 +11,15 @@ def test_generate_is_reproducible_per_seed(tiny_sd):
     assert first.seeds == [3, 4, 3, 4]
     assert first.prompts == ["an owl", "an owl", "a horse", "a horse"]
     assert len(first.images) == 4 and first.images[0].size == (64, 64)
+    # Same batch, same seeds: bit-identical.
+    again = generate(tiny_sd, ["an owl", "a horse"], seed=3, num_images=2, num_inference_steps=2)
+    for a, b in zip(first.images, again.images, strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    # Alone vs in a batch of four: the same picture, but batched CPU kernels may round differently, so pixels
+    # can differ by a level or two (the tolerance notebook 01 states: mean difference below one level).
     alone = generate(tiny_sd, "an owl", seed=4, num_inference_steps=2)
-    assert np.array_equal(np.asarray(alone.images[0]), np.asarray(first.images[1]))
+    difference = np.abs(np.asarray(alone.images[0], dtype=int) - np.asarray(first.images[1], dtype=int))
+    assert difference.max() <= 3 and difference.mean() < 1.0
     assert not np.array_equal(np.asarray(first.images[0]), np.asarray(first.images[1]))
     assert first.diagnosis() == ["ok"] * 4
     assert first.nsfw == [False] * 4 and first.nan == [False] * 4

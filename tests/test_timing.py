@@ -2,7 +2,7 @@ import time
 
 import pytest
 
-from nbhelpers.timing import measure
+from nbhelpers.perf.timing import measure
 
 
 def test_measure_separates_first_call_and_counts_runs():

@@ -9,10 +9,10 @@ import torch
 from diffusers import DDIMScheduler, StableDiffusionPipeline
 
 from nbhelpers.catalog import UnknownModelError
-from nbhelpers.deci_pipeline import DeciDiffusionPipeline
-from nbhelpers.flexible_unet import FlexibleUNet2DConditionModel
 from nbhelpers.loading import ModelLoadError, load_pipeline
-from nbhelpers.tiny import TINY_RESOLUTION, build_tiny_pipeline, tiny_pipeline_path, tiny_requested
+from nbhelpers.models.deci_pipeline import DeciDiffusionPipeline
+from nbhelpers.models.flexible_unet import FlexibleUNet2DConditionModel
+from nbhelpers.models.tiny import TINY_RESOLUTION, build_tiny_pipeline, tiny_pipeline_path, tiny_requested
 
 HUB_LAYOUT = {"model_index.json", "feature_extractor", "safety_checker", "scheduler", "text_encoder", "tokenizer",
               "unet", "vae"}
@@ -146,7 +146,7 @@ def test_loading_by_hub_id_from_a_prepopulated_offline_cache(tmp_path):
     code = textwrap.dedent(
         """
         import torch
-        from nbhelpers.tiny import populate_hf_cache
+        from nbhelpers.models.tiny import populate_hf_cache
         from huggingface_hub import constants
         populate_hf_cache(["deci-v1"], constants.HF_HUB_CACHE, skip_subfolders=("unet",))
         populate_hf_cache(["sd-v1-5", "small-sd-v0"], constants.HF_HUB_CACHE)

@@ -1,6 +1,6 @@
 from transformers import CLIPTokenizer
 
-from nbhelpers.tokenizer import CLIP_VOCAB_SIZE, clip_vocab_and_merges, write_clip_tokenizer
+from nbhelpers.models.tokenizer import CLIP_VOCAB_SIZE, clip_vocab_and_merges, write_clip_tokenizer
 
 
 def test_tokenizer_gives_the_real_checkpoint_ids(tmp_path):

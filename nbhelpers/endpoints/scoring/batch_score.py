@@ -1,0 +1,50 @@
+"""Batch endpoint scoring script for the Azure ML text-to-image contract.
+
+Azure ML calls ``init()`` once per worker and ``run(mini_batch)`` with a list of CSV file paths (each with a
+``prompt`` column); images go to ``AZUREML_BI_OUTPUT_PATH`` and the returned DataFrame (one row per prompt)
+is appended to ``predictions.csv``. Locally, ``nbhelpers.endpoints.batch_runner.run_batch`` runs the same row logic
+resumably. Model selection: see :mod:`nbhelpers.endpoints.scoring_service`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from nbhelpers.endpoints.batch_runner import generate_row, read_prompts
+
+pipe = None
+output_folder = Path("batch_outputs")
+
+
+def init() -> None:
+    """Load the model once per worker and find the output folder."""
+    global pipe, output_folder
+    from nbhelpers.endpoints.scoring_service import model_source_from_environment
+    from nbhelpers.loading import load_pipeline
+
+    pipe = load_pipeline(model_source_from_environment(), progress=False)
+    output_folder = Path(os.environ.get("AZUREML_BI_OUTPUT_PATH", "batch_outputs"))
+    output_folder.mkdir(parents=True, exist_ok=True)
+
+
+def run(mini_batch: list[str]) -> pd.DataFrame:
+    """Generate one image per prompt of every CSV file in ``mini_batch``; one result row per prompt.
+
+    A row that fails is returned with its error (the deployment's error_threshold decides the job's fate).
+    """
+    results = []
+    for path in map(Path, mini_batch):
+        for row, prompt in enumerate(read_prompts(path)):
+            record = {"file": path.name, "row": row, "prompt": prompt}
+            try:
+                image_path = output_folder / f"{path.stem}-{row:05d}.png"
+                record |= {"status": "ok", "error": None,
+                           **generate_row(pipe, prompt, seed=row, image_path=image_path, parameters={})}
+            except Exception as err:  # reported per row, as the batch contract expects
+                record |= {"status": "failed", "image": None, "nsfw_content_detected": None,
+                           "error": f"{type(err).__name__}: {err}"}
+            results.append(record)
+    return pd.DataFrame(results)

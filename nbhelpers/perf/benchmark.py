@@ -1,0 +1,258 @@
+"""Benchmark harness: end-to-end latency, throughput, UNet step time, memory, parameters and FLOPs.
+
+Every figure is measured with :func:`nbhelpers.perf.timing.measure`: the device is synchronised before each
+clock read, the first call (compilation, autotuning) is timed separately and excluded, the median of the
+repeats is reported. Variants run one after the other in one process, on the same device. Results are
+saved as JSON with the device, library versions and settings; random or tiny weights are labelled.
+
+    nbhelpers bench --models sd-v1-5 deci-v1 --random-weights --device cuda --optimize none compile
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nbhelpers.atomic import write_json_atomic
+from nbhelpers.catalog import get_spec
+from nbhelpers.device import pick_device, pick_dtype
+from nbhelpers.environment import environment_report
+from nbhelpers.perf.flops import component_parameters, model_step_flops, unet_step_flops
+from nbhelpers.perf.optimize import OPTIMIZE_MODES, optimize_pipeline
+from nbhelpers.perf.timing import measure
+
+WEIGHTS = ("hub", "random", "tiny")
+BENCH_PROMPT = "A photo of an astronaut riding a horse on Mars"
+
+
+@dataclass
+class BenchSettings:
+    """What to measure.
+
+    Attributes:
+        models: catalog names.
+        weights: ``"hub"`` (real weights), ``"random"`` (full-size architectures, random weights) or ``"tiny"``.
+        device: ``"cuda"``, ``"mps"``, ``"cpu"`` or ``None`` for the best available.
+        steps: denoising steps; ``None`` for each model's default (50 SD, 30 DeciDiffusion).
+        batch_sizes: images per pipeline call.
+        optimize: fast-path modes to compare, in order (``"none"`` first: it is the reference output).
+        height, width: image size in pixels (``None``: 512, or 64 for tiny weights).
+        warmup: calls before timing (at least 1; compiled modes need 2: compile, then capture graphs).
+        repeats: timed calls; the median is reported.
+        peak_tflops: the device's dense peak in TFLOP/s for the utilisation figure (``None``: measured with a
+            matmul on CUDA, not reported elsewhere).
+    """
+
+    models: list[str] = field(default_factory=lambda: ["sd-v1-5", "deci-v1"])
+    weights: str = "random"
+    device: str | None = None
+    steps: int | None = None
+    batch_sizes: list[int] = field(default_factory=lambda: [1])
+    optimize: list[str] = field(default_factory=lambda: ["none"])
+    height: int | None = None
+    width: int | None = None
+    warmup: int = 2
+    repeats: int = 5
+    peak_tflops: float | None = None
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the setting that is out of range."""
+        for name in self.models:
+            get_spec(name)
+        if self.weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}; got {self.weights!r}.")
+        unknown = [m for m in self.optimize if m not in OPTIMIZE_MODES]
+        if unknown:
+            raise ValueError(f"Unknown optimize mode(s) {unknown}; choose from {', '.join(OPTIMIZE_MODES)}.")
+        if self.warmup < 1 or self.repeats < 1:
+            raise ValueError("warmup and repeats must be at least 1: numbers are never taken without a warm-up.")
+        if any(b < 1 for b in self.batch_sizes):
+            raise ValueError(f"batch sizes must be positive; got {self.batch_sizes}.")
+        if self.steps is not None and not 1 <= self.steps <= 1000:
+            raise ValueError(f"steps must be between 1 and 1000; got {self.steps}.")
+
+
+def measure_matmul_peak_tflops(device: torch.device, dtype: torch.dtype = torch.float16, size: int = 8192) -> float:
+    """Dense matmul rate of ``device`` in TFLOP/s (median of 10 calls after warm-up): the practical peak."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    timing = measure(lambda: a @ b, warmup=3, repeats=10, device=device)
+    return 2 * size**3 / timing.median_s / 1e12
+
+
+def _load(name: str, settings: BenchSettings, device: torch.device, dtype: torch.dtype) -> Any:
+    if settings.weights == "random":
+        from nbhelpers.models.random_weights import build_random_pipeline
+
+        return build_random_pipeline(name, device=device, dtype=dtype)
+    from nbhelpers.loading import load_pipeline
+
+    return load_pipeline(
+        name, tiny=settings.weights == "tiny", device=device, dtype=dtype, safety_checker=False, memory_savers="off"
+    )
+
+
+def _unet_inputs(pipe: Any, batch: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    unet = pipe.unet
+    parameter = next(unet.parameters())
+    scale = pipe.vae_scale_factor
+    latents = torch.randn(2 * batch, unet.config.in_channels, height // scale, width // scale,
+                          device=parameter.device, dtype=parameter.dtype)
+    context = torch.randn(2 * batch, 77, unet.config.cross_attention_dim, device=parameter.device,
+                          dtype=parameter.dtype)
+    timestep = torch.full((2 * batch,), 500, device=parameter.device, dtype=torch.long)
+    return latents, timestep, context
+
+
+def _measure_variant(
+    pipe: Any, settings: BenchSettings, device: torch.device, batch: int, steps: int, height: int, width: int
+) -> tuple[Any, Any]:
+    """Time one whole generation of ``batch`` images and one guided UNet step; returns both timings."""
+    kwargs = {"num_inference_steps": steps, "height": height, "width": width, "output_type": "np"}
+    prompts = [BENCH_PROMPT] * batch
+
+    def generate_once() -> Any:
+        generators = [torch.Generator("cpu").manual_seed(i) for i in range(batch)]
+        return pipe(prompts, generator=generators, **kwargs).images
+
+    inputs = _unet_inputs(pipe, batch, height, width)
+    with torch.no_grad():
+        end_to_end = measure(generate_once, warmup=settings.warmup, repeats=settings.repeats, device=device)
+        step = measure(lambda: pipe.unet(*inputs, return_dict=False), warmup=settings.warmup,
+                       repeats=settings.repeats, device=device)
+    return end_to_end, step
+
+
+def run_benchmark(settings: BenchSettings, log: Any = print) -> dict[str, Any]:
+    """Measure every (model, optimize mode, batch size) of ``settings``; return a JSON-serialisable report."""
+    settings.validate()
+    device = pick_device(settings.device)
+    dtype = pick_dtype(device)
+    tiny = settings.weights == "tiny"
+    height = settings.height or (64 if tiny else 512)
+    width = settings.width or (64 if tiny else 512)
+    peak = settings.peak_tflops
+    if peak is None and device.type == "cuda":
+        peak = measure_matmul_peak_tflops(device, dtype)
+    rows: list[dict[str, Any]] = []
+    for name in settings.models:
+        spec = get_spec(name)
+        steps = settings.steps or spec.num_inference_steps
+        pipe = _load(name, settings, device, dtype)
+        pipe.set_progress_bar_config(disable=True)
+        parameters = component_parameters(pipe)
+        if tiny:
+            flops_per_step = {b: unet_step_flops(pipe.unet, height=height, width=width, batch_size=b)
+                              for b in settings.batch_sizes}
+        else:
+            flops_per_step = {b: model_step_flops(name, height=height, width=width, batch_size=b)
+                              for b in settings.batch_sizes}
+        eager_images: dict[int, np.ndarray] = {}
+        for mode in settings.optimize:
+            optimize_pipeline(pipe, mode)
+            for batch in settings.batch_sizes:
+                end_to_end, step = _measure_variant(pipe, settings, device, batch, steps, height, width)
+                images = np.asarray(end_to_end.result, dtype=np.float32)
+                if mode == settings.optimize[0]:
+                    eager_images[batch] = images
+                difference = float(np.abs(images - eager_images[batch]).max()) if batch in eager_images else None
+                achieved = flops_per_step[batch] / step.median_s / 1e12
+                row = {
+                    "model": name,
+                    "optimize": mode,
+                    "batch_size": batch,
+                    "steps": steps,
+                    "height": height,
+                    "width": width,
+                    "seconds_per_image": end_to_end.median_s / batch,
+                    "images_per_second": batch / end_to_end.median_s,
+                    "first_call_seconds": end_to_end.first_call_s,
+                    "end_to_end_runs_seconds": end_to_end.runs_s,
+                    "unet_step_ms": step.median_s * 1e3,
+                    "peak_memory_gib": end_to_end.peak_memory_gib,
+                    "gflop_per_guided_step": flops_per_step[batch] / 1e9,
+                    "unet_tflops_achieved": achieved,
+                    "share_of_peak": achieved / peak if peak else None,
+                    "max_abs_pixel_difference_vs_first_mode": difference,
+                    "parameters": parameters,
+                }
+                rows.append(row)
+                log(
+                    f"{name:12s} {mode:13s} batch {batch}: {row['seconds_per_image']:.3f} s/image, "
+                    f"{row['images_per_second']:.2f} img/s, UNet step {row['unet_step_ms']:.2f} ms, "
+                    f"first call {row['first_call_seconds']:.1f} s"
+                    + (f", {row['peak_memory_gib']:.2f} GiB" if row["peak_memory_gib"] is not None else "")
+                    + (f", diff vs {settings.optimize[0]} {difference:.4f}" if difference is not None else "")
+                )
+        del pipe
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    weights_label = {
+        "hub": "real weights from the Hugging Face hub",
+        "random": "full-size architectures with RANDOM weights (timings are real; images are not)",
+        "tiny": "tiny offline models with RANDOM weights (timings of toy models, not of the real ones)",
+    }[settings.weights]
+    return {
+        "weights": weights_label,
+        "device": str(device),
+        "dtype": str(dtype).replace("torch.", ""),
+        "peak_tflops": peak,
+        "environment": environment_report().as_dict(),
+        "settings": asdict(settings),
+        "results": rows,
+    }
+
+
+def save_report(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write the report as JSON atomically; return the path."""
+    return write_json_atomic(path, report)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from nbhelpers.cli import ensure_writable_folder
+
+    out = Path(args.out)
+    ensure_writable_folder(out.parent)
+    settings = BenchSettings(
+        models=args.models,
+        weights="tiny" if args.tiny else ("random" if args.random_weights else "hub"),
+        device=args.device,
+        steps=args.steps,
+        batch_sizes=args.batch_sizes,
+        optimize=args.optimize,
+        height=args.height,
+        width=args.width,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        peak_tflops=args.peak_tflops,
+    )
+    report = run_benchmark(settings)
+    print(f"Weights: {report['weights']}. Saved {save_report(report, out)}")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``nbhelpers bench``."""
+    bench = subparsers.add_parser("bench", help="Measure latency, throughput, memory and FLOPs of the models.")
+    bench.add_argument("--models", nargs="+", default=["sd-v1-5", "deci-v1"], help="Catalog names.")
+    source = bench.add_mutually_exclusive_group()
+    source.add_argument("--random-weights", action="store_true", help="Full-size architectures, random weights.")
+    source.add_argument("--tiny", action="store_true", help="Tiny offline models (CPU smoke test).")
+    bench.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available).")
+    bench.add_argument("--steps", type=int, default=None, help="Denoising steps (default: each model's).")
+    bench.add_argument("--batch-sizes", type=int, nargs="+", default=[1], help="Images per call.")
+    bench.add_argument("--optimize", nargs="+", default=["none"], choices=OPTIMIZE_MODES,
+                       help="Fast-path modes to compare, 'none' first (the reference output).")
+    bench.add_argument("--height", type=int, default=None)
+    bench.add_argument("--width", type=int, default=None)
+    bench.add_argument("--warmup", type=int, default=2, help="Untimed calls first (>= 1).")
+    bench.add_argument("--repeats", type=int, default=5, help="Timed calls (median reported).")
+    bench.add_argument("--peak-tflops", type=float, default=None, help="Device peak for utilisation.")
+    bench.add_argument("--out", default="benchmarks/results/bench.json", help="JSON report path.")
+    bench.set_defaults(handler=_run_bench)

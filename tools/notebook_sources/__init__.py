@@ -1,1 +1,0 @@
-"""One module per notebook; each defines ``NOTEBOOK`` (file name) and ``CELLS``."""
