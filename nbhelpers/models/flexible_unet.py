@@ -27,6 +27,7 @@ The published model has 612 parameter tensors and 814,746,884 parameters.
 import copy
 import itertools
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -214,56 +215,84 @@ class _FlexibleBlock(nn.Module):
         return resnet(hidden_states, temb)
 
     @staticmethod
-    def _attention(
-        attention: nn.Module,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None,
-        attention_mask: torch.Tensor | None,
-        cross_attention_kwargs: dict[str, Any] | None,
-        encoder_attention_mask: torch.Tensor | None,
-    ) -> torch.Tensor:
+    def _attention(attention: nn.Module, hidden_states: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
         # Transformer2DModel checkpoints its own transformer blocks when gradient checkpointing is on.
-        return attention(
-            hidden_states,
-            encoder_hidden_states=encoder_hidden_states,
-            cross_attention_kwargs=cross_attention_kwargs,
-            attention_mask=attention_mask,
-            encoder_attention_mask=encoder_attention_mask,
-            return_dict=False,
-        )[0]
+        return attention(hidden_states, **context, return_dict=False)[0]
+
+    def _run_modules(
+        self,
+        hidden_states: torch.Tensor,
+        temb: torch.Tensor,
+        context: dict[str, Any],
+        before_resnet: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        after_resnet: Callable[[torch.Tensor], None] | None = None,
+    ) -> torch.Tensor:
+        """Run ``modules_list`` in order: resnets with ``temb``, attentions with the text ``context``.
+
+        ``before_resnet`` may change a resnet's input (the up block concatenates a skip) and ``after_resnet``
+        sees its output (the down block keeps it as a skip); the loop itself is the same for every block.
+        """
+        for module in self.modules_list:
+            if isinstance(module, ResnetBlock2D):
+                if before_resnet is not None:
+                    hidden_states = before_resnet(hidden_states)
+                hidden_states = self._resnet(module, hidden_states, temb)
+                if after_resnet is not None:
+                    after_resnet(hidden_states)
+            else:
+                hidden_states = self._attention(module, hidden_states, context)
+        return hidden_states
 
 
-def _make_resnet(
-    in_channels: int,
-    out_channels: int,
-    temb_channels: int,
-    eps: float,
-    groups: int,
-    act_fn: str,
-    **kwargs: Any,
-) -> ResnetBlock2D:
-    return ResnetBlock2D(
-        in_channels=in_channels,
-        out_channels=out_channels,
-        temb_channels=temb_channels,
-        eps=eps,
-        groups=groups,
-        non_linearity=act_fn,
-        **kwargs,
-    )
+@dataclass(frozen=True)
+class BlockSettings:
+    """What every block of one flexible UNet shares, and how it builds its resnets and attentions.
 
+    Attributes:
+        temb_channels: width of the time embedding each resnet receives, ``(B, temb_channels)``.
+        num_attention_heads: heads of every ``Transformer2DModel`` (head dim = channels // heads).
+        cross_attention_dim: width of the text context, ``(B, L, cross_attention_dim)``.
+        norm_num_groups: GroupNorm groups of resnets and attentions.
+        resnet_eps: GroupNorm epsilon of the resnets.
+        resnet_act_fn: resnet non-linearity (``"silu"``).
+        mix_block_in_forward: keep resnets and attentions interleaved in ``modules_list`` (the published
+            model); ``False`` stores all resnets first.
+        resnet_kwargs: further ``ResnetBlock2D`` arguments (dropout, time embedding norm, ...).
+        attention_kwargs: further ``Transformer2DModel`` arguments (layers, linear projection, ...).
+    """
 
-def _make_attention(
-    channels: int, num_heads: int, cross_attention_dim: int, groups: int, **kwargs: Any
-) -> Transformer2DModel:
-    return Transformer2DModel(
-        num_attention_heads=num_heads,
-        attention_head_dim=channels // num_heads,
-        in_channels=channels,
-        cross_attention_dim=cross_attention_dim,
-        norm_num_groups=groups,
-        **kwargs,
-    )
+    temb_channels: int
+    num_attention_heads: int
+    cross_attention_dim: int
+    norm_num_groups: int
+    resnet_eps: float = 1e-5
+    resnet_act_fn: str = "silu"
+    mix_block_in_forward: bool = True
+    resnet_kwargs: dict[str, Any] = field(default_factory=dict)
+    attention_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def resnet(self, in_channels: int, out_channels: int) -> ResnetBlock2D:
+        """A resnet mapping ``(B, in_channels, H, W)`` to ``(B, out_channels, H, W)``."""
+        return ResnetBlock2D(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            temb_channels=self.temb_channels,
+            eps=self.resnet_eps,
+            groups=self.norm_num_groups,
+            non_linearity=self.resnet_act_fn,
+            **self.resnet_kwargs,
+        )
+
+    def attention(self, channels: int) -> Transformer2DModel:
+        """A transformer over ``(B, channels, H, W)`` with cross-attention to the text context."""
+        return Transformer2DModel(
+            num_attention_heads=self.num_attention_heads,
+            attention_head_dim=channels // self.num_attention_heads,
+            in_channels=channels,
+            cross_attention_dim=self.cross_attention_dim,
+            norm_num_groups=self.norm_num_groups,
+            **self.attention_kwargs,
+        )
 
 
 class FlexibleCrossAttnDownBlock2D(_FlexibleBlock):
@@ -276,53 +305,28 @@ class FlexibleCrossAttnDownBlock2D(_FlexibleBlock):
 
     def __init__(
         self,
+        settings: BlockSettings,
         in_channels: int,
         out_channels: int,
-        temb_channels: int,
         num_resnets: int,
         num_attentions: int,
-        num_attention_heads: int,
-        cross_attention_dim: int,
-        norm_num_groups: int,
-        resnet_eps: float,
-        resnet_act_fn: str,
         add_downsample: bool,
         last_block: bool,
-        mix_block_in_forward: bool = True,
         downsample_padding: int = 1,
-        resnet_kwargs: dict[str, Any] | None = None,
-        attention_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.last_block = last_block
         modules = _interleaved(
             num_resnets,
             num_attentions,
-            lambda i: _make_resnet(
-                in_channels if i == 0 else out_channels,
-                out_channels,
-                temb_channels,
-                resnet_eps,
-                norm_num_groups,
-                resnet_act_fn,
-                **(resnet_kwargs or {}),
-            ),
-            lambda: _make_attention(
-                out_channels, num_attention_heads, cross_attention_dim, norm_num_groups, **(attention_kwargs or {})
-            ),
+            lambda i: settings.resnet(in_channels if i == 0 else out_channels, out_channels),
+            lambda: settings.attention(out_channels),
         )
-        self.modules_list = _module_list(modules, mix_block_in_forward)
+        self.modules_list = _module_list(modules, settings.mix_block_in_forward)
         self.downsamplers = (
             nn.ModuleList(
-                [
-                    Downsample2D(
-                        out_channels,
-                        use_conv=True,
-                        out_channels=out_channels,
-                        padding=downsample_padding,
-                        name="op",
-                    )
-                ]
+                [Downsample2D(out_channels, use_conv=True, out_channels=out_channels, padding=downsample_padding,
+                              name="op")]
             )
             if add_downsample
             else None
@@ -332,32 +336,18 @@ class FlexibleCrossAttnDownBlock2D(_FlexibleBlock):
         self,
         hidden_states: torch.Tensor,
         temb: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        cross_attention_kwargs: dict[str, Any] | None = None,
-        encoder_attention_mask: torch.Tensor | None = None,
+        context: dict[str, Any],
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """Return ``(hidden_states, skips)``; ``temb`` is ``(B, temb_channels)``, context ``(B, L, D)``."""
-        skips: tuple[torch.Tensor, ...] = ()
-        for module in self.modules_list:
-            if isinstance(module, ResnetBlock2D):
-                hidden_states = self._resnet(module, hidden_states, temb)
-                skips = skips + (hidden_states,)
-            else:
-                hidden_states = self._attention(
-                    module,
-                    hidden_states,
-                    encoder_hidden_states,
-                    attention_mask,
-                    cross_attention_kwargs,
-                    encoder_attention_mask,
-                )
+        """Return ``(hidden_states, skips)``; ``temb`` is ``(B, temb_channels)``; ``context`` holds the keyword
+        arguments of every attention (``encoder_hidden_states`` ``(B, L, D)``, masks, ``cross_attention_kwargs``)."""
+        skips: list[torch.Tensor] = []
+        hidden_states = self._run_modules(hidden_states, temb, context, after_resnet=skips.append)
         if self.downsamplers is not None:
             for downsampler in self.downsamplers:
                 hidden_states = downsampler(hidden_states)
             if not self.last_block:
-                skips = skips + (hidden_states,)
-        return hidden_states, skips
+                skips.append(hidden_states)
+        return hidden_states, tuple(skips)
 
 
 class FlexibleUNetMidBlock2DCrossAttn(_FlexibleBlock):
@@ -370,72 +360,34 @@ class FlexibleUNetMidBlock2DCrossAttn(_FlexibleBlock):
 
     def __init__(
         self,
+        settings: BlockSettings,
         channels: int,
-        temb_channels: int,
         num_resnets: int,
         num_attentions: int,
-        num_attention_heads: int,
-        cross_attention_dim: int,
-        norm_num_groups: int,
-        resnet_eps: float,
-        resnet_act_fn: str,
         add_upsample: bool,
-        mix_block_in_forward: bool = True,
-        resnet_kwargs: dict[str, Any] | None = None,
-        attention_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-
-        def resnet() -> ResnetBlock2D:
-            return _make_resnet(
-                channels,
-                channels,
-                temb_channels,
-                resnet_eps,
-                norm_num_groups,
-                resnet_act_fn,
-                **(resnet_kwargs or {}),
-            )
-
-        modules = [resnet()] + _interleaved(
+        modules = [settings.resnet(channels, channels)] + _interleaved(
             num_resnets,
             num_attentions,
-            lambda i: resnet(),
-            lambda: _make_attention(
-                channels, num_attention_heads, cross_attention_dim, norm_num_groups, **(attention_kwargs or {})
-            ),
+            lambda i: settings.resnet(channels, channels),
+            lambda: settings.attention(channels),
             attention_first=True,
         )
-        self.modules_list = _module_list(modules, mix_block_in_forward)
+        self.modules_list = _module_list(modules, settings.mix_block_in_forward)
         self.upsamplers = (
-            nn.ModuleList([Upsample2D(channels, use_conv=True, out_channels=channels)])
-            if add_upsample
-            else None
+            nn.ModuleList([Upsample2D(channels, use_conv=True, out_channels=channels)]) if add_upsample else None
         )
 
     def forward(
         self,
         hidden_states: torch.Tensor,
         temb: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        cross_attention_kwargs: dict[str, Any] | None = None,
-        encoder_attention_mask: torch.Tensor | None = None,
+        context: dict[str, Any],
     ) -> torch.Tensor:
         """Run ``R0``, then the whole list (``R0`` again first), then the upsampler."""
         hidden_states = self._resnet(self.modules_list[0], hidden_states, temb)
-        for module in self.modules_list:
-            if isinstance(module, ResnetBlock2D):
-                hidden_states = self._resnet(module, hidden_states, temb)
-            else:
-                hidden_states = self._attention(
-                    module,
-                    hidden_states,
-                    encoder_hidden_states,
-                    attention_mask,
-                    cross_attention_kwargs,
-                    encoder_attention_mask,
-                )
+        hidden_states = self._run_modules(hidden_states, temb, context)
         if self.upsamplers is not None:
             for upsampler in self.upsamplers:
                 hidden_states = upsampler(hidden_states)
@@ -452,46 +404,24 @@ class FlexibleCrossAttnUpBlock2D(_FlexibleBlock):
 
     def __init__(
         self,
+        settings: BlockSettings,
         in_channels: int,
         out_channels: int,
         prev_output_channel: int,
-        temb_channels: int,
         num_resnets: int,
         num_attentions: int,
-        num_attention_heads: int,
-        cross_attention_dim: int,
-        norm_num_groups: int,
-        resnet_eps: float,
-        resnet_act_fn: str,
         add_upsample: bool,
-        mix_block_in_forward: bool = True,
-        resnet_kwargs: dict[str, Any] | None = None,
-        attention_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.num_resnets = num_resnets
+
         def resnet(i: int) -> ResnetBlock2D:
             skip_channels = in_channels if i == num_resnets - 1 else out_channels
             resnet_in_channels = prev_output_channel if i == 0 else out_channels
-            return _make_resnet(
-                resnet_in_channels + skip_channels,
-                out_channels,
-                temb_channels,
-                resnet_eps,
-                norm_num_groups,
-                resnet_act_fn,
-                **(resnet_kwargs or {}),
-            )
+            return settings.resnet(resnet_in_channels + skip_channels, out_channels)
 
-        modules = _interleaved(
-            num_resnets,
-            num_attentions,
-            resnet,
-            lambda: _make_attention(
-                out_channels, num_attention_heads, cross_attention_dim, norm_num_groups, **(attention_kwargs or {})
-            ),
-        )
-        self.modules_list = _module_list(modules, mix_block_in_forward)
+        modules = _interleaved(num_resnets, num_attentions, resnet, lambda: settings.attention(out_channels))
+        self.modules_list = _module_list(modules, settings.mix_block_in_forward)
         self.upsamplers = (
             nn.ModuleList([Upsample2D(out_channels, use_conv=True, out_channels=out_channels)])
             if add_upsample
@@ -503,28 +433,16 @@ class FlexibleCrossAttnUpBlock2D(_FlexibleBlock):
         hidden_states: torch.Tensor,
         res_hidden_states_tuple: tuple[torch.Tensor, ...],
         temb: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        cross_attention_kwargs: dict[str, Any] | None = None,
-        encoder_attention_mask: torch.Tensor | None = None,
+        context: dict[str, Any],
         upsample_size: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         """``res_hidden_states_tuple`` holds this block's skips, oldest first (the last one is used first)."""
-        skips = tuple(res_hidden_states_tuple)
-        for module in self.modules_list:
-            if isinstance(module, ResnetBlock2D):
-                hidden_states = torch.cat([hidden_states, skips[-1]], dim=1)
-                skips = skips[:-1]
-                hidden_states = self._resnet(module, hidden_states, temb)
-            else:
-                hidden_states = self._attention(
-                    module,
-                    hidden_states,
-                    encoder_hidden_states,
-                    attention_mask,
-                    cross_attention_kwargs,
-                    encoder_attention_mask,
-                )
+        skips = list(res_hidden_states_tuple)
+
+        def concatenate_latest_skip(hidden: torch.Tensor) -> torch.Tensor:
+            return torch.cat([hidden, skips.pop()], dim=1)
+
+        hidden_states = self._run_modules(hidden_states, temb, context, before_resnet=concatenate_latest_skip)
         if self.upsamplers is not None:
             for upsampler in self.upsamplers:
                 hidden_states = upsampler(hidden_states, upsample_size)
@@ -754,28 +672,28 @@ class FlexibleUNet2DConditionModel(
         heads = cfg["num_attention_heads"]
         temb_dim = cfg["temb_dim"]
         mix = bool(cfg["mix_block_in_forward"])
-        common: dict[str, Any] = {
-            "temb_channels": temb_dim,
-            "num_attention_heads": heads,
-            "cross_attention_dim": context_dim,
-            "norm_num_groups": norm_num_groups,
-            "resnet_eps": cfg["resnet_eps"],
-            "resnet_act_fn": cfg["resnet_act_fn"],
-            "mix_block_in_forward": mix,
-            "resnet_kwargs": {
+        settings = BlockSettings(
+            temb_channels=temb_dim,
+            num_attention_heads=heads,
+            cross_attention_dim=context_dim,
+            norm_num_groups=norm_num_groups,
+            resnet_eps=cfg["resnet_eps"],
+            resnet_act_fn=cfg["resnet_act_fn"],
+            mix_block_in_forward=mix,
+            resnet_kwargs={
                 "dropout": dropout,
                 "time_embedding_norm": resnet_time_scale_shift,
                 "output_scale_factor": resnet_out_scale_factor,
                 "skip_time_act": resnet_skip_time_act,
             },
-            "attention_kwargs": {
+            attention_kwargs={
                 "num_layers": transformer_layers_per_block,
                 "dropout": dropout,
                 "use_linear_projection": use_linear_projection,
                 "only_cross_attention": only_cross_attention,
                 "upcast_attention": upcast_attention,
             },
-        }
+        )
 
         # input and time embedding
         first_channels = cfg["down_blocks_in_channels"][0]
@@ -797,6 +715,7 @@ class FlexibleUNet2DConditionModel(
         n_down = len(cfg["down_blocks_in_channels"])
         self.down_blocks = nn.ModuleList(
             FlexibleCrossAttnDownBlock2D(
+                settings,
                 in_channels=cfg["down_blocks_in_channels"][i],
                 out_channels=cfg["down_blocks_out_channels"][i],
                 num_resnets=cfg["down_blocks_num_resnets"][i],
@@ -804,28 +723,27 @@ class FlexibleUNet2DConditionModel(
                 add_downsample=bool(cfg["add_downsample"][i]),
                 last_block=i == n_down - 1,
                 downsample_padding=downsample_padding,
-                **common,
             )
             for i in range(n_down)
         )
         self.mid_block = FlexibleUNetMidBlock2DCrossAttn(
+            settings,
             channels=cfg["down_blocks_out_channels"][-1],
             num_resnets=cfg["mid_num_resnets"],
             num_attentions=cfg["mid_num_attentions"],
             add_upsample=bool(cfg["add_upsample_mid_block"]),
-            **common,
         )
         up_in = list(reversed(cfg["down_blocks_in_channels"]))
         up_out = list(reversed(cfg["down_blocks_out_channels"]))
         self.up_blocks = nn.ModuleList(
             FlexibleCrossAttnUpBlock2D(
+                settings,
                 in_channels=up_in[k],
                 out_channels=up_out[k],
                 prev_output_channel=cfg["prev_output_channels"][k],
                 num_resnets=cfg["up_blocks_num_resnets"][k],
                 num_attentions=cfg["up_blocks_num_attentions"][k],
                 add_upsample=bool(cfg["add_upsample"][k]),
-                **common,
             )
             for k in range(len(up_out))
         )
@@ -1012,6 +930,7 @@ class FlexibleUNet2DConditionModel(
         if self.config.center_input_sample:
             sample = 2 * sample - 1.0
         emb = self._time_embedding(sample, timestep, timestep_cond)
+        # What every Transformer2DModel of every block receives (see _FlexibleBlock._run_modules).
         context = {
             "encoder_hidden_states": encoder_hidden_states,
             "attention_mask": attention_mask,
@@ -1022,15 +941,15 @@ class FlexibleUNet2DConditionModel(
         sample = self.conv_in(sample)
         skips: tuple[torch.Tensor, ...] = (sample,)
         for down_block in self.down_blocks:
-            sample, block_skips = down_block(sample, emb, **context)
+            sample, block_skips = down_block(sample, emb, context)
             skips = skips + block_skips
 
-        sample = self.mid_block(sample, emb, **context)
+        sample = self.mid_block(sample, emb, context)
 
         for up_block in self.up_blocks:
             n = up_block.num_resnets
             block_skips, skips = skips[-n:], skips[:-n]
-            sample = up_block(sample, block_skips, emb, **context)
+            sample = up_block(sample, block_skips, emb, context)
 
         sample = self.conv_out(self.conv_act(self.conv_norm_out(sample)))
         if not return_dict:
