@@ -2,13 +2,15 @@
 
 Each entry names the Hugging Face hub repository a user downloads, the pipeline defaults the model's
 authors publish (steps, guidance, scheduler settings) and a one-line description. Facts come from the
-model cards and published configs (see ``shared/reference/models.md`` in the project).
+model cards and published configs (see :mod:`nbhelpers.models.configs` for the sources).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from nbhelpers.models.configs import DECI_DDIM_SCHEDULER, SD_V1_PNDM_SCHEDULER
 
 
 class UnknownModelError(ValueError):
@@ -25,6 +27,9 @@ class ModelSpec:
         description: one line for tables and ``--help``.
         unet_kind: ``"unet2d"`` (diffusers ``UNet2DConditionModel``) or ``"flexible"`` (DeciDiffusion's
             flexible UNet in the ``flexible_unet`` subfolder).
+        pipeline_class: the pipeline class the repo's ``model_index.json`` names (``"StableDiffusionPipeline"``
+            or ``"DeciDiffusionPipeline"``); :func:`nbhelpers.models.components.pipeline_class` maps it to a class.
+        layers_per_block: resnets per UNet block (2 for SD v1.x; 1 for small-sd, distilled).
         num_inference_steps: default denoising steps.
         guidance_scale: default classifier-free guidance scale (guidance is on when > 1).
         guidance_rescale: default guidance rescale (0 disables it).
@@ -40,6 +45,8 @@ class ModelSpec:
     hub_id: str
     description: str
     unet_kind: str = "unet2d"
+    pipeline_class: str = "StableDiffusionPipeline"
+    layers_per_block: int = 2
     num_inference_steps: int = 50
     guidance_scale: float = 7.5
     guidance_rescale: float = 0.0
@@ -66,32 +73,6 @@ class ModelSpec:
         return defaults
 
 
-SD_V1_PNDM_SCHEDULER: dict[str, Any] = {
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "num_train_timesteps": 1000,
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "prediction_type": "epsilon",
-    "trained_betas": None,
-}
-
-DECI_DDIM_SCHEDULER: dict[str, Any] = {
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "squaredcos_cap_v2",
-    "clip_sample": False,
-    "num_train_timesteps": 1000,
-    "prediction_type": "v_prediction",
-    "rescale_betas_zero_snr": True,
-    "set_alpha_to_one": False,
-    "steps_offset": 1,
-    "timestep_spacing": "trailing",
-    "trained_betas": None,
-}
-
 CATALOG: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -115,6 +96,7 @@ CATALOG: dict[str, ModelSpec] = {
             hub_id="Deci/DeciDiffusion-v1-0",
             description="DeciDiffusion 1.0: 815M-parameter flexible UNet, 30 DDIM steps, v-prediction.",
             unet_kind="flexible",
+            pipeline_class="DeciDiffusionPipeline",
             num_inference_steps=30,
             guidance_scale=7.5,
             guidance_rescale=0.7,
@@ -128,6 +110,7 @@ CATALOG: dict[str, ModelSpec] = {
             hub_id="OFA-Sys/small-stable-diffusion-v0",
             description="Small Stable Diffusion v0 (OFA-Sys): distilled, one layer per block, 579M UNet.",
             unet_params=579_384_964,
+            layers_per_block=1,
             scheduler_config=SD_V1_PNDM_SCHEDULER,
             aliases=("small-sd",),
         ),

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DiffusionPipeline, StableDiffusionPipeline
+from diffusers import DiffusionPipeline
 
 # Folders saved by nbhelpers 0.1 name the UNet's module ``nbhelpers.flexible_unet``; diffusers resolves a named
 # module only once it is imported, so the old path is imported with the loader.
 from nbhelpers import flexible_unet as _legacy_flexible_unet_module  # noqa: F401
 from nbhelpers.catalog import ModelSpec, UnknownModelError, find_spec, get_spec, known_model_names
 from nbhelpers.device import pick_device, pick_dtype, total_memory_bytes
+from nbhelpers.models.components import pipeline_class
 from nbhelpers.models.deci_pipeline import DeciDiffusionPipeline
 from nbhelpers.models.flexible_unet import FlexibleUNet2DConditionModel
 from nbhelpers.models.schedulers import swap_scheduler
@@ -231,17 +232,19 @@ def load_pipeline(
         kwargs.setdefault("variant", "fp16")
 
     kind = _folder_kind(Path(source)) if is_local else ("deci-hub" if spec and spec.unet_kind == "flexible" else "")
+    if spec is not None:
+        pipeline_cls = pipeline_class(spec)
+    elif kind in ("deci-hub", "flexible"):  # a folder outside the catalog that holds a flexible UNet
+        pipeline_cls = DeciDiffusionPipeline
+    else:
+        pipeline_cls = DiffusionPipeline
     if kind == "deci-hub":
         unet_kwargs = {k: v for k, v in from_pretrained_kwargs.items() if k in _MODEL_KWARGS}
         unet = _load_flexible_unet(source, is_local, torch_dtype, unet_kwargs)
         kwargs.pop("variant", None)
-        pipe = _from_pretrained(DeciDiffusionPipeline, source, is_local, unet=unet, **kwargs)
-    elif kind == "flexible":
-        pipe = _from_pretrained(DeciDiffusionPipeline, source, is_local, **kwargs)
-    elif spec is not None:
-        pipe = _from_pretrained(StableDiffusionPipeline, source, is_local, **kwargs)
+        pipe = _from_pretrained(pipeline_cls, source, is_local, unet=unet, **kwargs)
     else:
-        pipe = _from_pretrained(DiffusionPipeline, source, is_local, **kwargs)
+        pipe = _from_pretrained(pipeline_cls, source, is_local, **kwargs)
 
     if scheduler is not None:
         swap_scheduler(pipe, scheduler)

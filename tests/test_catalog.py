@@ -53,3 +53,23 @@ def test_catalog_table_rows():
     rows = catalog_table()
     assert [row["name"] for row in rows] == known_model_names()
     assert rows[2]["UNet params (M)"] == 814.7
+
+
+@pytest.mark.parametrize("name", list(CATALOG))
+def test_catalog_entry_chooses_pipeline_scheduler_and_unet(name):
+    """The catalog entry alone decides the classes (loading, tiny and random-weight builds ask here)."""
+    from nbhelpers.models.components import build_scheduler, pipeline_class, unet_config
+    from nbhelpers.models.deci_pipeline import DeciDiffusionPipeline
+
+    spec = CATALOG[name]
+    assert pipeline_class(spec).__name__ == spec.pipeline_class
+    assert (pipeline_class(spec) is DeciDiffusionPipeline) == (spec.unet_kind == "flexible")
+    scheduler = build_scheduler(spec)
+    assert type(scheduler).__name__ == spec.scheduler_class
+    assert scheduler.config.prediction_type == spec.scheduler_config["prediction_type"]
+    config = unet_config(spec)
+    if spec.unet_kind == "unet2d":
+        assert config["layers_per_block"] == spec.layers_per_block == (1 if name == "small-sd-v0" else 2)
+        assert unet_config(spec, tiny=True)["layers_per_block"] == spec.layers_per_block
+    else:
+        assert "configurations" in config and not any(key.startswith("_") for key in config)

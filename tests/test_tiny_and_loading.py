@@ -10,9 +10,10 @@ from diffusers import DDIMScheduler, StableDiffusionPipeline
 
 from nbhelpers.catalog import UnknownModelError
 from nbhelpers.loading import ModelLoadError, load_pipeline
+from nbhelpers.models.configs import TINY_RESOLUTION
 from nbhelpers.models.deci_pipeline import DeciDiffusionPipeline
 from nbhelpers.models.flexible_unet import FlexibleUNet2DConditionModel
-from nbhelpers.models.tiny import TINY_RESOLUTION, build_tiny_pipeline, tiny_pipeline_path, tiny_requested
+from nbhelpers.models.tiny import build_tiny_pipeline, tiny_pipeline_path, tiny_requested
 
 HUB_LAYOUT = {"model_index.json", "feature_extractor", "safety_checker", "scheduler", "text_encoder", "tokenizer",
               "unet", "vae"}

@@ -50,6 +50,8 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
+from nbhelpers.models.configs import DECI_FLEXIBLE_UNET_CONFIG, TINY_FLEXIBLE_UNET_CONFIG
+
 __all__ = [
     "DECI_FLEXIBLE_UNET_CONFIG",
     "TINY_FLEXIBLE_UNET_CONFIG",
@@ -59,99 +61,6 @@ __all__ = [
     "FlexibleUNetMidBlock2DCrossAttn",
     "build_full_size_on_meta",
 ]
-
-# The ``configurations`` entry of Deci/DeciDiffusion-v1-0/flexible_unet/config.json.
-_DECI_CONFIGURATIONS: dict[str, Any] = {
-    "down_blocks_in_channels": [320, 320, 640],
-    "down_blocks_out_channels": [320, 640, 1280],
-    "down_blocks_num_resnets": [2, 2, 1],
-    "down_blocks_num_attentions": [0, 1, 3],
-    "add_downsample": [True, True, True],
-    "mid_num_resnets": 4,
-    "mid_num_attentions": 2,
-    "add_upsample_mid_block": True,
-    "prev_output_channels": [1280, 1280, 640],
-    "up_blocks_num_resnets": [2, 3, 3],
-    "up_blocks_num_attentions": [6, 3, 0],
-    "add_upsample": [True, True, False],
-    "num_attention_heads": 8,
-    "cross_attention_dim": 768,
-    "temb_dim": 1280,
-    "resnet_eps": 1e-5,
-    "resnet_act_fn": "silu",
-    "sample_size": 64,
-    "mix_block_in_forward": True,
-}
-
-#: The published ``flexible_unet/config.json`` as far as it is known: the ``configurations`` above plus the
-#: ordinary keys of an SD v1 ``UNet2DConditionModel`` (which the original class recorded with their
-#: defaults, except ``sample_size`` and ``cross_attention_dim``).
-DECI_FLEXIBLE_UNET_CONFIG: dict[str, Any] = {
-    "_class_name": "FlexibleUNet2DConditionModel",
-    "configurations": _DECI_CONFIGURATIONS,
-    "sample_size": 64,
-    "in_channels": 4,
-    "out_channels": 4,
-    "center_input_sample": False,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "down_block_types": [
-        "CrossAttnDownBlock2D",
-        "CrossAttnDownBlock2D",
-        "CrossAttnDownBlock2D",
-        "DownBlock2D",
-    ],
-    "mid_block_type": "UNetMidBlock2DCrossAttn",
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-    "only_cross_attention": False,
-    "block_out_channels": [320, 640, 1280, 1280],
-    "layers_per_block": 2,
-    "downsample_padding": 1,
-    "mid_block_scale_factor": 1,
-    "dropout": 0.0,
-    "act_fn": "silu",
-    "norm_num_groups": 32,
-    "norm_eps": 1e-5,
-    "cross_attention_dim": 768,
-    "transformer_layers_per_block": 1,
-    "attention_head_dim": 8,
-    "use_linear_projection": False,
-    "upcast_attention": False,
-    "resnet_time_scale_shift": "default",
-    "time_embedding_type": "positional",
-    "time_cond_proj_dim": None,
-    "class_embed_type": None,
-    "addition_embed_type": None,
-    "conv_in_kernel": 3,
-    "conv_out_kernel": 3,
-}
-
-#: A tiny model with the published block structure (same numbers of resnets/attentions per block, same
-#: down/upsample flags, 8 skips) and small channels, for offline tests: 8x8 latents, 32-dim text context.
-TINY_FLEXIBLE_UNET_CONFIG: dict[str, Any] = {
-    "configurations": {
-        **copy.deepcopy(_DECI_CONFIGURATIONS),
-        "down_blocks_in_channels": [32, 32, 64],
-        "down_blocks_out_channels": [32, 64, 64],
-        "prev_output_channels": [64, 64, 64],
-        "num_attention_heads": 2,
-        "cross_attention_dim": 32,
-        "temb_dim": 128,
-        "sample_size": 8,
-    },
-    "sample_size": 8,
-    "in_channels": 4,
-    "out_channels": 4,
-    "block_out_channels": [32, 64, 64, 64],
-    "layers_per_block": 2,
-    "norm_num_groups": 8,
-    "norm_eps": 1e-5,
-    "cross_attention_dim": 32,
-    "attention_head_dim": 2,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "act_fn": "silu",
-}
 
 _REQUIRED_CONFIGURATION_KEYS = (
     "down_blocks_in_channels",

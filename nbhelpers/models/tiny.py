@@ -20,22 +20,24 @@ import shutil
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, PNDMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPTextConfig, CLIPTextModel
 
 from nbhelpers.atomic import atomic_folder
 from nbhelpers.catalog import CATALOG, ModelSpec, get_spec
-from nbhelpers.models.flexible_unet import TINY_FLEXIBLE_UNET_CONFIG, FlexibleUNet2DConditionModel
-from nbhelpers.models.tokenizer import CLIP_BOS_ID, CLIP_EOS_ID, CLIP_VOCAB_SIZE, write_clip_tokenizer
+from nbhelpers.models.components import build_scheduler, build_unet
+from nbhelpers.models.configs import (
+    TINY_CLIP_TEXT_CONFIG,
+    TINY_FEATURE_EXTRACTOR_CONFIG,
+    TINY_SAFETY_CHECKER_CLIP_CONFIG,
+    TINY_VAE_CONFIG,
+    tiny_sd_unet_config,
+)
+from nbhelpers.models.tokenizer import write_clip_tokenizer
 
 #: Bump when the tiny layout or configs change, so stale cached folders are rebuilt.
 TINY_FORMAT_VERSION = 1
-#: Text-encoder width of every tiny pipeline (the UNets' cross-attention dimension).
-TINY_TEXT_HIDDEN = 32
-#: Image side the tiny pipelines generate by default, in pixels (latents are 8x smaller, as for real SD).
-TINY_RESOLUTION = 64
-
 _TRUTHY = {"1", "true", "yes", "on"}
 
 
@@ -49,82 +51,6 @@ def tiny_requested(tiny: bool | None = None) -> bool:
 def cache_root() -> Path:
     """Folder for everything nbhelpers caches: ``$NBHELPERS_CACHE`` or ``~/.cache/nbhelpers``."""
     return Path(os.environ.get("NBHELPERS_CACHE") or Path.home() / ".cache" / "nbhelpers")
-
-
-def _tiny_text_encoder() -> CLIPTextModel:
-    config = CLIPTextConfig(
-        vocab_size=CLIP_VOCAB_SIZE,
-        hidden_size=TINY_TEXT_HIDDEN,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        projection_dim=TINY_TEXT_HIDDEN,
-        hidden_act="quick_gelu",
-        bos_token_id=CLIP_BOS_ID,
-        eos_token_id=CLIP_EOS_ID,
-        pad_token_id=1,
-    )
-    return CLIPTextModel(config)
-
-
-def _tiny_unet(layers_per_block: int) -> UNet2DConditionModel:
-    return UNet2DConditionModel(
-        sample_size=TINY_RESOLUTION // 8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 32, 64, 64),
-        layers_per_block=layers_per_block,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=TINY_TEXT_HIDDEN,
-        attention_head_dim=2,
-        norm_num_groups=8,
-    )
-
-
-def _tiny_vae() -> AutoencoderKL:
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 16, 16, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=TINY_RESOLUTION,
-        scaling_factor=0.18215,
-    )
-
-
-def _tiny_safety_checker() -> tuple[StableDiffusionSafetyChecker, CLIPImageProcessor]:
-    config = CLIPConfig(
-        text_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2},
-        vision_config={
-            "hidden_size": 16,
-            "intermediate_size": 32,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "image_size": 32,
-            "patch_size": 8,
-        },
-        projection_dim=16,
-    )
-    processor = CLIPImageProcessor(
-        size={"shortest_edge": 32},
-        crop_size={"height": 32, "width": 32},
-        do_center_crop=True,
-        do_normalize=True,
-        image_mean=[0.48145466, 0.4578275, 0.40821073],
-        image_std=[0.26862954, 0.26130258, 0.27577711],
-    )
-    return StableDiffusionSafetyChecker(config), processor
-
-
-def _scheduler(spec: ModelSpec) -> PNDMScheduler | DDIMScheduler:
-    scheduler_cls = {"PNDMScheduler": PNDMScheduler, "DDIMScheduler": DDIMScheduler}[spec.scheduler_class]
-    return scheduler_cls(**spec.scheduler_config)
 
 
 def _class_entry(library: str, class_name: str) -> list[str]:
@@ -148,24 +74,24 @@ def build_tiny_pipeline(name: str, folder: str | os.PathLike[str]) -> Path:
     torch.manual_seed(0)
     try:
         components = {
-            "text_encoder": _tiny_text_encoder(),
-            "unet": _tiny_unet(layers_per_block=1 if spec.name == "small-sd-v0" else 2),
-            "vae": _tiny_vae(),
+            "text_encoder": CLIPTextModel(CLIPTextConfig(**TINY_CLIP_TEXT_CONFIG)),
+            "unet": UNet2DConditionModel(**tiny_sd_unet_config(spec.layers_per_block)),
+            "vae": AutoencoderKL(**TINY_VAE_CONFIG),
         }
-        safety_checker, feature_extractor = _tiny_safety_checker()
+        safety_checker = StableDiffusionSafetyChecker(CLIPConfig(**TINY_SAFETY_CHECKER_CLIP_CONFIG))
+        feature_extractor = CLIPImageProcessor(**TINY_FEATURE_EXTRACTOR_CONFIG)
         for subfolder, model in components.items():
             model.save_pretrained(folder / subfolder, safe_serialization=True)
         safety_checker.save_pretrained(folder / "safety_checker", safe_serialization=True)
         feature_extractor.save_pretrained(folder / "feature_extractor")
-        _scheduler(spec).save_pretrained(folder / "scheduler")
+        build_scheduler(spec).save_pretrained(folder / "scheduler")
         write_clip_tokenizer(folder / "tokenizer")
         if spec.unet_kind == "flexible":
-            flexible = FlexibleUNet2DConditionModel(**TINY_FLEXIBLE_UNET_CONFIG)
-            flexible.save_pretrained(folder / "flexible_unet", safe_serialization=True)
+            build_unet(spec, tiny=True).save_pretrained(folder / "flexible_unet", safe_serialization=True)
     finally:
         torch.random.set_rng_state(generator_state)
     model_index = {
-        "_class_name": "DeciDiffusionPipeline" if spec.unet_kind == "flexible" else "StableDiffusionPipeline",
+        "_class_name": spec.pipeline_class,
         "_diffusers_version": "0.42.1",
         "_nbhelpers_tiny": True,
         "feature_extractor": _class_entry("transformers", "CLIPImageProcessor"),

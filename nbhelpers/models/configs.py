@@ -1,0 +1,255 @@
+"""Every component config the project builds, in one place: plain dictionaries, no model code.
+
+Full-size configs are the published ones (the hub repos' ``config.json`` files and model cards):
+
+- SD v1.x UNet, https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5/blob/main/unet/config.json
+  (859,520,964 parameters); small-sd's UNet is the same with one layer per block (579,384,964),
+  https://huggingface.co/OFA-Sys/small-stable-diffusion-v0;
+- CLIP ViT-L/14 text tower (123,060,480), https://huggingface.co/openai/clip-vit-large-patch14;
+- the SD VAE (83,653,863);
+- DeciDiffusion's flexible UNet (814,746,884), https://huggingface.co/Deci/DeciDiffusion-v1-0
+  (``flexible_unet/config.json``);
+- the schedulers' ``scheduler_config.json`` of SD v1.x (PNDM) and DeciDiffusion (DDIM, v-prediction, zero-SNR).
+
+The tiny configs keep each real architecture's structure (block types, numbers of resnets and attentions,
+down/upsampling) at a few channels, for offline tests and notebooks (see :mod:`nbhelpers.models.tiny`).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+# --- schedulers -------------------------------------------------------------------------------------------
+
+SD_V1_PNDM_SCHEDULER: dict[str, Any] = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+    "trained_betas": None,
+}
+
+DECI_DDIM_SCHEDULER: dict[str, Any] = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "squaredcos_cap_v2",
+    "clip_sample": False,
+    "num_train_timesteps": 1000,
+    "prediction_type": "v_prediction",
+    "rescale_betas_zero_snr": True,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "timestep_spacing": "trailing",
+    "trained_betas": None,
+}
+
+
+# --- full size ----------------------------------------------------------------------------------------------
+
+SD_V1_UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "layers_per_block": 2,
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "cross_attention_dim": 768,
+    "attention_head_dim": 8,
+}
+SMALL_SD_UNET_CONFIG: dict[str, Any] = {**SD_V1_UNET_CONFIG, "layers_per_block": 1}
+CLIP_VIT_L_TEXT_CONFIG: dict[str, Any] = {
+    "vocab_size": 49408,
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "max_position_embeddings": 77,
+    "hidden_act": "quick_gelu",
+    "projection_dim": 768,
+    "bos_token_id": 49406,
+    "eos_token_id": 49407,
+    "pad_token_id": 1,
+}
+SD_VAE_CONFIG: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "block_out_channels": (128, 256, 512, 512),
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "sample_size": 512,
+    "scaling_factor": 0.18215,
+}
+
+
+def sd_unet_config(layers_per_block: int) -> dict[str, Any]:
+    """The SD v1.x ``UNet2DConditionModel`` config with ``layers_per_block`` resnets per block (2 for SD v1.x,
+    1 for small-sd)."""
+    return {**SD_V1_UNET_CONFIG, "layers_per_block": layers_per_block}
+
+
+# The ``configurations`` entry of Deci/DeciDiffusion-v1-0/flexible_unet/config.json.
+_DECI_CONFIGURATIONS: dict[str, Any] = {
+    "down_blocks_in_channels": [320, 320, 640],
+    "down_blocks_out_channels": [320, 640, 1280],
+    "down_blocks_num_resnets": [2, 2, 1],
+    "down_blocks_num_attentions": [0, 1, 3],
+    "add_downsample": [True, True, True],
+    "mid_num_resnets": 4,
+    "mid_num_attentions": 2,
+    "add_upsample_mid_block": True,
+    "prev_output_channels": [1280, 1280, 640],
+    "up_blocks_num_resnets": [2, 3, 3],
+    "up_blocks_num_attentions": [6, 3, 0],
+    "add_upsample": [True, True, False],
+    "num_attention_heads": 8,
+    "cross_attention_dim": 768,
+    "temb_dim": 1280,
+    "resnet_eps": 1e-5,
+    "resnet_act_fn": "silu",
+    "sample_size": 64,
+    "mix_block_in_forward": True,
+}
+
+#: The published ``flexible_unet/config.json`` as far as it is known: the ``configurations`` above plus the
+#: ordinary keys of an SD v1 ``UNet2DConditionModel`` (which the original class recorded with their
+#: defaults, except ``sample_size`` and ``cross_attention_dim``).
+DECI_FLEXIBLE_UNET_CONFIG: dict[str, Any] = {
+    "_class_name": "FlexibleUNet2DConditionModel",
+    "configurations": _DECI_CONFIGURATIONS,
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "center_input_sample": False,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "down_block_types": [
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    ],
+    "mid_block_type": "UNetMidBlock2DCrossAttn",
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "only_cross_attention": False,
+    "block_out_channels": [320, 640, 1280, 1280],
+    "layers_per_block": 2,
+    "downsample_padding": 1,
+    "mid_block_scale_factor": 1,
+    "dropout": 0.0,
+    "act_fn": "silu",
+    "norm_num_groups": 32,
+    "norm_eps": 1e-5,
+    "cross_attention_dim": 768,
+    "transformer_layers_per_block": 1,
+    "attention_head_dim": 8,
+    "use_linear_projection": False,
+    "upcast_attention": False,
+    "resnet_time_scale_shift": "default",
+    "time_embedding_type": "positional",
+    "time_cond_proj_dim": None,
+    "class_embed_type": None,
+    "addition_embed_type": None,
+    "conv_in_kernel": 3,
+    "conv_out_kernel": 3,
+}
+
+#: A tiny model with the published block structure (same numbers of resnets/attentions per block, same
+#: down/upsample flags, 8 skips) and small channels, for offline tests: 8x8 latents, 32-dim text context.
+TINY_FLEXIBLE_UNET_CONFIG: dict[str, Any] = {
+    "configurations": {
+        **copy.deepcopy(_DECI_CONFIGURATIONS),
+        "down_blocks_in_channels": [32, 32, 64],
+        "down_blocks_out_channels": [32, 64, 64],
+        "prev_output_channels": [64, 64, 64],
+        "num_attention_heads": 2,
+        "cross_attention_dim": 32,
+        "temb_dim": 128,
+        "sample_size": 8,
+    },
+    "sample_size": 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "block_out_channels": [32, 64, 64, 64],
+    "layers_per_block": 2,
+    "norm_num_groups": 8,
+    "norm_eps": 1e-5,
+    "cross_attention_dim": 32,
+    "attention_head_dim": 2,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "act_fn": "silu",
+}
+
+
+# --- tiny ---------------------------------------------------------------------------------------------------
+
+#: Text-encoder width of every tiny pipeline (the UNets' cross-attention dimension).
+TINY_TEXT_HIDDEN = 32
+#: Image side the tiny pipelines generate by default, in pixels (latents are 8x smaller, as for real SD).
+TINY_RESOLUTION = 64
+
+TINY_CLIP_TEXT_CONFIG: dict[str, Any] = {
+    **CLIP_VIT_L_TEXT_CONFIG,
+    "hidden_size": TINY_TEXT_HIDDEN,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "projection_dim": TINY_TEXT_HIDDEN,
+}
+
+
+def tiny_sd_unet_config(layers_per_block: int) -> dict[str, Any]:
+    """SD v1.x's UNet block structure at 32/64 channels and 8x8 latents."""
+    return {
+        "sample_size": TINY_RESOLUTION // 8,
+        "in_channels": 4,
+        "out_channels": 4,
+        "block_out_channels": (32, 32, 64, 64),
+        "layers_per_block": layers_per_block,
+        "down_block_types": SD_V1_UNET_CONFIG["down_block_types"],
+        "up_block_types": SD_V1_UNET_CONFIG["up_block_types"],
+        "cross_attention_dim": TINY_TEXT_HIDDEN,
+        "attention_head_dim": 2,
+        "norm_num_groups": 8,
+    }
+
+
+TINY_VAE_CONFIG: dict[str, Any] = {
+    **SD_VAE_CONFIG,
+    "block_out_channels": (8, 16, 16, 16),
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+    "sample_size": TINY_RESOLUTION,
+}
+
+#: A two-layer-tower CLIP for the tiny safety checker (its vision tower reads 32x32 crops).
+TINY_SAFETY_CHECKER_CLIP_CONFIG: dict[str, Any] = {
+    "text_config": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2},
+    "vision_config": {
+        "hidden_size": 16,
+        "intermediate_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "image_size": 32,
+        "patch_size": 8,
+    },
+    "projection_dim": 16,
+}
+
+#: CLIP's image preprocessing (the real mean and std) at the tiny safety checker's 32 px.
+TINY_FEATURE_EXTRACTOR_CONFIG: dict[str, Any] = {
+    "size": {"shortest_edge": 32},
+    "crop_size": {"height": 32, "width": 32},
+    "do_center_crop": True,
+    "do_normalize": True,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+}
