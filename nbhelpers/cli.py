@@ -7,13 +7,17 @@ function listed in :data:`COMMAND_MODULES`; modules whose optional dependencies 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
+
+SettingsT = TypeVar("SettingsT")
 
 #: Modules that add sub-commands; each defines ``add_parser(subparsers) -> None``.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -23,6 +27,37 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 class CommandError(Exception):
     """A user-facing error: printed without a traceback, exit status 2."""
+
+
+def add_dataclass_command(
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    settings_cls: type,
+    handler: Callable[[argparse.Namespace], int],
+    *,
+    help: str,
+) -> argparse.ArgumentParser:
+    """Register sub-command ``name`` with one flag per field of the dataclass ``settings_cls``.
+
+    ``transformers.HfArgumentParser`` writes the flags: names equal field names, as in diffusers' training
+    scripts (``--batch_sizes``; ``--batch-sizes`` is accepted too), types, choices and defaults come from the
+    field, and ``--help`` shows each field's ``metadata["help"]``, so all of it is written once, in the
+    dataclass. Turn the parsed arguments back into settings with :func:`settings_from_args`.
+    """
+    from transformers import HfArgumentParser
+
+    fields = HfArgumentParser(settings_cls, add_help=False)
+    command = subparsers.add_parser(
+        name, parents=[fields], help=help, description=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    command.set_defaults(handler=handler)
+    return command
+
+
+def settings_from_args(settings_cls: type[SettingsT], args: argparse.Namespace) -> SettingsT:
+    """The ``settings_cls`` instance described by arguments parsed for :func:`add_dataclass_command`."""
+    values: dict[str, Any] = {f.name: getattr(args, f.name) for f in dataclasses.fields(settings_cls) if f.init}
+    return settings_cls(**values)
 
 
 def ensure_writable_folder(folder: str | os.PathLike[str]) -> Path:

@@ -55,7 +55,7 @@ def test_benchmark_refuses_to_measure_without_warmup():
 
 def test_bench_command_on_tiny_models_writes_a_report(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    status = main(["bench", "--tiny", "--device", "cpu", "--models", "deci-v1", "sd-v1-5", "--steps", "2",
+    status = main(["bench", "--weights", "tiny", "--device", "cpu", "--models", "deci-v1", "sd-v1-5", "--steps", "2",
                    "--warmup", "1", "--repeats", "2", "--optimize", "none", "fused", "--out", str(out)])
     assert status == 0
     report = json.loads(out.read_text())
@@ -79,3 +79,23 @@ def test_fast_path_is_one_argument_away():
     assert {type(p).__name__ for p in pipe.unet.attn_processors.values()} == {"FusedAttnProcessor2_0"}
     with pytest.raises(ValueError, match="Unknown optimize mode"):
         load_pipeline("deci-v1", tiny=True, device="cpu", optimize="warp-speed")
+
+
+def test_bench_flags_are_the_settings_fields_with_their_help(capsys):
+    from dataclasses import fields
+
+    from nbhelpers.cli import build_parser, settings_from_args
+
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    help_text = capsys.readouterr().out
+    for settings_field in fields(BenchSettings):
+        assert f"--{settings_field.name}" in help_text
+        first_words = " ".join(settings_field.metadata["help"].split()[:3])
+        assert first_words in " ".join(help_text.split()), settings_field.name
+    args = build_parser().parse_args(["bench", "--batch-sizes", "1", "4", "--weights", "tiny", "--peak_tflops", "9"])
+    settings = settings_from_args(BenchSettings, args)
+    assert settings == BenchSettings(batch_sizes=[1, 4], weights="tiny", peak_tflops=9.0)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "--weights", "imaginary"])
+    assert "invalid choice" in capsys.readouterr().err

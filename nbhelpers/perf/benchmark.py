@@ -5,7 +5,7 @@ clock read, the first call (compilation, autotuning) is timed separately and exc
 repeats is reported. Variants run one after the other in one process, on the same device. Results are
 saved as JSON with the device, library versions and settings; random or tiny weights are labelled.
 
-    nbhelpers bench --models sd-v1-5 deci-v1 --random-weights --device cuda --optimize none compile
+    nbhelpers bench --models sd-v1-5 deci-v1 --weights random --device cuda --optimize none compile
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import argparse
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -33,33 +33,38 @@ BENCH_PROMPT = "A photo of an astronaut riding a horse on Mars"
 
 @dataclass
 class BenchSettings:
-    """What to measure.
+    """What to measure. Each field's help text is its documentation (``nbhelpers bench --help`` shows it)."""
 
-    Attributes:
-        models: catalog names.
-        weights: ``"hub"`` (real weights), ``"random"`` (full-size architectures, random weights) or ``"tiny"``.
-        device: ``"cuda"``, ``"mps"``, ``"cpu"`` or ``None`` for the best available.
-        steps: denoising steps; ``None`` for each model's default (50 SD, 30 DeciDiffusion).
-        batch_sizes: images per pipeline call.
-        optimize: fast-path modes to compare, in order (``"none"`` first: it is the reference output).
-        height, width: image size in pixels (``None``: 512, or 64 for tiny weights).
-        warmup: calls before timing (at least 1; compiled modes need 2: compile, then capture graphs).
-        repeats: timed calls; the median is reported.
-        peak_tflops: the device's dense peak in TFLOP/s for the utilisation figure (``None``: measured with a
-            matmul on CUDA, not reported elsewhere).
-    """
-
-    models: list[str] = field(default_factory=lambda: ["sd-v1-5", "deci-v1"])
-    weights: str = "random"
-    device: str | None = None
-    steps: int | None = None
-    batch_sizes: list[int] = field(default_factory=lambda: [1])
-    optimize: list[str] = field(default_factory=lambda: ["none"])
-    height: int | None = None
-    width: int | None = None
-    warmup: int = 2
-    repeats: int = 5
-    peak_tflops: float | None = None
+    models: list[str] = field(
+        default_factory=lambda: ["sd-v1-5", "deci-v1"], metadata={"help": "Catalog names of the models to measure."}
+    )
+    weights: Literal["random", "hub", "tiny"] = field(
+        default="random",
+        metadata={"help": "random: full-size architectures with random weights (no download, same speed); "
+                  "hub: the real weights; tiny: the offline tiny models (a CPU smoke test)."},
+    )
+    device: str | None = field(default=None, metadata={"help": "cuda, mps or cpu (default: the best available)."})
+    steps: int | None = field(
+        default=None, metadata={"help": "Denoising steps (default: each model's, 50 SD, 30 DeciDiffusion)."}
+    )
+    batch_sizes: list[int] = field(default_factory=lambda: [1], metadata={"help": "Images per pipeline call."})
+    optimize: list[str] = field(
+        default_factory=lambda: ["none"],
+        metadata={"help": f"Fast-path modes to compare, in order, 'none' first (the reference output); "
+                  f"from {', '.join(OPTIMIZE_MODES)}."},
+    )
+    height: int | None = field(default=None, metadata={"help": "Image height in pixels (default 512; 64 tiny)."})
+    width: int | None = field(default=None, metadata={"help": "Image width in pixels (default 512; 64 tiny)."})
+    warmup: int = field(
+        default=2, metadata={"help": "Untimed calls first (>= 1; compiled modes need 2: compile, capture graphs)."}
+    )
+    repeats: int = field(default=5, metadata={"help": "Timed calls; the median is reported."})
+    peak_tflops: float | None = field(
+        default=None,
+        metadata={"help": "The device's dense peak in TFLOP/s for the utilisation figure (default: measured "
+                  "with a matmul on CUDA, not reported elsewhere)."},
+    )
+    out: str = field(default="benchmarks/results/bench.json", metadata={"help": "Where to write the JSON report."})
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the setting that is out of range."""
@@ -215,44 +220,20 @@ def save_report(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from nbhelpers.cli import ensure_writable_folder
+    from nbhelpers.cli import ensure_writable_folder, settings_from_args
 
-    out = Path(args.out)
-    ensure_writable_folder(out.parent)
-    settings = BenchSettings(
-        models=args.models,
-        weights="tiny" if args.tiny else ("random" if args.random_weights else "hub"),
-        device=args.device,
-        steps=args.steps,
-        batch_sizes=args.batch_sizes,
-        optimize=args.optimize,
-        height=args.height,
-        width=args.width,
-        warmup=args.warmup,
-        repeats=args.repeats,
-        peak_tflops=args.peak_tflops,
-    )
+    settings = settings_from_args(BenchSettings, args)
+    ensure_writable_folder(Path(settings.out).parent)
     report = run_benchmark(settings)
-    print(f"Weights: {report['weights']}. Saved {save_report(report, out)}")
+    print(f"Weights: {report['weights']}. Saved {save_report(report, settings.out)}")
     return 0
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``nbhelpers bench``."""
-    bench = subparsers.add_parser("bench", help="Measure latency, throughput, memory and FLOPs of the models.")
-    bench.add_argument("--models", nargs="+", default=["sd-v1-5", "deci-v1"], help="Catalog names.")
-    source = bench.add_mutually_exclusive_group()
-    source.add_argument("--random-weights", action="store_true", help="Full-size architectures, random weights.")
-    source.add_argument("--tiny", action="store_true", help="Tiny offline models (CPU smoke test).")
-    bench.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available).")
-    bench.add_argument("--steps", type=int, default=None, help="Denoising steps (default: each model's).")
-    bench.add_argument("--batch-sizes", type=int, nargs="+", default=[1], help="Images per call.")
-    bench.add_argument("--optimize", nargs="+", default=["none"], choices=OPTIMIZE_MODES,
-                       help="Fast-path modes to compare, 'none' first (the reference output).")
-    bench.add_argument("--height", type=int, default=None)
-    bench.add_argument("--width", type=int, default=None)
-    bench.add_argument("--warmup", type=int, default=2, help="Untimed calls first (>= 1).")
-    bench.add_argument("--repeats", type=int, default=5, help="Timed calls (median reported).")
-    bench.add_argument("--peak-tflops", type=float, default=None, help="Device peak for utilisation.")
-    bench.add_argument("--out", default="benchmarks/results/bench.json", help="JSON report path.")
-    bench.set_defaults(handler=_run_bench)
+    """Register ``nbhelpers bench``: one flag per :class:`BenchSettings` field."""
+    from nbhelpers.cli import add_dataclass_command
+
+    add_dataclass_command(
+        subparsers, "bench", BenchSettings, _run_bench,
+        help="Measure latency, throughput, memory and FLOPs of the models.",
+    )
