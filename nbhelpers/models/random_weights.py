@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel
 
 from nbhelpers.catalog import get_spec
 from nbhelpers.models.components import build_scheduler, build_unet, pipeline_class
 from nbhelpers.models.configs import CLIP_VIT_L_TEXT_CONFIG, SD_VAE_CONFIG
 from nbhelpers.models.tiny import cache_root
-from nbhelpers.models.tokenizer import write_clip_tokenizer
+from nbhelpers.models.tokenizer import load_clip_tokenizer
 
 
 def build_random_unet(name: str) -> torch.nn.Module:
@@ -34,10 +34,7 @@ def build_random_pipeline(
     There is no safety checker. ``pipe.nbhelpers_random_weights`` is ``True``.
     """
     spec = get_spec(name)
-    tokenizer_folder = cache_root() / "clip-tokenizer"
-    if not (tokenizer_folder / "vocab.json").exists():
-        write_clip_tokenizer(tokenizer_folder)
-    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_folder)
+    tokenizer = load_clip_tokenizer(cache_root() / "clip-tokenizer")
     with torch.device(device):
         unet = build_random_unet(spec.name)
         text_encoder = CLIPTextModel(CLIPTextConfig(**CLIP_VIT_L_TEXT_CONFIG))

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from transformers import CLIPTokenizer
 
+from nbhelpers.atomic import atomic_folder
+
 CLIP_VOCAB_SIZE = 49408
 CLIP_BOS_ID = 49406
 CLIP_EOS_ID = 49407
@@ -83,8 +85,9 @@ def write_clip_tokenizer(folder: str | Path) -> Path:
 
 
 def load_clip_tokenizer(cache_folder: str | Path) -> CLIPTokenizer:
-    """Load the CLIP tokenizer from ``cache_folder``, writing it there first if needed."""
+    """Load the CLIP tokenizer from ``cache_folder``, writing it there first (atomically) if needed."""
     cache_folder = Path(cache_folder)
     if not (cache_folder / "vocab.json").exists():
-        write_clip_tokenizer(cache_folder)
+        with atomic_folder(cache_folder) as staging:
+            write_clip_tokenizer(staging)
     return CLIPTokenizer.from_pretrained(cache_folder)
