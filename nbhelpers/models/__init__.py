@@ -2,6 +2,8 @@
 
 - :mod:`~nbhelpers.models.configs`: every component config (SD v1.x, CLIP text encoder, VAE, DeciDiffusion's
   flexible UNet, and the tiny offline variants) in one place.
+- :mod:`~nbhelpers.models.components`: the one place that maps a catalog entry to its pipeline class, scheduler
+  and UNet.
 - :mod:`~nbhelpers.models.flexible_unet`: DeciDiffusion's flexible UNet, native on current diffusers.
 - :mod:`~nbhelpers.models.deci_pipeline`: ``DeciDiffusionPipeline`` (``StableDiffusionPipeline`` + that UNet).
 - :mod:`~nbhelpers.models.tiny`: offline tiny pipelines in the hub repos' layout, and a fake hub cache.
