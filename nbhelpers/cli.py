@@ -22,6 +22,7 @@ SettingsT = TypeVar("SettingsT")
 #: Modules that add sub-commands; each defines ``add_parser(subparsers) -> None``.
 COMMAND_MODULES: tuple[str, ...] = (
     "nbhelpers.cli", "nbhelpers.perf.benchmark", "nbhelpers.endpoints.serving", "nbhelpers.dreambooth.trainer",
+    "nbhelpers.toy.train",
 )
 
 

@@ -253,3 +253,66 @@ TINY_FEATURE_EXTRACTOR_CONFIG: dict[str, Any] = {
     "image_mean": [0.48145466, 0.4578275, 0.40821073],
     "image_std": [0.26862954, 0.26130258, 0.27577711],
 }
+
+
+# --- toy "shapes" models (trained on a CPU; see nbhelpers.toy) ---------------------------------------------
+
+#: Text-encoder width of the toy models. The text encoder has no transformer layer: each word's embedding
+#: (plus its position) reaches the UNet unchanged. A causal two-layer encoder trained from scratch let the
+#: padding tokens take most of the cross-attention; word embeddings alone keep each word addressable.
+TOY_TEXT_HIDDEN = 64
+TOY_RESOLUTION = 64
+
+TOY_CLIP_TEXT_CONFIG: dict[str, Any] = {
+    **CLIP_VIT_L_TEXT_CONFIG,
+    "hidden_size": TOY_TEXT_HIDDEN,
+    "intermediate_size": 4 * TOY_TEXT_HIDDEN,
+    "num_hidden_layers": 0,
+    "num_attention_heads": 4,
+    "projection_dim": TOY_TEXT_HIDDEN,
+}
+
+#: 64 px pictures to 16x16x4 latents (two downsamplings, where SD's VAE has three).
+TOY_VAE_CONFIG: dict[str, Any] = {
+    **SD_VAE_CONFIG,
+    "down_block_types": ("DownEncoderBlock2D",) * 3,
+    "up_block_types": ("UpDecoderBlock2D",) * 3,
+    "block_out_channels": (32, 64, 64),
+    "layers_per_block": 1,
+    "norm_num_groups": 16,
+    "sample_size": TOY_RESOLUTION,
+}
+
+#: SD v1's UNet layout at three levels: cross-attention at 16x16 and 8x8 and in the 4x4 middle.
+TOY_SD_UNET_CONFIG: dict[str, Any] = {
+    "sample_size": TOY_RESOLUTION // 4,
+    "in_channels": 4,
+    "out_channels": 4,
+    "block_out_channels": (64, 128, 128),
+    "layers_per_block": 1,
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "cross_attention_dim": TOY_TEXT_HIDDEN,
+    "attention_head_dim": 8,
+    "norm_num_groups": 16,
+}
+
+#: DeciDiffusion's flexible-UNet block structure (no attention at the top level) at toy width.
+TOY_FLEXIBLE_UNET_CONFIG: dict[str, Any] = {
+    **copy.deepcopy(TINY_FLEXIBLE_UNET_CONFIG),
+    "configurations": {
+        **copy.deepcopy(TINY_FLEXIBLE_UNET_CONFIG["configurations"]),
+        "down_blocks_in_channels": [64, 64, 128],
+        "down_blocks_out_channels": [64, 128, 128],
+        "prev_output_channels": [128, 128, 128],
+        "num_attention_heads": 8,
+        "cross_attention_dim": TOY_TEXT_HIDDEN,
+        "temb_dim": 256,
+        "sample_size": TOY_RESOLUTION // 4,
+    },
+    "sample_size": TOY_RESOLUTION // 4,
+    "block_out_channels": [64, 128, 128, 128],
+    "norm_num_groups": 16,
+    "cross_attention_dim": TOY_TEXT_HIDDEN,
+    "attention_head_dim": 8,
+}

@@ -1,0 +1,242 @@
+"""Train the toy "shapes" models: ``nbhelpers toy-train --model sd`` (or ``deci``).
+
+Two stages, each deterministic for a fixed seed and thread count:
+
+1. the VAE learns to reconstruct 64 px shapes pictures through 16x16x4 latents (MSE + a small KL term);
+2. the denoiser learns the captions: SD-style (``UNet2DConditionModel``, epsilon prediction, SD v1's
+   scaled-linear betas, sampled with DDIM) or DeciDiffusion-style (the flexible UNet, v-prediction, cosine
+   betas rescaled to zero terminal SNR, DDIM with trailing timesteps, as the real model's scheduler config).
+   The text encoder's word embeddings train with it; 10% of captions are dropped so classifier-free guidance
+   has an unconditional branch to steer from.
+
+The result is an ordinary pipeline folder in the hub repos' layout (``model_index.json``, ``vae/``,
+``text_encoder/``, ``tokenizer/``, ``scheduler/``, and ``unet/`` or DeciDiffusion's ``flexible_unet/``),
+written atomically, with ``metrics.json`` (accuracy against the prompts, training time, settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nbhelpers.atomic import atomic_folder, write_json_atomic
+from nbhelpers.toy.shapes import Scene, make_scenes
+
+#: Where the trained toy pipelines ship inside the package, by catalog-style name.
+TOY_MODEL_NAMES = {"sd": "shapes-sd", "deci": "shapes-deci"}
+
+
+@dataclass
+class ToyTrainingConfig:
+    """How to train a toy model. Each field's help text is its documentation."""
+
+    model: Literal["sd", "deci"] = field(
+        default="sd", metadata={"help": "sd: SD v1-style UNet, epsilon; deci: flexible UNet, v-prediction, zero SNR."}
+    )
+    output_dir: str = field(default="toy-models/shapes-sd", metadata={"help": "Folder for the trained pipeline."})
+    num_scenes: int = field(default=20000, metadata={"help": "Pictures in the training set (drawn once, seeded)."})
+    vae_steps: int = field(default=1500, metadata={"help": "Optimiser steps of the VAE stage."})
+    unet_steps: int = field(default=8000, metadata={"help": "Optimiser steps of the denoiser stage."})
+    batch_size: int = field(default=64, metadata={"help": "Pictures per optimiser step."})
+    vae_learning_rate: float = field(default=2e-3, metadata={"help": "AdamW learning rate of the VAE."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate of the denoiser."})
+    caption_dropout: float = field(default=0.1, metadata={"help": "Share of captions replaced by '' (for CFG)."})
+    seed: int = field(default=0, metadata={"help": "Seed of data, initial weights and noise."})
+    threads: int = field(default=2, metadata={"help": "torch CPU threads (results depend on it: keep it fixed)."})
+    fp16: bool = field(default=True, metadata={"help": "Store the weights in fp16 (half the size)."})
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the setting that is out of range."""
+        for name in ("num_scenes", "vae_steps", "unet_steps", "batch_size", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}.")
+        for name in ("vae_learning_rate", "learning_rate"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a positive finite number; got {value}.")
+        if not 0 <= self.caption_dropout < 1:
+            raise ValueError(f"caption_dropout must be in [0, 1); got {self.caption_dropout}.")
+
+
+def _pictures(scenes: list[Scene]) -> torch.Tensor:
+    """``(N, 3, 64, 64)`` in ``[-1, 1]``, the VAE's input range."""
+    array = np.stack([np.asarray(scene.render()[0], dtype=np.float32) for scene in scenes])
+    return torch.from_numpy(array).permute(0, 3, 1, 2) / 127.5 - 1
+
+
+def _batches(count: int, batch_size: int, steps: int, generator: torch.Generator) -> Any:
+    """Index batches over ``count`` items for ``steps`` steps: reshuffled every epoch, seeded."""
+    order = torch.randperm(count, generator=generator)
+    position = 0
+    for _ in range(steps):
+        if position + batch_size > count:
+            order, position = torch.randperm(count, generator=generator), 0
+        yield order[position : position + batch_size]
+        position += batch_size
+
+
+def _train(
+    parameters: list[torch.nn.Parameter],
+    steps: int,
+    learning_rate: float,
+    loss_of_step: Callable[[int], torch.Tensor],
+    log: Callable[[str], None],
+    label: str,
+) -> list[float]:
+    """AdamW with a cosine decay; returns the loss of every step. Stops with an error if the loss diverges."""
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=learning_rate * 0.05)
+    losses: list[float] = []
+    for step in range(steps):
+        loss = loss_of_step(step)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{label}: the loss became {loss.item()} at step {step}; lower the learning rate.")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+        if step % max(1, steps // 20) == 0 or step == steps - 1:
+            log(f"{label} step {step + 1}/{steps}: loss {np.mean(losses[-50:]):.4f}")
+    return losses
+
+
+def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = print) -> Path:
+    """Train a toy model as ``config`` says and write its pipeline folder; return the folder."""
+    from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from nbhelpers.models.configs import (
+        DECI_DDIM_SCHEDULER,
+        SD_V1_PNDM_SCHEDULER,
+        TOY_CLIP_TEXT_CONFIG,
+        TOY_FLEXIBLE_UNET_CONFIG,
+        TOY_SD_UNET_CONFIG,
+        TOY_VAE_CONFIG,
+    )
+    from nbhelpers.models.deci_pipeline import DeciDiffusionPipeline
+    from nbhelpers.models.flexible_unet import FlexibleUNet2DConditionModel
+    from nbhelpers.models.tiny import cache_root
+    from nbhelpers.models.tokenizer import load_clip_tokenizer, write_clip_tokenizer
+
+    config.validate()
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    started = time.perf_counter()
+
+    scenes = make_scenes(config.num_scenes, seed=config.seed)
+    pictures = _pictures(scenes)
+    log(f"Data: {len(scenes)} pictures, e.g. '{scenes[0].caption}'.")
+
+    # Stage 1: the VAE.
+    vae = AutoencoderKL(**TOY_VAE_CONFIG)
+
+    vae_batches = _batches(len(scenes), config.batch_size, config.vae_steps, generator)
+
+    def vae_loss(step: int) -> torch.Tensor:
+        batch = pictures[next(vae_batches)]
+        posterior = vae.encode(batch).latent_dist
+        reconstruction = vae.decode(posterior.sample(generator=generator)).sample
+        return F.mse_loss(reconstruction, batch) + 1e-6 * posterior.kl().mean()
+
+    vae.train()
+    _train(list(vae.parameters()), config.vae_steps, config.vae_learning_rate, vae_loss, log, "VAE")
+    vae.eval()
+    with torch.no_grad():
+        latents = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in pictures.split(256)])
+    # SD scales latents to unit variance with a fixed factor stored in the VAE config (0.18215 for SD v1).
+    scaling_factor = float(1 / latents.std())
+    vae.register_to_config(scaling_factor=scaling_factor)
+    latents = latents * scaling_factor
+    log(f"VAE latents {tuple(latents.shape[1:])}, scaling factor {scaling_factor:.4f}.")
+
+    # Stage 2: text encoder + denoiser.
+    tokenizer = load_clip_tokenizer(cache_root() / "clip-tokenizer")
+    captions = [scene.caption for scene in scenes]
+    text_encoder = CLIPTextModel(CLIPTextConfig(**TOY_CLIP_TEXT_CONFIG))
+    if config.model == "deci":
+        unet_config = {k: v for k, v in TOY_FLEXIBLE_UNET_CONFIG.items() if not k.startswith("_")}
+        unet: torch.nn.Module = FlexibleUNet2DConditionModel(**unet_config)
+        scheduler_config = DECI_DDIM_SCHEDULER
+    else:
+        unet = UNet2DConditionModel(**TOY_SD_UNET_CONFIG)
+        scheduler_config = {**SD_V1_PNDM_SCHEDULER, "skip_prk_steps": None}
+    training_keys = ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps", "prediction_type",
+                     "rescale_betas_zero_snr", "trained_betas")
+    noise_scheduler = DDPMScheduler(**{k: v for k, v in scheduler_config.items() if k in training_keys})
+
+    def ids_of(texts: list[str]) -> torch.Tensor:
+        return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                         return_tensors="pt").input_ids
+
+    unet_batches = _batches(len(scenes), config.batch_size, config.unet_steps, generator)
+
+    def unet_loss(step: int) -> torch.Tensor:
+        index = next(unet_batches)
+        clean = latents[index]
+        dropped = torch.rand(len(index), generator=generator) < config.caption_dropout
+        texts = ["" if drop else captions[i] for i, drop in zip(index.tolist(), dropped.tolist(), strict=True)]
+        context = text_encoder(ids_of(texts)).last_hidden_state
+        noise = torch.randn(clean.shape, generator=generator)
+        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(index),), generator=generator)
+        noisy = noise_scheduler.add_noise(clean, noise, timesteps)
+        target = noise if noise_scheduler.config.prediction_type == "epsilon" else noise_scheduler.get_velocity(
+            clean, noise, timesteps)
+        return F.mse_loss(unet(noisy, timesteps, context).sample, target)
+
+    unet.train()
+    text_encoder.train()
+    parameters = list(unet.parameters()) + list(text_encoder.parameters())
+    losses = _train(parameters, config.unet_steps, config.learning_rate, unet_loss, log, "UNet")
+    unet.eval()
+    text_encoder.eval()
+
+    dtype = torch.float16 if config.fp16 else torch.float32
+    common = {"vae": vae.to(dtype), "text_encoder": text_encoder.to(dtype), "tokenizer": tokenizer,
+              "safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    minutes = (time.perf_counter() - started) / 60
+    output = Path(config.output_dir)
+    with atomic_folder(output) as staging:
+        if config.model == "deci":
+            pipe = DeciDiffusionPipeline(unet=unet.to(dtype), scheduler=DDIMScheduler(**scheduler_config), **common)
+            pipe.save_pretrained(staging)
+            # The hub repo keeps the denoiser in flexible_unet/, which is where the loader looks for it.
+            (staging / "unet").rename(staging / "flexible_unet")
+        else:
+            scheduler = DDIMScheduler(**{k: v for k, v in scheduler_config.items() if k != "skip_prk_steps"})
+            StableDiffusionPipeline(unet=unet.to(dtype), scheduler=scheduler, **common).save_pretrained(staging)
+        write_clip_tokenizer(staging / "tokenizer")
+        write_json_atomic(staging / "training.json", {
+            "settings": asdict(config),
+            "minutes": round(minutes, 2),
+            "final_loss": float(np.mean(losses[-100:])),
+            "torch": torch.__version__,
+        })
+    log(f"Trained in {minutes:.1f} min; wrote {output}.")
+    return output
+
+
+def _run_toy_train(args: argparse.Namespace) -> int:
+    from nbhelpers.cli import settings_from_args
+
+    train_toy_model(settings_from_args(ToyTrainingConfig, args))
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``nbhelpers toy-train``: one flag per :class:`ToyTrainingConfig` field."""
+    from nbhelpers.cli import add_dataclass_command
+
+    add_dataclass_command(subparsers, "toy-train", ToyTrainingConfig, _run_toy_train,
+                          help="Train a toy 'shapes' text-to-image model on the CPU.")

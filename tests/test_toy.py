@@ -1,0 +1,83 @@
+"""The toy "shapes" data set, the picture reader that scores toy models, and the training script (a micro run)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import ImageFilter
+
+from nbhelpers.toy.evaluate import accuracy, attention_ratio, read_scene
+from nbhelpers.toy.shapes import BACKGROUNDS, COLOURS, SHAPES, Scene, all_captions, area_share, make_scenes
+
+
+def test_scenes_are_seeded_and_captioned():
+    first, again, other = make_scenes(50, seed=3), make_scenes(50, seed=3), make_scenes(50, seed=4)
+    assert first == again and first != other
+    assert first[0].caption == f"a {first[0].colour} {first[0].shape} on a {first[0].background} background"
+    assert len(all_captions()) == len(COLOURS) * len(SHAPES) * len(BACKGROUNDS) == 36
+    with pytest.raises(ValueError, match="Unknown shape 'star'"):
+        Scene("star", "red", "white")
+
+
+def test_mask_matches_the_geometry():
+    for scene in make_scenes(40, seed=0):
+        image, mask = scene.render()
+        assert image.size == (64, 64) and mask.shape == (64, 64)
+        assert abs(mask.mean() - area_share(scene)) < 0.04
+
+
+@pytest.mark.parametrize("damage", ["none", "noise", "blur"])
+def test_reader_reads_clean_noisy_and_blurred_pictures(damage):
+    scenes = make_scenes(150, seed=1)
+    rng = np.random.default_rng(0)
+    pictures = []
+    for scene in scenes:
+        image = scene.render()[0]
+        if damage == "blur":
+            image = image.filter(ImageFilter.GaussianBlur(1.2))
+        array = np.asarray(image, dtype=float)
+        if damage == "noise":
+            array = np.clip(array + rng.normal(0, 25, array.shape), 0, 255)
+        pictures.append(array)
+    scores = accuracy(pictures, scenes)
+    assert scores["background"] == 1.0 and scores["colour"] == 1.0
+    assert scores["shape"] >= 0.95, scores
+
+
+def test_reader_says_none_for_an_empty_picture_and_scores_mismatches():
+    blank = np.full((64, 64, 3), 128.0)
+    assert read_scene(blank).shape == "none" and read_scene(blank).background == "gray"
+    red_circle = Scene("circle", "red", "white")
+    assert read_scene(red_circle.render()[0]).matches(Scene("square", "red", "black")) == {
+        "colour": True, "shape": False, "background": False}
+    assert accuracy([red_circle.render()[0]], [Scene("circle", "blue", "white")])["all"] == 0.0
+
+
+def test_attention_ratio():
+    mask = np.zeros((8, 8), bool)
+    mask[:4, :4] = True  # a quarter of the picture
+    assert attention_ratio(np.ones((8, 8)), mask) == pytest.approx(1.0)
+    assert attention_ratio(mask.astype(float), mask) == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="same shape"):
+        attention_ratio(np.ones((4, 4)), mask)
+
+
+def test_micro_training_run_writes_a_loadable_pipeline(tmp_path):
+    """Three optimiser steps per stage on 16 pictures: the script's whole path, not a trained model."""
+    from nbhelpers.generation import generate
+    from nbhelpers.loading import load_pipeline
+    from nbhelpers.toy.train import ToyTrainingConfig, train_toy_model
+
+    settings = ToyTrainingConfig(model="deci", output_dir=str(tmp_path / "toy"), num_scenes=16, vae_steps=2,
+                                 unet_steps=2, batch_size=4)
+    folder = train_toy_model(settings, log=lambda _: None)
+    assert (folder / "flexible_unet" / "config.json").is_file() and not (folder / "unet").exists()
+    training = json.loads((folder / "training.json").read_text())
+    assert training["settings"]["unet_steps"] == 2 and np.isfinite(training["final_loss"])
+    pipe = load_pipeline(folder, device="cpu", progress=False)
+    assert pipe.scheduler.config.prediction_type == "v_prediction" and pipe.scheduler.config.rescale_betas_zero_snr
+    assert generate(pipe, "a red circle on a white background", num_inference_steps=2).images[0].size == (64, 64)
+    with pytest.raises(ValueError, match="learning_rate must be a positive finite number"):
+        ToyTrainingConfig(learning_rate=float("inf")).validate()
