@@ -21,7 +21,7 @@ from diffusers import DiffusionPipeline, StableDiffusionPipeline
 # Folders saved by nbhelpers 0.1 name the UNet's module ``nbhelpers.flexible_unet``; diffusers resolves a named
 # module only once it is imported, so the old path is imported with the loader.
 from nbhelpers import flexible_unet as _legacy_flexible_unet_module  # noqa: F401
-from nbhelpers.catalog import ModelSpec, UnknownModelError, find_spec, get_spec, known_model_names
+from nbhelpers.catalog import ModelSpec, UnknownModelError, find_spec, get_spec, known_model_names, normalise_name
 from nbhelpers.device import pick_device, pick_dtype, total_memory_bytes
 from nbhelpers.models.deci_pipeline import DeciDiffusionPipeline
 from nbhelpers.models.flexible_unet import FlexibleUNet2DConditionModel
@@ -117,7 +117,7 @@ def _resolve_source(model: str | os.PathLike[str], tiny: bool) -> tuple[str, Mod
             )
         return str(tiny_pipeline_path(spec.name)), spec, True
     if spec is not None:
-        if "/" in name and name.strip().lower() != spec.hub_id.lower():
+        if "/" in name and normalise_name(name) != spec.hub_id.lower():
             logger.warning("%s was removed from the hub; loading %s instead.", name, spec.hub_id)
         return spec.hub_id, spec, False
     return name, None, False
