@@ -43,6 +43,10 @@ _NO_HUB_HINT = (
 )
 
 
+#: How every picture, chart and label made from the offline tiny stand-ins is marked.
+TINY_MARK = "tiny, random weights"
+
+
 class ModelLoadError(RuntimeError):
     """Raised when a pipeline cannot be loaded; the message says what to do about it."""
 
@@ -71,7 +75,7 @@ class LoadInfo:
     def label(self) -> str:
         """Short human-readable name, marked when the weights are random."""
         name = self.spec.name if self.spec else self.source
-        return f"{name} (tiny, random weights)" if self.tiny else name
+        return f"{name} ({TINY_MARK})" if self.tiny else name
 
 
 def _folder_kind(folder: Path) -> str:

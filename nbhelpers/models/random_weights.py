@@ -58,6 +58,39 @@ SD_VAE_CONFIG: dict[str, Any] = {
     "sample_size": 512,
     "scaling_factor": 0.18215,
 }
+#: The SD v1.x safety checker: CLIP ViT-L/14 (vision tower 1024 wide, 24 layers, 224 px, patch 14) plus the
+#: 768-d projection; only the vision side is kept in the checkpoint (about 304M parameters, 0.6 GB in fp16).
+SAFETY_CHECKER_CLIP_CONFIG: dict[str, Any] = {
+    "text_config": {**CLIP_VIT_L_TEXT_CONFIG},
+    "vision_config": {
+        "hidden_size": 1024,
+        "intermediate_size": 4096,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "image_size": 224,
+        "patch_size": 14,
+        "projection_dim": 768,
+        "hidden_act": "quick_gelu",
+    },
+    "projection_dim": 768,
+}
+#: The SD v1.x feature extractor (CLIP image preprocessing at 224 px).
+FEATURE_EXTRACTOR_CONFIG: dict[str, Any] = {
+    "size": {"shortest_edge": 224},
+    "crop_size": {"height": 224, "width": 224},
+    "do_center_crop": True,
+    "do_normalize": True,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+}
+
+
+def build_random_safety_checker() -> torch.nn.Module:
+    """The full-size SD v1.x safety checker with random weights (on the current default device)."""
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig
+
+    return StableDiffusionSafetyChecker(CLIPConfig(**copy.deepcopy(SAFETY_CHECKER_CLIP_CONFIG)))
 
 
 def build_random_unet(name: str) -> torch.nn.Module:
