@@ -81,8 +81,13 @@ def write_report(report: dict, path: Path) -> Path:
 
 
 def folder_bytes(folder: Path) -> int:
-    """Bytes of every file under ``folder``."""
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+    """Bytes of every file under ``folder``, each hard-linked file counted once (the disk space it takes)."""
+    seen: dict[tuple[int, int], int] = {}
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            stat = path.stat()
+            seen[(stat.st_dev, stat.st_ino)] = stat.st_size
+    return sum(seen.values())
 
 
 def human(n: float) -> str:
