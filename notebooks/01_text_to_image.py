@@ -171,7 +171,7 @@ print(f"UNet parameters: {sum(p.numel() for p in pipe.unet.parameters()):,}")
 # folder holds a plain SD UNet that the original pipeline threw away), everything else is an ordinary
 # `StableDiffusionPipeline`, and the call passes DeciDiffusion's defaults (30 steps, guidance rescale 0.7). Only the
 # UNet class comes from `nbhelpers`. Same seed, same picture as `load_pipeline`'s pipeline. (In tiny mode the
-# checkpoint is the local tiny folder laid out like the hub repo.)
+# checkpoint is the local tiny folder laid out like the hub repo.) One pipeline is kept in memory at a time.
 
 # %%
 from diffusers import StableDiffusionPipeline
@@ -180,21 +180,23 @@ from nbhelpers.models.flexible_unet import FlexibleUNet2DConditionModel
 from nbhelpers.models.tiny import tiny_pipeline_path
 
 if MODEL == "deci-v1":
+    ours = generate(pipe, PROMPTS[0], seed=SEED, num_inference_steps=STEPS, **size).images[0]
+    dtype, device = pipe.nbhelpers_info.dtype, pipe.device  # float16 on a GPU, float32 on a CPU
+    del pipe  # one pipeline in memory at a time
+    gc.collect()
     checkpoint = str(tiny_pipeline_path("deci-v1")) if tiny else "Deci/DeciDiffusion-v1-0"
-    dtype = pipe.nbhelpers_info.dtype  # float16 on a GPU, float32 on a CPU
     unet = FlexibleUNet2DConditionModel.from_pretrained(checkpoint, subfolder="flexible_unet", torch_dtype=dtype)
-    plain = StableDiffusionPipeline.from_pretrained(checkpoint, unet=unet, torch_dtype=dtype)
-    plain = plain.to(pipe.device)
+    plain = StableDiffusionPipeline.from_pretrained(checkpoint, unet=unet, torch_dtype=dtype).to(device)
     plain.set_progress_bar_config(disable=True)
     side = SIZE or (64 if tiny else 512)
     by_hand = plain(PROMPTS[0], num_inference_steps=STEPS or 30, guidance_rescale=0.7, height=side, width=side,
                     generator=torch.Generator().manual_seed(SEED)).images[0]
-    ours = generate(pipe, PROMPTS[0], seed=SEED, num_inference_steps=STEPS, **size).images[0]
     gap = np.abs(np.asarray(by_hand, dtype=int) - np.asarray(ours, dtype=int))
     print(f"plain diffusers vs load_pipeline: max pixel difference {gap.max()}/255")
     show_images([by_hand, ours], [mark_tiny("plain diffusers", tiny), mark_tiny("load_pipeline", tiny)], img_width=256)
     del plain, unet
     gc.collect()
+    pipe = load_pipeline(MODEL, tiny=TINY)  # back for the rest of the notebook, from the local cache
 
 # %% [markdown]
 # ## 2. Generate, reproducibly
