@@ -67,13 +67,13 @@ class MemorySampler(threading.Thread):
 
     def __init__(self, pid: int, interval: float = 0.2) -> None:
         super().__init__(daemon=True)
-        self.pid, self.interval, self.peak, self._stop = pid, interval, 0, threading.Event()
+        self.pid, self.interval, self.peak, self._halt = pid, interval, 0, threading.Event()
 
     def run(self) -> None:
         import psutil
 
         root = psutil.Process(self.pid)
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 processes = [root, *root.children(recursive=True)]
                 self.peak = max(self.peak, sum(p.memory_info().rss for p in processes if p.is_running()))
@@ -82,7 +82,7 @@ class MemorySampler(threading.Thread):
             time.sleep(self.interval)
 
     def stop(self) -> int:
-        self._stop.set()
+        self._halt.set()
         self.join()
         return self.peak
 
