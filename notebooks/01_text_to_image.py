@@ -221,7 +221,7 @@ print(f"Image {last} regenerated alone from seed {SEED + last}: max pixel differ
 # Reported, not asserted: how far batched and single kernels round apart depends on the GPU and dtype.
 print("Same picture (mean difference below one level)." if difference.mean() < 1.0 else
       "The pixels differ more than usual: batched and single kernels round differently in "
-      f"{pipe.nbhelpers_info.dtype} on {pipe.device}, and random weights amplify that; compare the images by eye.")
+      f"{pipe.nbhelpers_info.dtype} on {pipe.device}; compare the two images by eye.")
 
 # %% [markdown]
 # ## 3. Guidance scale
