@@ -172,6 +172,8 @@ print(f"UNet parameters: {sum(p.numel() for p in pipe.unet.parameters()):,}")
 # `StableDiffusionPipeline`, and the call passes DeciDiffusion's defaults (30 steps, guidance rescale 0.7). Only the
 # UNet class comes from `nbhelpers`. Same seed, same picture as `load_pipeline`'s pipeline. (In tiny mode the
 # checkpoint is the local tiny folder laid out like the hub repo.) One pipeline is kept in memory at a time.
+# diffusers warns that it expected a `UNet2DConditionModel`: the flexible UNet takes the same inputs and returns
+# the same output, which is all the pipeline needs.
 
 # %%
 from diffusers import StableDiffusionPipeline
