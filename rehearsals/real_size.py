@@ -148,6 +148,7 @@ def run_notebook(name: str, cache: Path, workdir: Path, timeout: int) -> dict:
         "peak_memory_bytes": peak, "peak_memory": human(peak), "bytes_written": written, "written": human(written),
         "largest_files": [f"{human(size)} {path}" for size, path in biggest], "parameters": parameters,
         "weight_files_opened": opened, "weights_fetched_twice": twice,
+        "weight_file_opens": len(log.read_text(encoding="utf-8").splitlines()) if log.is_file() else 0,
     }
     if process.returncode != 0:
         record["error"] = output[-4000:]
