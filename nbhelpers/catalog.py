@@ -118,13 +118,15 @@ CATALOG: dict[str, ModelSpec] = {
 }
 
 
-def _normalise(name: str) -> str:
-    return name.strip().lower()
+def normalise_name(name: str) -> str:
+    """Lower-case ``name`` without surrounding spaces or trailing slashes (hub ids are often copied as
+    ``"OFA-Sys/small-stable-diffusion-v0/"``, the form a folder path or URL takes)."""
+    return name.strip().rstrip("/").strip().lower()
 
 
 def find_spec(name: str) -> ModelSpec | None:
     """Return the catalog entry for a short name, alias or hub id (case-insensitive), or ``None``."""
-    key = _normalise(name)
+    key = normalise_name(name)
     for spec in CATALOG.values():
         candidates = {spec.name, spec.hub_id.lower(), *(alias.lower() for alias in spec.aliases)}
         if key in candidates:

@@ -13,7 +13,7 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 
 from nbhelpers.images import save_image
-from nbhelpers.loading import load_info
+from nbhelpers.loading import TINY_MARK, load_info
 
 MAX_STEPS = 1000
 MAX_SIDE = 2048
@@ -32,6 +32,7 @@ class Generation:
         seconds: wall-clock time of the pipeline call (s).
         nsfw: per image, ``True`` if the safety checker blacked it out, ``None`` if no checker ran.
         nan: per image, ``True`` if the decoded image held NaNs (fp16 overflow: it shows black or noise).
+        tiny: the images come from an offline tiny stand-in with random weights (noise, not results).
     """
 
     images: list[Image.Image]
@@ -42,6 +43,7 @@ class Generation:
     seconds: float
     nsfw: list[bool | None] = field(default_factory=list)
     nan: list[bool] = field(default_factory=list)
+    tiny: bool = False
 
     def diagnosis(self) -> list[str]:
         """Per image: ``"ok"``, ``"blacked out by the safety checker"`` or ``"NaN (fp16 overflow)"``."""
@@ -56,8 +58,9 @@ class Generation:
         return notes
 
     def labels(self) -> list[str]:
-        """One short caption per image: seed and prompt."""
-        return [f"seed {seed}: {prompt}" for prompt, seed in zip(self.prompts, self.seeds, strict=True)]
+        """One short caption per image: seed and prompt, marked when the weights are tiny random ones."""
+        mark = f" ({TINY_MARK})" if self.tiny else ""
+        return [f"seed {seed}: {prompt}{mark}" for prompt, seed in zip(self.prompts, self.seeds, strict=True)]
 
     def save(self, folder: str | Path, stem: str = "image") -> list[Path]:
         """Save every image as PNG with its prompt, seed, steps and model in the metadata; return the paths."""
@@ -189,4 +192,5 @@ def generate(
         seconds=seconds,
         nsfw=nsfw,
         nan=nan,
+        tiny=bool(info is not None and info.tiny),
     )

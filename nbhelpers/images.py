@@ -52,7 +52,12 @@ def show_images(
     Works with lists of PIL images, which ipyplot 1.1.2 cannot draw on current numpy/Pillow (it fails with
     "Cannot handle this data type: (1, 1, 3), |O"): every image is converted to a uint8 array first.
     """
-    import ipyplot
+    try:
+        import ipyplot
+    except ImportError as err:  # a notebook-only dependency, in the [notebooks] extra
+        raise ImportError(
+            'show_images needs ipyplot: pip install -e ".[notebooks]" (or run the notebook\'s first cell).'
+        ) from err
 
     if len(images) == 0:
         raise ValueError("show_images() got no images to show.")

@@ -21,7 +21,7 @@ from diffusers import DiffusionPipeline
 # Folders saved by nbhelpers 0.1 name the UNet's module ``nbhelpers.flexible_unet``; diffusers resolves a named
 # module only once it is imported, so the old path is imported with the loader.
 from nbhelpers import flexible_unet as _legacy_flexible_unet_module  # noqa: F401
-from nbhelpers.catalog import ModelSpec, UnknownModelError, find_spec, get_spec, known_model_names
+from nbhelpers.catalog import ModelSpec, UnknownModelError, find_spec, get_spec, known_model_names, normalise_name
 from nbhelpers.device import pick_device, pick_dtype, total_memory_bytes
 from nbhelpers.models.components import pipeline_class
 from nbhelpers.models.deci_pipeline import DeciDiffusionPipeline
@@ -42,6 +42,10 @@ _NO_HUB_HINT = (
     "pipeline folder; or download once where you have access (huggingface-cli download {hub_id}) and set "
     "HF_HUB_OFFLINE=1. Gated or private models also need `huggingface-cli login`."
 )
+
+
+#: How every picture, chart and label made from the offline tiny stand-ins is marked.
+TINY_MARK = "tiny, random weights"
 
 
 class ModelLoadError(RuntimeError):
@@ -72,7 +76,7 @@ class LoadInfo:
     def label(self) -> str:
         """Short human-readable name, marked when the weights are random."""
         name = self.spec.name if self.spec else self.source
-        return f"{name} (tiny, random weights)" if self.tiny else name
+        return f"{name} ({TINY_MARK})" if self.tiny else name
 
 
 def _folder_kind(folder: Path) -> str:
@@ -118,7 +122,7 @@ def _resolve_source(model: str | os.PathLike[str], tiny: bool) -> tuple[str, Mod
             )
         return str(tiny_pipeline_path(spec.name)), spec, True
     if spec is not None:
-        if "/" in name and name.strip().lower() != spec.hub_id.lower():
+        if "/" in name and normalise_name(name) != spec.hub_id.lower():
             logger.warning("%s was removed from the hub; loading %s instead.", name, spec.hub_id)
         return spec.hub_id, spec, False
     return name, None, False

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from diffusers import DiffusionPipeline
 
-from nbhelpers.loading import load_info
+from nbhelpers.loading import TINY_MARK, load_info
 
 
 def model_banner(pipe: DiffusionPipeline) -> str:
@@ -30,6 +30,12 @@ def model_banner(pipe: DiffusionPipeline) -> str:
             "with hub access for the real model."
         )
     return text
+
+
+def mark_tiny(text: str, tiny: bool) -> str:
+    """``text`` with "(tiny, random weights)" appended when ``tiny``: for titles and captions of pictures and
+    charts made from the offline stand-ins, so nobody takes them for results."""
+    return f"{text} ({TINY_MARK})" if tiny else text
 
 
 def show_model_banner(pipe: DiffusionPipeline) -> None:
@@ -63,3 +69,35 @@ def bar_chart(
     ax.set_ylabel(ylabel)
     ax.margins(y=0.15)
     return ax
+
+
+def gpu_advice() -> str:
+    """What this machine's accelerator means for the tutorials, and what to do without a GPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        gib = props.total_memory / 2**30
+        text = f"GPU: {props.name} with {gib:.1f} GiB: ready."
+        if gib < 8:
+            text += " Below 8 GiB nbhelpers turns on attention/VAE slicing (and CPU offload below 5 GiB) by itself."
+        return text
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "Apple GPU (MPS): ready, slower than a CUDA GPU."
+    return (
+        "No GPU found. On Colab: Runtime > Change runtime type > T4 GPU, then run the notebook again from the top. "
+        "On Paperspace: start the notebook on a GPU machine. Without a GPU everything still runs: in tiny mode "
+        "(NBHELPERS_TINY=1 or TINY = True) in minutes with random weights, or with the real models at minutes "
+        "per image."
+    )
+
+
+def show_what_to_expect(models: Sequence[str]) -> None:
+    """Print :func:`gpu_advice` and display, per model, its model card, download size and T4 time (estimates)."""
+    import pandas as pd
+    from IPython.display import display
+
+    from nbhelpers.expectations import expectation_rows
+
+    print(gpu_advice())
+    display(pd.DataFrame(expectation_rows(list(models))).set_index("model"))

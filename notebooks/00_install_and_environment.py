@@ -1,56 +1,132 @@
 # %% [markdown]
 # # 00 · Install and check your environment
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/your-org/diffusion-tutorials/blob/main/notebooks/00_install_and_environment.ipynb)
+#
 # Run this first, on Colab, Paperspace or your own machine. You will learn:
 #
-# - how to install the tutorials' helper library `nbhelpers` (from this checkout, or from a clone on Colab);
+# - how every notebook installs what it needs (its first cell: from this checkout, or from a clone on Colab);
 # - how to log in to the Hugging Face hub (optional: the models used here are public);
 # - what your machine offers: GPU, memory, CUDA, library versions, and which models the tutorials use;
 # - how to generate a first image to prove everything works.
 #
 # Nothing here needs a GPU; with one, the later notebooks are much faster.
 
+# %%
+# Set-up: installs what this notebook needs (Colab, Paperspace, a clone or a local Jupyter) and says what it did.
+# Generated from pyproject.toml by `python -m nbhelpers.bootstrap`: the same in every notebook but for EXTRAS.
+EXTRAS = "notebooks"
+NEEDS = {
+    "": ["torch>=2.1", "diffusers>=0.35", "transformers>=4.44", "accelerate>=0.33", "safetensors>=0.4",
+        "huggingface-hub>=0.24", "numpy>=1.24", "scipy>=1.10", "pillow>=10", "matplotlib>=3.7", "tqdm>=4.66"],
+    "azure": ["azure-ai-ml>=1.20", "azure-identity>=1.15", "azure-ai-contentsafety>=1.0"],
+    "notebooks": ["ipyplot>=1.1.2", "ipython-autotime>=0.3.2", "ipywidgets>=8", "papermill>=2.5", "pandas>=2.0"],
+    "serving": ["azureml-inference-server-http>=1.3", "requests>=2.31", "pandas>=2.0"],
+    "training": ["peft>=0.12"],
+}
+MODULES = {
+    "pillow": "PIL",
+    "huggingface-hub": "huggingface_hub",
+    "ipython-autotime": "autotime",
+    "azure-ai-ml": "azure.ai.ml",
+    "azure-identity": "azure.identity",
+    "azure-ai-contentsafety": "azure.ai.contentsafety",
+}
+
+
+def set_up(extras):
+    import importlib
+    import os
+    import re
+    import subprocess
+    import sys
+    from importlib import metadata
+    from pathlib import Path
+
+    def number(version):
+        return tuple(int(x) for x in re.findall(r"\d+", version)[:3])
+
+    def missing():  # import what the notebook needs; never import a version that pip must replace
+        problems = []
+        for requirement in [r for extra in ["", *extras.split(",")] for r in NEEDS[extra]]:
+            dist, _, low = requirement.partition(">=")
+            try:
+                found = metadata.version(dist)
+                if low and number(found) < number(low):
+                    problems.append(f"{dist} {found} (needs >={low})")
+                    continue
+                importlib.import_module(MODULES.get(dist, dist.replace("-", "_")))
+            except (ImportError, metadata.PackageNotFoundError) as err:
+                problems.append(f"{dist} ({type(err).__name__})")
+        try:
+            importlib.import_module("nbhelpers")
+        except ImportError:
+            problems.append("nbhelpers")
+        return problems
+
+    repo_url = os.environ.get("NBHELPERS_REPO_URL") or "https://github.com/your-org/diffusion-tutorials"
+    here = Path.cwd().resolve()
+    root = next((p for p in [here, *here.parents] if (p / "pyproject.toml").is_file() and (p / "nbhelpers").is_dir()),
+                None)
+    problems = missing()
+    if problems:
+        print("Missing or too old:", ", ".join(problems))
+        if root is None:
+            root = here / repo_url.rstrip("/").split("/")[-1].removesuffix(".git")
+            if not (root / "pyproject.toml").is_file():
+                print(f"Not inside a checkout of the project: cloning {repo_url} into {root}")
+                subprocess.run(["git", "clone", "--depth", "1", repo_url, str(root)], check=True)
+        before = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
+        print(f"Installing: pip install -e \"{root}[{extras}]\" (a few minutes on a fresh runtime)")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{root}[{extras}]"], check=True)
+        sys.path.insert(0, str(root))  # pip's editable install is seen by new processes; this kernel needs the path
+        importlib.invalidate_caches()
+        after = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
+        changed = [n for n, v in before.items()
+                   if after.get(n) != v and MODULES.get(n, n.replace("-", "_")) in sys.modules]
+        problems = missing()
+        if problems or changed:
+            raise RuntimeError(f"Restart the kernel (Colab: Runtime > Restart session), then run this cell again: "
+                               f"still missing {problems}, upgraded after import {changed}.")
+    print(f"Ready: nbhelpers and the [{extras}] extras import", f"(checkout {root})" if root else "(installed)")
+
+
+set_up(EXTRAS)
+
+# %% [markdown]
+# The cell above is the same set-up cell every notebook starts with. It checks, by importing them in a separate
+# Python process, that `nbhelpers` and the libraries this notebook needs are there at a recent enough version. If
+# not, it finds the checkout the notebook runs in (or, on a fresh Colab runtime, clones the repository: the URL
+# comes from `pyproject.toml`, or from the `NBHELPERS_REPO_URL` environment variable), runs
+# `pip install -e "<checkout>[notebooks]"` (other notebooks add `training`, `serving`, `azure`) and prints what it
+# did. Run it again at any time: when everything is installed it does nothing.
+#
+# ## What to expect
+#
+# - **GPU**: not needed for this notebook. The check below says what your machine has and what to do without a
+#   GPU (Colab: *Runtime → Change runtime type → T4 GPU*).
+# - **Downloads**: the smoke test at the end downloads DeciDiffusion once (about 2.7 GB in fp16, see the table;
+#   sizes are computed from the published configs). In tiny mode it downloads nothing.
+# - **Time**: about 5 minutes on a fresh Colab T4 (installing and downloading); the T4 times in the table are
+#   estimates computed from FLOPs and a published A10 timing, not measurements.
+# - **Model cards**: [DeciDiffusion 1.0](https://huggingface.co/Deci/DeciDiffusion-v1-0),
+#   [SD v1.5](https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5),
+#   [SD v1.4](https://huggingface.co/CompVis/stable-diffusion-v1-4),
+#   [small-stable-diffusion](https://huggingface.co/OFA-Sys/small-stable-diffusion-v0).
+
+# %%
+from nbhelpers.notebook import show_what_to_expect
+
+show_what_to_expect(["deci-v1"])
+
 # %% tags=["parameters"]
 # Papermill parameters
-REINSTALL = False  # force a reinstall even if nbhelpers is already importable
-PROJECT_SOURCE = None  # outside a checkout: a pip requirement for the project, e.g. "git+https://...<your clone>"
 HF_TOKEN = None  # optional Hugging Face token; public models need none
 MODEL = "deci-v1"  # model for the smoke test
 TINY = None  # None: follow NBHELPERS_TINY; True: offline tiny model with random weights
 
 # %% [markdown]
-# ## 1. Install
-#
-# Inside a clone of this repository the cell installs it in editable mode with the notebook extras
-# (`pip install -e ".[notebooks]"`). On Colab or Paperspace, clone the repository first
-# (`!git clone <repository URL>` then `%cd <folder>`), or set `PROJECT_SOURCE` to a pip requirement.
-# If `nbhelpers` is already importable nothing is installed.
-
-# %%
-import importlib.util
-import subprocess
-import sys
-from pathlib import Path
-
-checkout = next(
-    (p for p in [Path.cwd(), *Path.cwd().parents] if (p / "pyproject.toml").is_file() and (p / "nbhelpers").is_dir()),
-    None,
-)
-if importlib.util.find_spec("nbhelpers") is not None and not REINSTALL:
-    print("nbhelpers is already installed: nothing to do.")
-elif checkout is not None:
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", f"{checkout}[notebooks]"])
-    print(f"Installed nbhelpers from {checkout}. Restart the kernel if this was a reinstall.")
-elif PROJECT_SOURCE:
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", PROJECT_SOURCE])
-else:
-    raise RuntimeError(
-        "nbhelpers is not installed and this notebook is not inside a checkout of the project. "
-        "Clone the repository and open the notebook from its notebooks/ folder, or set PROJECT_SOURCE."
-    )
-
-# %% [markdown]
-# ## 2. Hugging Face hub login (optional)
+# ## 1. Hugging Face hub login (optional)
 #
 # The tutorials' models are public, so downloads work without logging in. A token raises rate limits and is
 # needed for gated or private models. Never paste a token into a notebook you share: use an environment
@@ -69,7 +145,7 @@ else:
     print("No token given: public models only (that is all these tutorials need).")
 
 # %% [markdown]
-# ## 3. What this machine offers
+# ## 2. What this machine offers
 #
 # The report lists the platform (Colab, Paperspace, Kaggle or local), the GPU and its memory, CUDA and the
 # versions of the libraries the tutorials depend on. Include it when you report a problem.
@@ -83,16 +159,12 @@ report = environment_report()
 pd.DataFrame(report.rows(), columns=["item", "value"]).set_index("item")
 
 # %%
-if report.device == "cpu":
-    print("No GPU found: the notebooks run, but real models take minutes per image on a CPU.")
-elif report.gpu_memory_gib is not None and report.gpu_memory_gib < 8:
-    print(f"{report.gpu_memory_gib:.1f} GiB GPU: nbhelpers turns on attention/VAE slicing (and CPU offload "
-          "below 5 GiB) automatically.")
-else:
-    print(f"GPU ready: {report.gpu_name} with {report.gpu_memory_gib} GiB.")
+from nbhelpers.notebook import gpu_advice
+
+print(gpu_advice())
 
 # %% [markdown]
-# ## 4. The models the tutorials use
+# ## 3. The models the tutorials use
 #
 # `load_pipeline(name)` takes any of these short names (or a hub id, or a local folder). Each entry carries the
 # defaults its authors publish: DeciDiffusion runs 30 DDIM steps with guidance rescale 0.7, SD v1.x 50 PNDM steps.
@@ -103,11 +175,11 @@ from nbhelpers.catalog import catalog_table
 pd.DataFrame(catalog_table()).set_index("name")
 
 # %% [markdown]
-# ## 5. Smoke test: one image
+# ## 4. Smoke test: one image
 #
-# With hub access this downloads the model (about 2 GB for DeciDiffusion in fp16) the first time. In tiny mode
-# (`TINY = True` or `NBHELPERS_TINY=1`) it builds a small offline stand-in with random weights instead: it
-# checks the code path, and its picture is noise.
+# With hub access this downloads the model the first time (about 2.7 GB for DeciDiffusion, whose files are
+# fp16). In tiny mode (`TINY = True` or `NBHELPERS_TINY=1`) it builds a small offline stand-in with random
+# weights instead: it checks the code path, and its picture is noise.
 
 # %%
 from nbhelpers.generation import generate
@@ -122,4 +194,7 @@ print(f"Generated in {result.seconds:.1f} s: {result.diagnosis()[0]}")
 show_images(result.images, result.labels(), img_width=256)
 
 # %% [markdown]
-# Everything works if you see an image above. Next: `01_text_to_image.ipynb`.
+# Everything works if you see an image above (in tiny mode: noise, marked as such).
+#
+# **Next:** [`01_text_to_image.ipynb`](01_text_to_image.ipynb): DeciDiffusion and Stable Diffusion, seeds,
+# guidance, schedulers and negative prompts.

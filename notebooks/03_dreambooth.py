@@ -1,6 +1,8 @@
 # %% [markdown]
 # # 03 · DreamBooth: teach Stable Diffusion v1.4 your subject
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/your-org/diffusion-tutorials/blob/main/notebooks/03_dreambooth.ipynb)
+#
 # DreamBooth (Ruiz et al., CVPR 2023) fine-tunes a text-to-image model on 3-10 photos of one subject, bound to
 # a rare identifier (`sks`), so that "a photo of sks dog in a bucket" draws *your* dog in a bucket. You will
 # learn to:
@@ -17,6 +19,87 @@
 # With hub access this notebook uses the public `diffusers/dog-example` photos and SD v1.4 (a GPU with 8 GB or
 # more: LoRA at 512 px with fp16 mixed precision). Offline it uses a synthetic subject the project draws and the
 # tiny random-weight model: the code path is the real one, the pictures are not results.
+
+# %%
+# Set-up: installs what this notebook needs (Colab, Paperspace, a clone or a local Jupyter) and says what it did.
+# Generated from pyproject.toml by `python -m nbhelpers.bootstrap`: the same in every notebook but for EXTRAS.
+EXTRAS = "notebooks,training"
+NEEDS = {
+    "": ["torch>=2.1", "diffusers>=0.35", "transformers>=4.44", "accelerate>=0.33", "safetensors>=0.4",
+        "huggingface-hub>=0.24", "numpy>=1.24", "scipy>=1.10", "pillow>=10", "matplotlib>=3.7", "tqdm>=4.66"],
+    "azure": ["azure-ai-ml>=1.20", "azure-identity>=1.15", "azure-ai-contentsafety>=1.0"],
+    "notebooks": ["ipyplot>=1.1.2", "ipython-autotime>=0.3.2", "ipywidgets>=8", "papermill>=2.5", "pandas>=2.0"],
+    "serving": ["azureml-inference-server-http>=1.3", "requests>=2.31", "pandas>=2.0"],
+    "training": ["peft>=0.12"],
+}
+MODULES = {
+    "pillow": "PIL",
+    "huggingface-hub": "huggingface_hub",
+    "ipython-autotime": "autotime",
+    "azure-ai-ml": "azure.ai.ml",
+    "azure-identity": "azure.identity",
+    "azure-ai-contentsafety": "azure.ai.contentsafety",
+}
+
+
+def set_up(extras):
+    import importlib
+    import os
+    import re
+    import subprocess
+    import sys
+    from importlib import metadata
+    from pathlib import Path
+
+    def number(version):
+        return tuple(int(x) for x in re.findall(r"\d+", version)[:3])
+
+    def missing():  # import what the notebook needs; never import a version that pip must replace
+        problems = []
+        for requirement in [r for extra in ["", *extras.split(",")] for r in NEEDS[extra]]:
+            dist, _, low = requirement.partition(">=")
+            try:
+                found = metadata.version(dist)
+                if low and number(found) < number(low):
+                    problems.append(f"{dist} {found} (needs >={low})")
+                    continue
+                importlib.import_module(MODULES.get(dist, dist.replace("-", "_")))
+            except (ImportError, metadata.PackageNotFoundError) as err:
+                problems.append(f"{dist} ({type(err).__name__})")
+        try:
+            importlib.import_module("nbhelpers")
+        except ImportError:
+            problems.append("nbhelpers")
+        return problems
+
+    repo_url = os.environ.get("NBHELPERS_REPO_URL") or "https://github.com/your-org/diffusion-tutorials"
+    here = Path.cwd().resolve()
+    root = next((p for p in [here, *here.parents] if (p / "pyproject.toml").is_file() and (p / "nbhelpers").is_dir()),
+                None)
+    problems = missing()
+    if problems:
+        print("Missing or too old:", ", ".join(problems))
+        if root is None:
+            root = here / repo_url.rstrip("/").split("/")[-1].removesuffix(".git")
+            if not (root / "pyproject.toml").is_file():
+                print(f"Not inside a checkout of the project: cloning {repo_url} into {root}")
+                subprocess.run(["git", "clone", "--depth", "1", repo_url, str(root)], check=True)
+        before = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
+        print(f"Installing: pip install -e \"{root}[{extras}]\" (a few minutes on a fresh runtime)")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{root}[{extras}]"], check=True)
+        sys.path.insert(0, str(root))  # pip's editable install is seen by new processes; this kernel needs the path
+        importlib.invalidate_caches()
+        after = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
+        changed = [n for n, v in before.items()
+                   if after.get(n) != v and MODULES.get(n, n.replace("-", "_")) in sys.modules]
+        problems = missing()
+        if problems or changed:
+            raise RuntimeError(f"Restart the kernel (Colab: Runtime > Restart session), then run this cell again: "
+                               f"still missing {problems}, upgraded after import {changed}.")
+    print(f"Ready: nbhelpers and the [{extras}] extras import", f"(checkout {root})" if root else "(installed)")
+
+
+set_up(EXTRAS)
 
 # %% tags=["parameters"]
 # Papermill parameters

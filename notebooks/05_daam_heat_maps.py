@@ -1,6 +1,8 @@
 # %% [markdown]
 # # 05 · DAAM: which pixels each word attended to
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/your-org/diffusion-tutorials/blob/main/notebooks/05_daam_heat_maps.ipynb)
+#
 # DAAM (*Diffusion Attentive Attribution Maps*, Tang et al., ACL 2023) turns the UNet's cross-attention into one
 # heat map per prompt word. You will learn to:
 #
@@ -12,6 +14,87 @@
 #
 # Tracing records only the cross-attention probabilities of the conditional half of the batch, summed on the
 # device as they come, so it costs little on top of generation (see `benchmarks/daam_overhead.py`).
+
+# %%
+# Set-up: installs what this notebook needs (Colab, Paperspace, a clone or a local Jupyter) and says what it did.
+# Generated from pyproject.toml by `python -m nbhelpers.bootstrap`: the same in every notebook but for EXTRAS.
+EXTRAS = "notebooks"
+NEEDS = {
+    "": ["torch>=2.1", "diffusers>=0.35", "transformers>=4.44", "accelerate>=0.33", "safetensors>=0.4",
+        "huggingface-hub>=0.24", "numpy>=1.24", "scipy>=1.10", "pillow>=10", "matplotlib>=3.7", "tqdm>=4.66"],
+    "azure": ["azure-ai-ml>=1.20", "azure-identity>=1.15", "azure-ai-contentsafety>=1.0"],
+    "notebooks": ["ipyplot>=1.1.2", "ipython-autotime>=0.3.2", "ipywidgets>=8", "papermill>=2.5", "pandas>=2.0"],
+    "serving": ["azureml-inference-server-http>=1.3", "requests>=2.31", "pandas>=2.0"],
+    "training": ["peft>=0.12"],
+}
+MODULES = {
+    "pillow": "PIL",
+    "huggingface-hub": "huggingface_hub",
+    "ipython-autotime": "autotime",
+    "azure-ai-ml": "azure.ai.ml",
+    "azure-identity": "azure.identity",
+    "azure-ai-contentsafety": "azure.ai.contentsafety",
+}
+
+
+def set_up(extras):
+    import importlib
+    import os
+    import re
+    import subprocess
+    import sys
+    from importlib import metadata
+    from pathlib import Path
+
+    def number(version):
+        return tuple(int(x) for x in re.findall(r"\d+", version)[:3])
+
+    def missing():  # import what the notebook needs; never import a version that pip must replace
+        problems = []
+        for requirement in [r for extra in ["", *extras.split(",")] for r in NEEDS[extra]]:
+            dist, _, low = requirement.partition(">=")
+            try:
+                found = metadata.version(dist)
+                if low and number(found) < number(low):
+                    problems.append(f"{dist} {found} (needs >={low})")
+                    continue
+                importlib.import_module(MODULES.get(dist, dist.replace("-", "_")))
+            except (ImportError, metadata.PackageNotFoundError) as err:
+                problems.append(f"{dist} ({type(err).__name__})")
+        try:
+            importlib.import_module("nbhelpers")
+        except ImportError:
+            problems.append("nbhelpers")
+        return problems
+
+    repo_url = os.environ.get("NBHELPERS_REPO_URL") or "https://github.com/your-org/diffusion-tutorials"
+    here = Path.cwd().resolve()
+    root = next((p for p in [here, *here.parents] if (p / "pyproject.toml").is_file() and (p / "nbhelpers").is_dir()),
+                None)
+    problems = missing()
+    if problems:
+        print("Missing or too old:", ", ".join(problems))
+        if root is None:
+            root = here / repo_url.rstrip("/").split("/")[-1].removesuffix(".git")
+            if not (root / "pyproject.toml").is_file():
+                print(f"Not inside a checkout of the project: cloning {repo_url} into {root}")
+                subprocess.run(["git", "clone", "--depth", "1", repo_url, str(root)], check=True)
+        before = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
+        print(f"Installing: pip install -e \"{root}[{extras}]\" (a few minutes on a fresh runtime)")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{root}[{extras}]"], check=True)
+        sys.path.insert(0, str(root))  # pip's editable install is seen by new processes; this kernel needs the path
+        importlib.invalidate_caches()
+        after = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
+        changed = [n for n, v in before.items()
+                   if after.get(n) != v and MODULES.get(n, n.replace("-", "_")) in sys.modules]
+        problems = missing()
+        if problems or changed:
+            raise RuntimeError(f"Restart the kernel (Colab: Runtime > Restart session), then run this cell again: "
+                               f"still missing {problems}, upgraded after import {changed}.")
+    print(f"Ready: nbhelpers and the [{extras}] extras import", f"(checkout {root})" if root else "(installed)")
+
+
+set_up(EXTRAS)
 
 # %% tags=["parameters"]
 # Papermill parameters

@@ -33,6 +33,9 @@ def test_catalog_has_the_four_models_with_published_defaults():
         ("Deci/DeciDiffusion-v1-0", "deci-v1"),
         ("  DECI-V1 ", "deci-v1"),
         ("CompVis/stable-diffusion-v1-4", "sd-v1-4"),
+        # The seed tutorial writes the small-sd id with a trailing slash.
+        ("OFA-Sys/small-stable-diffusion-v0/", "small-sd-v0"),
+        (" ofa-sys/small-stable-diffusion-v0// ", "small-sd-v0"),
     ],
 )
 def test_aliases_and_hub_ids_resolve(name, expected):

@@ -95,3 +95,15 @@ def test_scheduler_swap_keeps_training_settings(tiny_deci, name):
 def test_unknown_scheduler(tiny_sd):
     with pytest.raises(ValueError, match="choose one of"):
         swap_scheduler(tiny_sd, "magic")
+
+
+def test_captions_of_tiny_images_carry_the_mark(tiny_sd):
+    from nbhelpers.notebook import mark_tiny
+
+    result = generate(tiny_sd, ["an owl", "a horse"], seed=5, num_inference_steps=1)
+    assert result.tiny
+    assert result.labels() == ["seed 5: an owl (tiny, random weights)", "seed 5: a horse (tiny, random weights)"]
+    result.tiny = False
+    assert result.labels() == ["seed 5: an owl", "seed 5: a horse"]
+    assert mark_tiny("Time per image", True) == "Time per image (tiny, random weights)"
+    assert mark_tiny("Time per image", False) == "Time per image"

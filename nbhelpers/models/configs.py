@@ -89,6 +89,33 @@ SD_VAE_CONFIG: dict[str, Any] = {
 }
 
 
+#: The SD v1.x safety checker: CLIP ViT-L/14 (vision tower 1024 wide, 24 layers, 224 px, patch 14) plus the
+#: 768-d projection; only the vision side is kept in the checkpoint (about 304M parameters, 0.6 GB in fp16).
+SAFETY_CHECKER_CLIP_CONFIG: dict[str, Any] = {
+    "text_config": {**CLIP_VIT_L_TEXT_CONFIG},
+    "vision_config": {
+        "hidden_size": 1024,
+        "intermediate_size": 4096,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "image_size": 224,
+        "patch_size": 14,
+        "projection_dim": 768,
+        "hidden_act": "quick_gelu",
+    },
+    "projection_dim": 768,
+}
+#: The SD v1.x feature extractor (CLIP image preprocessing at 224 px).
+FEATURE_EXTRACTOR_CONFIG: dict[str, Any] = {
+    "size": {"shortest_edge": 224},
+    "crop_size": {"height": 224, "width": 224},
+    "do_center_crop": True,
+    "do_normalize": True,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+}
+
+
 def sd_unet_config(layers_per_block: int) -> dict[str, Any]:
     """The SD v1.x ``UNet2DConditionModel`` config with ``layers_per_block`` resnets per block (2 for SD v1.x,
     1 for small-sd)."""
@@ -246,12 +273,9 @@ TINY_SAFETY_CHECKER_CLIP_CONFIG: dict[str, Any] = {
 
 #: CLIP's image preprocessing (the real mean and std) at the tiny safety checker's 32 px.
 TINY_FEATURE_EXTRACTOR_CONFIG: dict[str, Any] = {
+    **FEATURE_EXTRACTOR_CONFIG,
     "size": {"shortest_edge": 32},
     "crop_size": {"height": 32, "width": 32},
-    "do_center_crop": True,
-    "do_normalize": True,
-    "image_mean": [0.48145466, 0.4578275, 0.40821073],
-    "image_std": [0.26862954, 0.26130258, 0.27577711],
 }
 
 

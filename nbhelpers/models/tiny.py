@@ -57,6 +57,22 @@ def _class_entry(library: str, class_name: str) -> list[str]:
     return [library, class_name]
 
 
+def hub_model_index(spec: ModelSpec) -> dict[str, object]:
+    """The ``model_index.json`` of catalog entry ``spec``'s hub repo (DeciDiffusion's names its own pipeline class)."""
+    return {
+        "_class_name": spec.pipeline_class,
+        "_diffusers_version": "0.42.1",
+        "feature_extractor": _class_entry("transformers", "CLIPImageProcessor"),
+        "requires_safety_checker": True,
+        "safety_checker": _class_entry("stable_diffusion", "StableDiffusionSafetyChecker"),
+        "scheduler": _class_entry("diffusers", spec.scheduler_class),
+        "text_encoder": _class_entry("transformers", "CLIPTextModel"),
+        "tokenizer": _class_entry("transformers", "CLIPTokenizer"),
+        "unet": _class_entry("diffusers", "UNet2DConditionModel"),
+        "vae": _class_entry("diffusers", "AutoencoderKL"),
+    }
+
+
 def build_tiny_pipeline(name: str, folder: str | os.PathLike[str]) -> Path:
     """Write the tiny pipeline of catalog entry ``name`` into ``folder`` (created if needed; must be empty).
 
@@ -90,19 +106,8 @@ def build_tiny_pipeline(name: str, folder: str | os.PathLike[str]) -> Path:
             build_unet(spec, tiny=True).save_pretrained(folder / "flexible_unet", safe_serialization=True)
     finally:
         torch.random.set_rng_state(generator_state)
-    model_index = {
-        "_class_name": spec.pipeline_class,
-        "_diffusers_version": "0.42.1",
-        "_nbhelpers_tiny": True,
-        "feature_extractor": _class_entry("transformers", "CLIPImageProcessor"),
-        "requires_safety_checker": True,
-        "safety_checker": _class_entry("stable_diffusion", "StableDiffusionSafetyChecker"),
-        "scheduler": _class_entry("diffusers", spec.scheduler_class),
-        "text_encoder": _class_entry("transformers", "CLIPTextModel"),
-        "tokenizer": _class_entry("transformers", "CLIPTokenizer"),
-        "unet": _class_entry("diffusers", "UNet2DConditionModel"),
-        "vae": _class_entry("diffusers", "AutoencoderKL"),
-    }
+    model_index = hub_model_index(spec)
+    model_index["_nbhelpers_tiny"] = True
     (folder / "model_index.json").write_text(json.dumps(model_index, indent=2), encoding="utf-8")
     (folder / "README.md").write_text(
         f"# Tiny offline stand-in for {spec.hub_id}\n\nRandom weights, same layout and classes as the hub repo. "
@@ -124,8 +129,17 @@ def tiny_pipeline_path(name: str, *, rebuild: bool = False) -> Path:
     return target
 
 
-def _fake_commit(spec: ModelSpec) -> str:
-    return hashlib.sha1(f"nbhelpers-tiny-{spec.hub_id}-{TINY_FORMAT_VERSION}".encode()).hexdigest()
+def _fake_commit(spec: ModelSpec, kind: str = "tiny", version: int = TINY_FORMAT_VERSION) -> str:
+    return hashlib.sha1(f"nbhelpers-{kind}-{spec.hub_id}-{version}".encode()).hexdigest()
+
+
+def hub_snapshot_folder(cache: Path, spec: ModelSpec, commit: str) -> Path:
+    """Create the hub-cache entry of ``spec``'s repo with ``refs/main`` -> ``commit``; returns its (empty or stale)
+    snapshot folder, which the caller fills."""
+    repo_folder = cache / f"models--{spec.hub_id.replace('/', '--')}"
+    (repo_folder / "refs").mkdir(parents=True, exist_ok=True)
+    (repo_folder / "refs" / "main").write_text(commit, encoding="utf-8")
+    return repo_folder / "snapshots" / commit
 
 
 def populate_hf_cache(
@@ -154,13 +168,9 @@ def populate_hf_cache(
     for name in names or list(CATALOG):
         spec = get_spec(name)
         source = tiny_pipeline_path(spec.name)
-        repo_folder = cache / f"models--{spec.hub_id.replace('/', '--')}"
-        commit = _fake_commit(spec)
-        snapshot = repo_folder / "snapshots" / commit
+        snapshot = hub_snapshot_folder(cache, spec, _fake_commit(spec))
         if snapshot.exists():
             shutil.rmtree(snapshot)
         shutil.copytree(source, snapshot, ignore=shutil.ignore_patterns(*skip_subfolders))
-        (repo_folder / "refs").mkdir(parents=True, exist_ok=True)
-        (repo_folder / "refs" / "main").write_text(commit, encoding="utf-8")
         snapshots[spec.name] = snapshot
     return snapshots
