@@ -14,8 +14,12 @@ A registered model (a pipeline folder) can be given instead and is found through
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from azure.ai.ml.constants import AssetTypes, BatchDeploymentOutputAction
 from azure.ai.ml.entities import (
@@ -28,9 +32,10 @@ from azure.ai.ml.entities import (
     Model,
     ModelBatchDeployment,
     ModelBatchDeploymentSettings,
-    OnlineRequestSettings,
     ProbeSettings,
 )
+
+from nbhelpers.endpoints.settings import EndpointSettings
 
 SCORING_FOLDER = Path(__file__).resolve().parent / "scoring"
 #: A CUDA base image from Microsoft's registry; the conda file adds PyTorch, diffusers and this package.
@@ -84,17 +89,18 @@ def online_deployment(
     instance_type: str = "Standard_NC6s_v3",
     instance_count: int = 1,
     env: Environment | str | None = None,
-    max_rows: int = 4,
+    settings: EndpointSettings | None = None,
     environment_variables: dict[str, str] | None = None,
 ) -> ManagedOnlineDeployment:
-    """A GPU deployment of ``nbhelpers/scoring/online_score.py`` on ``endpoint_name``.
+    """A GPU deployment of ``nbhelpers/endpoints/scoring/online_score.py`` on ``endpoint_name``.
 
-    One request is scored at a time per instance (``max_concurrent_requests_per_instance=1``: a GPU makes one
-    batch at a time; the platform queues the rest), with a 90 s request timeout and probes that allow for the
-    model download at start-up.
+    ``settings`` (default ``EndpointSettings(model=model_name)``: one request generating at a time per
+    instance, as a GPU makes one batch at a time, and a 90 s request timeout) become both the scoring script's
+    ``NBHELPERS_*`` variables and the deployment's ``request_settings``, the same values ``nbhelpers serve``
+    enforces locally. The probes allow for the model download at start-up.
     """
-    variables = {"NBHELPERS_MODEL": model_name, "NBHELPERS_MAX_ROWS": str(max_rows), "NBHELPERS_MAX_CONCURRENCY": "1"}
-    variables.update(environment_variables or {})
+    settings = settings or EndpointSettings(model=model_name)
+    variables = {**settings.to_environment(), **(environment_variables or {})}
     return ManagedOnlineDeployment(
         name=name,
         endpoint_name=endpoint_name,
@@ -104,8 +110,7 @@ def online_deployment(
         instance_type=instance_type,
         instance_count=instance_count,
         environment_variables=variables,
-        request_settings=OnlineRequestSettings(request_timeout_ms=90_000, max_concurrent_requests_per_instance=1,
-                                               max_queue_wait_ms=60_000),
+        request_settings=settings.request_settings(),
         liveness_probe=ProbeSettings(initial_delay=600, period=30, timeout=10, failure_threshold=30),
         readiness_probe=ProbeSettings(initial_delay=600, period=10, timeout=10, failure_threshold=30),
     )
@@ -129,7 +134,7 @@ def batch_deployment(
     max_retries: int = 2,
     retry_timeout_s: int = 3000,
 ) -> ModelBatchDeployment:
-    """A batch deployment of ``nbhelpers/scoring/batch_score.py`` with the published sample's settings.
+    """A batch deployment of ``nbhelpers/endpoints/scoring/batch_score.py`` with the published sample's settings.
 
     ``mini_batch_size=1`` (one CSV file per ``run`` call), ``output_file_name="predictions.csv"`` with
     ``append_row``, ``error_threshold=0``, one worker per instance, 2 retries. ``model`` is a registered model
@@ -150,11 +155,14 @@ def batch_deployment(
             output_file_name="predictions.csv",
             error_threshold=error_threshold,
             retry_settings=BatchRetrySettings(max_retries=max_retries, timeout=retry_timeout_s),
-            environment_variables={"NBHELPERS_MODEL": model_name},
+            environment_variables={"NBHELPERS_MODEL": model_name},  # the batch script reads only the model
         ),
     )
 
 
 def as_yaml_dict(entity: Any) -> dict[str, Any]:
-    """The entity as the YAML dict ``az ml ... create --file`` takes (validates it offline)."""
-    return entity._to_dict()
+    """The entity as the YAML dict ``az ml ... create --file`` takes, through its public ``dump`` (validates offline)."""
+    stream = io.StringIO()
+    returned = entity.dump(stream)
+    # Deployments write YAML to the stream; endpoints (azure-ai-ml 1.x) return the same dict and write nothing.
+    return yaml.safe_load(stream.getvalue()) if stream.getvalue() else json.loads(json.dumps(returned))
