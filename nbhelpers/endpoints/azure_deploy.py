@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from azure.ai.ml.constants import AssetTypes, BatchDeploymentOutputAction
 from azure.ai.ml.entities import (
     BatchEndpoint,
@@ -161,7 +160,7 @@ def batch_deployment(
 
 
 def as_yaml_dict(entity: Any) -> dict[str, Any]:
-    """The entity as the YAML dict ``az ml ... create --file`` takes, through its public ``dump`` (validates offline)."""
+    """The entity as the YAML dict ``az ml ... create --file`` takes, via its public ``dump`` (validates offline)."""
     stream = io.StringIO()
     returned = entity.dump(stream)
     # Deployments write YAML to the stream; endpoints (azure-ai-ml 1.x) return the same dict and write nothing.

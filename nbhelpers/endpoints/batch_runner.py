@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from nbhelpers.atomic import atomic_open
-from nbhelpers.images import save_image
 
 PREDICTION_COLUMNS = ["file", "row", "prompt", "status", "image", "nsfw_content_detected", "error"]
 JOURNAL_NAME = "progress.jsonl"

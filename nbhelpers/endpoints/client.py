@@ -64,8 +64,8 @@ def request_body(prompts: list[str], parameters: dict[str, Any] | None = None) -
 def retry_policy(retries: int, backoff_s: float) -> Retry:
     """urllib3's policy for the endpoint: ``retries`` more attempts on busy answers and failed connections.
 
-    The wait before attempt ``n`` is ``backoff_s * 2**(n-1)`` (at most :data:`MAX_WAIT_S`), or the server's
-    ``Retry-After`` when it sends one (also capped).
+    urllib3's backoff: the first retry follows at once, the next after ``2 x backoff_s``, then ``4 x``, ``8 x``...
+    (at most :data:`MAX_WAIT_S`); a ``Retry-After`` the server sends wins (also capped).
     """
     return Retry(total=retries, connect=retries, read=False, status=retries, other=0, redirect=0,
                  allowed_methods=None,  # POST included: generation is repeatable (same seed, same image)
@@ -89,7 +89,7 @@ class EndpointClient:
         timeout_s: seconds to wait for one answer; keep it above the server's ``request_timeout_ms`` so the
             server answers 408 first.
         retries: further attempts on 408/429/502/503/504 and failed connections (0: none).
-        backoff_s: first wait between attempts, doubled each time; ``Retry-After`` wins (both capped at 60 s).
+        backoff_s: backoff factor: waits of 0, 2, 4, 8... x ``backoff_s``; ``Retry-After`` wins (capped at 60 s).
         deployment: optional ``azureml-model-deployment`` header to pick a deployment of the endpoint.
         session: a requests session to use (the retry adapter is mounted on it).
     """

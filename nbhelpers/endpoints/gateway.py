@@ -200,7 +200,8 @@ class Gateway:
     def _admit_headers(self, headers: dict[str, str]) -> int:
         """Auth and size, from the headers alone; returns the body length."""
         if not key_matches(self.api_key, headers):
-            raise _Reject(401, "missing or wrong key: send 'Authorization: Bearer <key>'.", {"WWW-Authenticate": "Bearer"})
+            raise _Reject(401, "missing or wrong key: send 'Authorization: Bearer <key>'.",
+                          {"WWW-Authenticate": "Bearer"})
         if "transfer-encoding" in headers or "content-length" not in headers:
             raise _Reject(411, "send the body with a Content-Length header (chunked bodies are not accepted).")
         length_text = headers["content-length"]

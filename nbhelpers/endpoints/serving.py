@@ -166,15 +166,26 @@ def _run_serve(args: argparse.Namespace) -> int:
     return serve(serve_args, limits)
 
 
+class _RefuseKeyInArgv(argparse.Action):
+    """``--api-key`` (the old flag): refused with the way to give a key instead."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        parser.error(f"keys are not taken from the command line (every user sees it in `ps`); use --api_key_file "
+                     f"FILE or set {API_KEY_VARIABLE}.")
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``nbhelpers serve`` (its flags come from the dataclasses' fields, see the module docstring)."""
     serve_parser = subparsers.add_parser(
         "serve", parents=[_argument_parser()], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False,  # else --api-key would silently mean --api-key-file
         help="Serve the online endpoint contract locally, answering like an Azure ML managed endpoint.",
         description="The online scoring script (azmlinfsrv) behind a loopback gateway that answers like an Azure ML "
                     "managed endpoint: 401, 408, 413, 424, 429 with Retry-After.")
-    serve_parser.add_argument("--max-concurrency", dest="max_concurrent_requests_per_instance", type=int, default=argparse.SUPPRESS,
+    serve_parser.add_argument("--max-concurrency", dest="max_concurrent_requests_per_instance", type=int,
+                              default=argparse.SUPPRESS,
                               help="Old spelling of --max_concurrent_requests_per_instance.")
+    serve_parser.add_argument("--api-key", "--api_key", action=_RefuseKeyInArgv, help=argparse.SUPPRESS)
     serve_parser.set_defaults(handler=_run_serve)
 
 

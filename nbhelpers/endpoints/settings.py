@@ -120,7 +120,8 @@ class EndpointSettings:
                                      max_concurrent_requests_per_instance=self.max_concurrent_requests_per_instance)
 
 
-def read_api_key(key_file: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> str | None:
+def read_api_key(key_file: str | os.PathLike[str] | None = None,
+                 environ: Mapping[str, str] | None = None) -> str | None:
     """The endpoint key: the first line of ``key_file`` if given, else ``NBHELPERS_API_KEY``, else ``None``.
 
     Keys are never taken from argv, where every user of the machine can read them (``ps``).
