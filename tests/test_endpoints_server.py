@@ -84,7 +84,7 @@ def served(tmp_path_factory):
     """The key comes through NBHELPERS_API_KEY (issue 14: it was dropped and the server ran without auth)."""
     log = tmp_path_factory.mktemp("server") / "server.log"
     server = local_server("deci-v1", tiny=True, api_key=KEY, max_rows=3, max_concurrent_requests_per_instance=2,
-                          header_timeout_s=1, body_timeout_s=2, max_body_bytes=64 * 1024, log_file=log)
+                          header_timeout_s=1, body_timeout_s=2, max_body_bytes=256 * 1024, log_file=log)
     server.start()
     yield server
     server.stop()
@@ -147,7 +147,7 @@ def test_auth_and_size_are_decided_from_the_headers_before_the_body(server):
     chunked = _raw_exchange(server, f"POST /score HTTP/1.1\r\nAuthorization: Bearer {KEY}\r\n"
                                     "Transfer-Encoding: chunked\r\n\r\n".encode())
     assert unauthenticated.startswith(b"HTTP/1.1 401")
-    assert too_large.startswith(b"HTTP/1.1 413") and b"at most 65536" in too_large
+    assert too_large.startswith(b"HTTP/1.1 413") and b"at most 262144" in too_large
     assert chunked.startswith(b"HTTP/1.1 411")
     assert time.monotonic() - start < 15
 

@@ -193,12 +193,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def serve_command_line(model: str, *, port: int = 0, tiny: bool = False, **options: Any) -> list[str]:
-    """``python -m nbhelpers serve ...`` for ``model``; ``options`` are field names of ServeArguments/GatewayLimits."""
+    """``nbhelpers serve ...`` for ``model``; ``options`` are field names of ServeArguments/GatewayLimits."""
     known = {f.name: f.default for cls in (ServeArguments, GatewayLimits) for f in dataclasses.fields(cls)}
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise TypeError(f"Unknown server option(s) {unknown}; known: {sorted(known)}.")
-    command = [sys.executable, "-m", "nbhelpers", "serve", "--model", str(model), "--port", str(port)]
+    # This module's own entry point: the same parser as `nbhelpers serve`, without importing every other command.
+    command = [sys.executable, "-m", "nbhelpers.endpoints.serving", "--model", str(model), "--port", str(port)]
     if tiny:
         command.append("--tiny")
     for name, value in options.items():
@@ -323,3 +324,19 @@ def local_server(model: str, *, port: int = 0, tiny: bool = False, api_key: str 
                  log_file: str | os.PathLike[str] | None = None, **options: Any) -> LocalServer:
     """A :class:`LocalServer` for ``model`` (use it in a ``with`` block, or start()/stop())."""
     return LocalServer(model, port=port, tiny=tiny, api_key=api_key, log_file=log_file, **options)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m nbhelpers.endpoints.serving ARGS`` = ``nbhelpers serve ARGS``, importing only what serving needs."""
+    parser = argparse.ArgumentParser(prog="nbhelpers")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return args.handler(args)
+    except ValueError as err:  # e.g. an unreadable key file: the message says what to fix
+        print(f"nbhelpers serve: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
