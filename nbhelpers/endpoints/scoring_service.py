@@ -127,8 +127,17 @@ class ScoringService:
         logger.warning("nbhelpers: loading model %s%s", source, " (tiny, random weights)" if settings.tiny else "")
         start = time.perf_counter()
         pipe = load_pipeline(source, tiny=True if settings.tiny else None, progress=True)
-        logger.warning("nbhelpers: model loaded in %.1f s; ready", time.perf_counter() - start)
-        return cls(pipe, settings, api_key=read_api_key(), screen=ContentSafetyScreen.from_environment())
+        logger.warning("nbhelpers: model loaded in %.1f s; warming up", time.perf_counter() - start)
+        service = cls(pipe, settings, api_key=read_api_key(), screen=ContentSafetyScreen.from_environment())
+        start = time.perf_counter()
+        # The first call of a fresh process is many times slower (kernel selection, allocator); paying it here,
+        # before the probe answers 200, keeps it out of the first request's request_timeout_ms.
+        from nbhelpers.generation import generate
+
+        with service.pool.view(timeout_s=0) as view:
+            generate(view, "warm-up", num_inference_steps=1)
+        logger.warning("nbhelpers: warm-up generation done in %.1f s; ready", time.perf_counter() - start)
+        return service
 
     def handle(self, body: str | bytes, headers: dict[str, str] | None = None) -> tuple[int, Any, dict[str, str]]:
         """Return ``(status, JSON-serialisable body, headers)`` for one request."""

@@ -222,25 +222,27 @@ class LocalServer:
         tiny: serve the offline tiny model.
         api_key: the key clients must send.
         log_file: where the server's output goes (default: a temporary file, removed by :meth:`stop`).
+        progress: print the start-up steps (worker start, model loading, ready) while waiting.
         options: ``nbhelpers serve`` options by field name, e.g. ``max_concurrent_requests_per_instance=2``,
             ``request_timeout_ms=5000``, ``rehearse_gateway=True``, ``header_timeout_s=2``.
     """
 
     def __init__(self, model: str, *, port: int = 0, tiny: bool = False, api_key: str | None = None,
-                 log_file: str | os.PathLike[str] | None = None, **options: Any) -> None:
+                 log_file: str | os.PathLike[str] | None = None, progress: bool = False, **options: Any) -> None:
         self.command = serve_command_line(model, port=port, tiny=tiny, **options)
+        self.progress = progress
         self.api_key = api_key
         self.log_file = Path(log_file) if log_file else None
         self.url: str | None = None
         self.process: subprocess.Popen | None = None
         self._temporary_log: Path | None = None
 
-    def start(self, timeout_s: float = 300.0, progress: bool = False) -> str:
+    def start(self, timeout_s: float = 300.0, progress: bool | None = None) -> str:
         """Start the server and return its base URL once ``GET /`` answers 200 (the model is loaded).
 
         Args:
             timeout_s: give up (and stop the server) after this many seconds.
-            progress: print the server's start-up steps (worker start, model loading, ready) as they happen.
+            progress: print the server's start-up steps as they happen (default: the ``progress`` given at init).
 
         Raises:
             RuntimeError: the server exited or was not ready in time; the message ends with its log's tail.
@@ -255,7 +257,7 @@ class LocalServer:
         with open(self.log_file, "ab") as log:
             self.process = subprocess.Popen(self.command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            self._wait_until_ready(timeout_s, progress)
+            self._wait_until_ready(timeout_s, self.progress if progress is None else progress)
         except BaseException:
             self.stop()
             raise
@@ -321,9 +323,11 @@ def startup_steps(log: str) -> list[str]:
 
 
 def local_server(model: str, *, port: int = 0, tiny: bool = False, api_key: str | None = None,
-                 log_file: str | os.PathLike[str] | None = None, **options: Any) -> LocalServer:
+                 log_file: str | os.PathLike[str] | None = None, progress: bool = False,
+                 **options: Any) -> LocalServer:
     """A :class:`LocalServer` for ``model`` (use it in a ``with`` block, or start()/stop())."""
-    return LocalServer(model, port=port, tiny=tiny, api_key=api_key, log_file=log_file, **options)
+    return LocalServer(model, port=port, tiny=tiny, api_key=api_key, log_file=log_file, progress=progress,
+                       **options)
 
 
 def main(argv: list[str] | None = None) -> int:
