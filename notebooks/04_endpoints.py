@@ -222,10 +222,9 @@ from nbhelpers.endpoints.azure_deploy import (
     online_deployment,
     online_endpoint,
 )
-
-endpoint = online_endpoint(ONLINE_ENDPOINT_NAME)
 from nbhelpers.endpoints.settings import EndpointSettings
 
+endpoint = online_endpoint(ONLINE_ENDPOINT_NAME)
 deployment = online_deployment(ONLINE_ENDPOINT_NAME, instance_type="Standard_NC6s_v3",
                                settings=EndpointSettings(model=MODEL, request_timeout_ms=90_000))
 print(json.dumps(as_yaml_dict(deployment), indent=2, default=str)[:1500])

@@ -73,6 +73,14 @@ def _model(model: str | Path | None) -> str | Model | None:
     return Model(path=str(model), type=AssetTypes.CUSTOM_MODEL, description="A diffusers pipeline folder.")
 
 
+def _deployment_basics(name: str, endpoint_name: str, model: str | Path | None, scoring_script: str,
+                       env: Environment | str | None) -> dict[str, Any]:
+    """What online and batch deployments share: names, model, scoring script and environment."""
+    return {"name": name, "endpoint_name": endpoint_name, "model": _model(model),
+            "code_configuration": CodeConfiguration(code=str(SCORING_FOLDER), scoring_script=scoring_script),
+            "environment": env or environment()}
+
+
 def online_endpoint(name: str, auth_mode: str = "key") -> ManagedOnlineEndpoint:
     """A managed online endpoint called with ``Authorization: Bearer <key>`` (``auth_mode="key"``)."""
     return ManagedOnlineEndpoint(name=name, auth_mode=auth_mode,
@@ -101,11 +109,7 @@ def online_deployment(
     settings = settings or EndpointSettings(model=model_name)
     variables = {**settings.to_environment(), **(environment_variables or {})}
     return ManagedOnlineDeployment(
-        name=name,
-        endpoint_name=endpoint_name,
-        model=_model(model),
-        code_configuration=CodeConfiguration(code=str(SCORING_FOLDER), scoring_script="online_score.py"),
-        environment=env or environment(),
+        **_deployment_basics(name, endpoint_name, model, "online_score.py", env),
         instance_type=instance_type,
         instance_count=instance_count,
         environment_variables=variables,
@@ -140,11 +144,7 @@ def batch_deployment(
     (``"azureml:name:version"``) or a local pipeline folder to upload; ``compute`` an AML compute cluster.
     """
     return ModelBatchDeployment(
-        name=name,
-        endpoint_name=endpoint_name,
-        model=_model(model),
-        code_configuration=CodeConfiguration(code=str(SCORING_FOLDER), scoring_script="batch_score.py"),
-        environment=env or environment(),
+        **_deployment_basics(name, endpoint_name, model, "batch_score.py", env),
         compute=compute,
         settings=ModelBatchDeploymentSettings(
             mini_batch_size=1,

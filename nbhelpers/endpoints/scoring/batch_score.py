@@ -18,6 +18,8 @@ from nbhelpers.endpoints.batch_runner import PREDICTION_COLUMNS, read_prompts, s
 
 pipe = None
 output_folder = Path("batch_outputs")
+#: Generation settings for every row (empty: the model's published defaults), e.g. ``{"num_inference_steps": 30}``.
+parameters: dict = {}
 
 
 def init() -> None:
@@ -36,6 +38,6 @@ def run(mini_batch: list[str]) -> pd.DataFrame:
 
     A row that fails is returned with its error (the deployment's error_threshold decides the job's fate).
     """
-    records = [score_row(pipe, path.name, row, prompt, output_folder=output_folder)
+    records = [score_row(pipe, path.name, row, prompt, output_folder=output_folder, parameters=parameters)
                for path in map(Path, mini_batch) for row, prompt in enumerate(read_prompts(path))]
     return pd.DataFrame(records, columns=PREDICTION_COLUMNS)
