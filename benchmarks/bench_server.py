@@ -1,75 +1,180 @@
-"""Requests per second and p50/p95 latency of the local scoring server (tiny model by default).
+"""Load and fault runs against ``nbhelpers serve`` on loopback (tiny model by default), bounded in count and time.
 
-Starts ``nbhelpers serve`` on a free loopback port, sends a bounded number of requests from a few client
-threads (the contract's request, one prompt each), and prints and saves the figures. Rejected requests (503)
-are counted apart: with one generation slot, more clients than slots measure admission control too.
+Load run: ``--clients`` threads each send ``--requests`` requests (two prompts each, no client retries, so every
+answer is counted as the server gave it). Every 200 is checked: two rows, prompts in request order, each image a
+decodable 64x64 PNG that is not flat. Reported: counts per status code, p50/p95 latency of the 200s, throughput,
+and whether ``GET /`` and a request still succeed afterwards.
 
-    python benchmarks/bench_server.py --requests 40 --clients 1
-    python benchmarks/bench_server.py --requests 40 --clients 4
+Fault run: one request is started, the scoring worker (gunicorn's worker process) is killed with SIGKILL while it
+generates, and the run records what that client got, what an ``EndpointClient`` with retries got for a request
+sent at the same moment, and how long the server took to answer ``GET /`` with 200 again (gunicorn restarts the
+worker, which reloads the model).
+
+    python benchmarks/bench_server.py load --clients 8 --requests 20
+    python benchmarks/bench_server.py fault
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import collections
 import concurrent.futures
-import socket
-import statistics
+import io
+import os
+import signal
+import sys
+import threading
 import time
+from pathlib import Path
 
+import numpy as np
 import requests
+from PIL import Image
 
 from nbhelpers.atomic import write_json_atomic
+from nbhelpers.endpoints.client import EndpointClient, EndpointError
 from nbhelpers.endpoints.serving import local_server
 from nbhelpers.environment import environment_report
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def scoring_worker_pid(serve_pid: int) -> int:
+    """The gunicorn worker under ``nbhelpers serve``: serve -> gunicorn arbiter -> worker."""
+    (arbiter,) = _children(serve_pid)
+    (worker,) = _children(arbiter)
+    return worker
+
+
+def check_rows(rows: object, prompts: list[str]) -> str | None:
+    """``None`` if ``rows`` is the contract's answer for ``prompts`` (in order, real images), else what is wrong."""
+    if not isinstance(rows, list) or [r.get("prompt") for r in rows] != prompts:
+        return "prompts missing or out of order"
+    for row in rows:
+        image = np.asarray(Image.open(io.BytesIO(base64.b64decode(row["generated_image"]))).convert("RGB"))
+        if image.shape != (64, 64, 3) or image.std() == 0:
+            return f"bad image {image.shape}"
+    return None
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float | None:
+    return sorted_values[max(0, round(fraction * len(sorted_values)) - 1)] if sorted_values else None
+
+
+def load_run(args: argparse.Namespace) -> dict:
+    deadline = time.monotonic() + args.max_seconds
+    with local_server(args.model, tiny=not args.real, max_concurrent_requests_per_instance=args.concurrency,
+                      request_timeout_ms=args.request_timeout_ms) as url:
+        warm = {"input_data": {"data": ["warm-up"], "parameters": {"num_inference_steps": 1}}}
+        requests.post(url + "/score", json=warm, timeout=300)
+
+        def client(number: int) -> list[tuple[int, float, str | None]]:
+            results = []
+            for request in range(args.requests):
+                if time.monotonic() > deadline:
+                    break
+                prompts = [f"client {number} request {request} row {row}" for row in range(2)]
+                body = {"input_data": {"data": prompts, "parameters": {"num_inference_steps": args.steps}}}
+                start = time.perf_counter()
+                response = requests.post(url + "/score", json=body, timeout=300)
+                seconds = time.perf_counter() - start
+                problem = check_rows(response.json(), prompts) if response.status_code == 200 else None
+                results.append((response.status_code, seconds, problem))
+            return results
+
+        start = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
+            results = [r for batch in pool.map(client, range(args.clients)) for r in batch]
+        wall = time.perf_counter() - start
+        healthy_after = requests.get(url + "/", timeout=10).status_code == 200 and requests.post(
+            url + "/score", json=warm, timeout=300).status_code == 200
+    ok = sorted(seconds for status, seconds, _ in results if status == 200)
+    return {
+        "run": "load",
+        "model": args.model + ("" if args.real else " (tiny, random weights)"),
+        "steps": args.steps, "clients": args.clients, "requests_per_client": args.requests,
+        "max_concurrent_requests_per_instance": args.concurrency, "request_timeout_ms": args.request_timeout_ms,
+        "sent": len(results),
+        "status_counts": dict(sorted(collections.Counter(str(status) for status, _, _ in results).items())),
+        "ok_checked_bad": sum(problem is not None for _, _, problem in results),
+        "ok_per_second": len(ok) / wall, "wall_seconds": wall,
+        "p50_ms_ok": percentile(ok, 0.5) * 1e3 if ok else None,
+        "p95_ms_ok": percentile(ok, 0.95) * 1e3 if ok else None,
+        "healthy_after": healthy_after,
+    }
+
+
+def fault_run(args: argparse.Namespace) -> dict:
+    server = local_server(args.model, tiny=not args.real, request_timeout_ms=args.request_timeout_ms)
+    url = server.start()
+    try:
+        body = {"input_data": {"data": ["a lighthouse at dusk"], "parameters": {"num_inference_steps": 150}}}
+        outcome: dict = {}
+
+        def plain_client() -> None:
+            response = requests.post(url + "/score", json=body, timeout=300)
+            outcome["plain_client_status"] = response.status_code
+            outcome["plain_client_message"] = response.json().get("error", {}).get("message")
+
+        def retrying_client() -> None:
+            start = time.monotonic()
+            small = {"num_inference_steps": 2}
+            try:
+                images = EndpointClient(url + "/score", retries=6, backoff_s=1.0).generate(["a red fox"], **small)
+                outcome["retrying_client"] = f"ok, {len(images)} image(s)"
+            except EndpointError as err:
+                outcome["retrying_client"] = f"failed: {err}"
+            outcome["retrying_client_seconds"] = time.monotonic() - start
+
+        worker = scoring_worker_pid(server.process.pid)
+        first = threading.Thread(target=plain_client)
+        first.start()
+        time.sleep(args.kill_after_s)  # the 150-step request is generating
+        second = threading.Thread(target=retrying_client)
+        second.start()
+        os.kill(worker, signal.SIGKILL)
+        killed_at = time.monotonic()
+        first.join()
+        while requests.get(url + "/", timeout=10).status_code != 200:
+            time.sleep(0.25)
+        outcome["seconds_until_live_again"] = time.monotonic() - killed_at
+        second.join()
+        outcome["new_worker_pid_differs"] = scoring_worker_pid(server.process.pid) != worker
+    finally:
+        server.stop()
+    return {"run": "fault", "model": args.model + ("" if args.real else " (tiny, random weights)"),
+            "killed": "gunicorn worker (SIGKILL) mid-generation", **outcome}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", choices=["load", "fault"])
     parser.add_argument("--model", default="deci-v1")
     parser.add_argument("--real", action="store_true", help="serve the real model instead of the tiny one")
-    parser.add_argument("--requests", type=int, default=40)
-    parser.add_argument("--clients", type=int, default=1)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=20, help="requests per client")
     parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--out", default="benchmarks/results/server.json")
+    parser.add_argument("--concurrency", type=int, default=2, help="max_concurrent_requests_per_instance")
+    parser.add_argument("--request_timeout_ms", type=int, default=60_000)
+    parser.add_argument("--kill_after_s", type=float, default=2.0)
+    parser.add_argument("--max_seconds", type=float, default=600, help="stop sending after this long")
+    parser.add_argument("--out", default=None, help="default: benchmarks/results/server-<run>.json")
     args = parser.parse_args()
-    body = {"input_data": {"data": ["a photograph of an astronaut riding a horse"],
-                           "parameters": {"num_inference_steps": args.steps}}}
-    with local_server(args.model, port=free_port(), tiny=not args.real) as url:
-        requests.post(url + "/score", json=body, timeout=600)  # warm-up
-
-        def call(_: int) -> tuple[int, float]:
-            start = time.perf_counter()
-            status = requests.post(url + "/score", json=body, timeout=600).status_code
-            return status, time.perf_counter() - start
-
-        start = time.perf_counter()
-        with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
-            results = list(pool.map(call, range(args.requests)))
-        wall = time.perf_counter() - start
-    ok = sorted(seconds for status, seconds in results if status == 200)
-    figures = {
-        "model": args.model + ("" if args.real else " (tiny, random weights)"),
-        "steps": args.steps,
-        "clients": args.clients,
-        "requests": args.requests,
-        "ok": len(ok),
-        "rejected_503": sum(status == 503 for status, _ in results),
-        "other": sum(status not in (200, 503) for status, _ in results),
-        "requests_per_second_ok": len(ok) / wall,
-        "p50_ms": statistics.median(ok) * 1e3 if ok else None,
-        "p95_ms": ok[max(0, round(0.95 * len(ok)) - 1)] * 1e3 if ok else None,
-        "environment": environment_report().as_dict(),
-    }
-    print(f"{figures['model']}, {args.clients} client(s), {args.requests} requests: {figures['ok']} ok, "
-          f"{figures['rejected_503']} x 503; {figures['requests_per_second_ok']:.2f} req/s, "
-          f"p50 {figures['p50_ms']:.0f} ms, p95 {figures['p95_ms']:.0f} ms")
-    write_json_atomic(args.out, figures)
+    figures = load_run(args) if args.run == "load" else fault_run(args)
+    figures["command"] = "python benchmarks/bench_server.py " + " ".join(sys.argv[1:])
+    figures["environment"] = environment_report().as_dict()
+    print({k: v for k, v in figures.items() if k != "environment"})
+    write_json_atomic(args.out or f"benchmarks/results/server-{args.run}.json", figures)
 
 
 if __name__ == "__main__":

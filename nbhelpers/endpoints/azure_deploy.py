@@ -14,9 +14,12 @@ A registered model (a pipeline folder) can be given instead and is found through
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 from typing import Any
 
+import yaml
 from azure.ai.ml.constants import AssetTypes, BatchDeploymentOutputAction
 from azure.ai.ml.entities import (
     BatchEndpoint,
@@ -28,9 +31,10 @@ from azure.ai.ml.entities import (
     Model,
     ModelBatchDeployment,
     ModelBatchDeploymentSettings,
-    OnlineRequestSettings,
     ProbeSettings,
 )
+
+from nbhelpers.endpoints.settings import EndpointSettings
 
 SCORING_FOLDER = Path(__file__).resolve().parent / "scoring"
 #: A CUDA base image from Microsoft's registry; the conda file adds PyTorch, diffusers and this package.
@@ -69,6 +73,14 @@ def _model(model: str | Path | None) -> str | Model | None:
     return Model(path=str(model), type=AssetTypes.CUSTOM_MODEL, description="A diffusers pipeline folder.")
 
 
+def _deployment_basics(name: str, endpoint_name: str, model: str | Path | None, scoring_script: str,
+                       env: Environment | str | None) -> dict[str, Any]:
+    """What online and batch deployments share: names, model, scoring script and environment."""
+    return {"name": name, "endpoint_name": endpoint_name, "model": _model(model),
+            "code_configuration": CodeConfiguration(code=str(SCORING_FOLDER), scoring_script=scoring_script),
+            "environment": env or environment()}
+
+
 def online_endpoint(name: str, auth_mode: str = "key") -> ManagedOnlineEndpoint:
     """A managed online endpoint called with ``Authorization: Bearer <key>`` (``auth_mode="key"``)."""
     return ManagedOnlineEndpoint(name=name, auth_mode=auth_mode,
@@ -84,28 +96,24 @@ def online_deployment(
     instance_type: str = "Standard_NC6s_v3",
     instance_count: int = 1,
     env: Environment | str | None = None,
-    max_rows: int = 4,
+    settings: EndpointSettings | None = None,
     environment_variables: dict[str, str] | None = None,
 ) -> ManagedOnlineDeployment:
-    """A GPU deployment of ``nbhelpers/scoring/online_score.py`` on ``endpoint_name``.
+    """A GPU deployment of ``nbhelpers/endpoints/scoring/online_score.py`` on ``endpoint_name``.
 
-    One request is scored at a time per instance (``max_concurrent_requests_per_instance=1``: a GPU makes one
-    batch at a time; the platform queues the rest), with a 90 s request timeout and probes that allow for the
-    model download at start-up.
+    ``settings`` (default ``EndpointSettings(model=model_name)``: one request generating at a time per
+    instance, as a GPU makes one batch at a time, and a 90 s request timeout) become both the scoring script's
+    ``NBHELPERS_*`` variables and the deployment's ``request_settings``, the same values ``nbhelpers serve``
+    enforces locally. The probes allow for the model download at start-up.
     """
-    variables = {"NBHELPERS_MODEL": model_name, "NBHELPERS_MAX_ROWS": str(max_rows), "NBHELPERS_MAX_CONCURRENCY": "1"}
-    variables.update(environment_variables or {})
+    settings = settings or EndpointSettings(model=model_name)
+    variables = {**settings.to_environment(), **(environment_variables or {})}
     return ManagedOnlineDeployment(
-        name=name,
-        endpoint_name=endpoint_name,
-        model=_model(model),
-        code_configuration=CodeConfiguration(code=str(SCORING_FOLDER), scoring_script="online_score.py"),
-        environment=env or environment(),
+        **_deployment_basics(name, endpoint_name, model, "online_score.py", env),
         instance_type=instance_type,
         instance_count=instance_count,
         environment_variables=variables,
-        request_settings=OnlineRequestSettings(request_timeout_ms=90_000, max_concurrent_requests_per_instance=1,
-                                               max_queue_wait_ms=60_000),
+        request_settings=settings.request_settings(),
         liveness_probe=ProbeSettings(initial_delay=600, period=30, timeout=10, failure_threshold=30),
         readiness_probe=ProbeSettings(initial_delay=600, period=10, timeout=10, failure_threshold=30),
     )
@@ -129,18 +137,14 @@ def batch_deployment(
     max_retries: int = 2,
     retry_timeout_s: int = 3000,
 ) -> ModelBatchDeployment:
-    """A batch deployment of ``nbhelpers/scoring/batch_score.py`` with the published sample's settings.
+    """A batch deployment of ``nbhelpers/endpoints/scoring/batch_score.py`` with the published sample's settings.
 
     ``mini_batch_size=1`` (one CSV file per ``run`` call), ``output_file_name="predictions.csv"`` with
     ``append_row``, ``error_threshold=0``, one worker per instance, 2 retries. ``model`` is a registered model
     (``"azureml:name:version"``) or a local pipeline folder to upload; ``compute`` an AML compute cluster.
     """
     return ModelBatchDeployment(
-        name=name,
-        endpoint_name=endpoint_name,
-        model=_model(model),
-        code_configuration=CodeConfiguration(code=str(SCORING_FOLDER), scoring_script="batch_score.py"),
-        environment=env or environment(),
+        **_deployment_basics(name, endpoint_name, model, "batch_score.py", env),
         compute=compute,
         settings=ModelBatchDeploymentSettings(
             mini_batch_size=1,
@@ -150,11 +154,14 @@ def batch_deployment(
             output_file_name="predictions.csv",
             error_threshold=error_threshold,
             retry_settings=BatchRetrySettings(max_retries=max_retries, timeout=retry_timeout_s),
-            environment_variables={"NBHELPERS_MODEL": model_name},
+            environment_variables={"NBHELPERS_MODEL": model_name},  # the batch script reads only the model
         ),
     )
 
 
 def as_yaml_dict(entity: Any) -> dict[str, Any]:
-    """The entity as the YAML dict ``az ml ... create --file`` takes (validates it offline)."""
-    return entity._to_dict()
+    """The entity as the YAML dict ``az ml ... create --file`` takes, via its public ``dump`` (validates offline)."""
+    stream = io.StringIO()
+    returned = entity.dump(stream)
+    # Deployments write YAML to the stream; endpoints (azure-ai-ml 1.x) return the same dict and write nothing.
+    return yaml.safe_load(stream.getvalue()) if stream.getvalue() else json.loads(json.dumps(returned))

@@ -2,29 +2,46 @@
 
     client = EndpointClient("https://<endpoint>.<region>.inference.ml.azure.com/score", key="...")
     images = client.generate(["a photograph of an astronaut riding a horse"], num_inference_steps=30)
+
+Retries are urllib3's ``Retry`` mounted on a requests ``HTTPAdapter``: answers 408, 429, 502, 503 and 504 and
+failed connections are tried again with exponential backoff, honouring ``Retry-After`` (what Azure ML asks of
+clients that get 429: https://learn.microsoft.com/azure/machine-learning/how-to-troubleshoot-online-endpoints).
+Never retried: 4xx input errors (400, 401, 413, 422, and 424, the managed endpoint's wrapper of a scoring error)
+and a read timeout, because a request that reached the server may still be generating, and sending it again
+would only double the work; the server stops timed-out generations itself and answers 408.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import requests
 from PIL import Image
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from nbhelpers.endpoints.contract import decode_image
 
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
+RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
+#: Longest wait between two attempts, whatever ``Retry-After`` asks (seconds).
+MAX_WAIT_S = 60
 
 
 class EndpointError(RuntimeError):
-    """The endpoint refused a request (4xx) or kept failing; ``status`` and the server's ``body`` are kept."""
+    """The endpoint refused a request or kept failing; ``status``, the server's ``body`` and the reason are kept.
 
-    def __init__(self, status: int | None, message: str, body: Any = None) -> None:
+    Attributes:
+        status: the last HTTP status (``None`` when no answer came).
+        body: the last answer's JSON (or text).
+        attempts: how many times the request was sent.
+    """
+
+    def __init__(self, status: int | None, message: str, body: Any = None, attempts: int = 1) -> None:
         super().__init__(f"HTTP {status}: {message}" if status else message)
         self.status = status
         self.body = body
+        self.attempts = attempts
 
 
 @dataclass
@@ -44,16 +61,37 @@ def request_body(prompts: list[str], parameters: dict[str, Any] | None = None) -
     return {"input_data": payload}
 
 
+def retry_policy(retries: int, backoff_s: float) -> Retry:
+    """urllib3's policy for the endpoint: ``retries`` more attempts on busy answers and failed connections.
+
+    urllib3's backoff: the first retry follows at once, the next after ``2 x backoff_s``, then ``4 x``, ``8 x``...
+    (at most :data:`MAX_WAIT_S`); a ``Retry-After`` the server sends wins (also capped).
+    """
+    return Retry(total=retries, connect=retries, read=False, status=retries, other=0, redirect=0,
+                 allowed_methods=None,  # POST included: generation is repeatable (same seed, same image)
+                 status_forcelist=RETRY_STATUSES, backoff_factor=backoff_s, backoff_max=MAX_WAIT_S,
+                 respect_retry_after_header=True, retry_after_max=MAX_WAIT_S, raise_on_status=False)
+
+
+def _detail(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text[:500]
+
+
 class EndpointClient:
     """A client for one scoring URL.
 
     Args:
         url: the scoring URL (``.../score``).
         key: the endpoint key or token, sent as ``Authorization: Bearer <key>``.
-        timeout_s: seconds to wait for one response (generation included).
-        retries: further attempts on 429/502/503/504 and connection errors.
-        backoff_s: first wait between attempts, doubled each time; a ``Retry-After`` header wins (capped at 60 s).
+        timeout_s: seconds to wait for one answer; keep it above the server's ``request_timeout_ms`` so the
+            server answers 408 first.
+        retries: further attempts on 408/429/502/503/504 and failed connections (0: none).
+        backoff_s: backoff factor: waits of 0, 2, 4, 8... x ``backoff_s``; ``Retry-After`` wins (capped at 60 s).
         deployment: optional ``azureml-model-deployment`` header to pick a deployment of the endpoint.
+        session: a requests session to use (the retry adapter is mounted on it).
     """
 
     def __init__(
@@ -70,8 +108,10 @@ class EndpointClient:
         self.url = url
         self.timeout_s = timeout_s
         self.retries = retries
-        self.backoff_s = backoff_s
         self.session = session or requests.Session()
+        adapter = HTTPAdapter(max_retries=retry_policy(retries, backoff_s))
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
         self.headers = {"Content-Type": "application/json"}
         if key:
             self.headers["Authorization"] = f"Bearer {key}"
@@ -79,33 +119,48 @@ class EndpointClient:
             self.headers["azureml-model-deployment"] = deployment
 
     def score(self, body: dict[str, Any]) -> list[dict[str, Any]]:
-        """POST a request body; return the parsed response list. Retries as configured."""
-        wait = self.backoff_s
-        last_error = "no attempt made"
-        for attempt in range(self.retries + 1):
+        """POST a request body; return the parsed response list.
+
+        Raises:
+            EndpointError: the endpoint refused the request (4xx: not retried), kept answering busy or failing
+                after every retry, could not be reached, did not answer within ``timeout_s``, or answered 200
+                with something that is not the contract's JSON list. The message says which.
+        """
+        try:
+            response = self.session.post(self.url, json=body, headers=self.headers, timeout=self.timeout_s)
+        except requests.ConnectionError as err:
+            raise EndpointError(None, f"could not reach {self.url}, or lost the connection, after "
+                                f"{self.retries + 1} attempt(s): {err}", attempts=self.retries + 1) from err
+        except requests.Timeout as err:
+            raise EndpointError(None, f"no answer within timeout_s={self.timeout_s:g} s; not retried, because "
+                                "the server may still be working on it.") from err
+        history = getattr(getattr(response.raw, "retries", None), "history", ()) or ()
+        attempts = len(history) + 1
+        if response.status_code == 200:
             try:
-                response = self.session.post(self.url, json=body, headers=self.headers, timeout=self.timeout_s)
-            except requests.RequestException as err:
-                last_error = f"{type(err).__name__}: {err}"
-                response = None
-            if response is not None:
-                if response.status_code == 200:
-                    return response.json()
-                try:
-                    detail = response.json()
-                except ValueError:
-                    detail = response.text
-                last_error = str(detail)
-                if response.status_code not in RETRY_STATUSES:
-                    raise EndpointError(response.status_code, last_error, detail)
-                retry_after = response.headers.get("Retry-After", "")
-                if retry_after.isdigit():
-                    wait = min(60.0, float(retry_after))
-            if attempt < self.retries:
-                time.sleep(wait)
-                wait = min(60.0, wait * 2)
-        raise EndpointError(getattr(response, "status_code", None), f"gave up after {self.retries + 1} attempts: "
-                            f"{last_error}")
+                rows = response.json()
+            except ValueError:
+                raise EndpointError(200, f"answered 200 but not with JSON (Content-Type "
+                                    f"{response.headers.get('Content-Type')!r}): {response.text[:200]!r}. Is "
+                                    f"{self.url} the scoring URL?", response.text[:500], attempts) from None
+            if not isinstance(rows, list):
+                raise EndpointError(200, f"answered 200 with {type(rows).__name__}, not the contract's list of "
+                                    f"rows: {str(rows)[:200]}", rows, attempts)
+            return rows
+        detail = _detail(response)
+        if response.status_code in RETRY_STATUSES:
+            earlier = ", ".join(str(h.status or h.error) for h in history)
+            why = (f"gave up after {attempts} attempts (answers: {earlier}, {response.status_code}); the endpoint "
+                   "stayed busy or unavailable. Retry later, or raise retries/timeout") if self.retries else \
+                "not retried (retries=0)"
+            raise EndpointError(response.status_code, f"{why}: {detail}", detail, attempts)
+        model_status = response.headers.get("ms-azureml-model-error-statuscode")
+        if model_status:  # 424 from a managed endpoint: the scoring container's own code and reason
+            reason = response.headers.get("ms-azureml-model-error-reason", "")
+            raise EndpointError(response.status_code, f"the model answered {model_status} ({reason}); not retried: "
+                                f"{detail}", detail, attempts)
+        raise EndpointError(response.status_code, f"request refused, not retried (fix the request): {detail}",
+                            detail, attempts)
 
     def generate(self, prompts: list[str], **parameters: Any) -> list[GeneratedImage]:
         """Generate one image per prompt; ``parameters`` are e.g. ``num_inference_steps``, ``guidance_scale``."""

@@ -10,7 +10,10 @@ Response: one object per row, in input order::
     [{"prompt": "...", "generated_image": "<base64 PNG>", "nsfw_content_detected": false}]
 
 Every invalid request raises :class:`ContractError` carrying the HTTP status, the offending field and the
-allowed range; ``to_json()`` is the error body the servers return.
+allowed range; ``to_json()`` is the error body the servers return. Hostile JSON is a 400 too, never a 500:
+``NaN``/``Infinity`` and numbers that overflow a float (``1e400``), integers longer than
+:data:`MAX_NUMBER_DIGITS` digits, nesting deeper than Python's recursion limit, and strings holding lone UTF-16
+surrogates (``"\\ud800"``, which cannot be encoded as UTF-8 by the tokenizer or the PNG metadata).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +39,8 @@ PARAMETER_RULES: dict[str, tuple[type, Any, Any]] = {
 }
 DEFAULT_MAX_ROWS = 4
 MAX_PROMPT_CHARS = 2000
+#: Longest integer literal accepted (any valid parameter fits in 10 digits; 400 digits is an attack).
+MAX_NUMBER_DIGITS = 20
 
 
 class ContractError(ValueError):
@@ -60,23 +66,65 @@ class ScoringRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
+def _check_text(where: str, text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ContractError(where, "holds a lone UTF-16 surrogate (e.g. \\ud800); send valid Unicode text.") from None
+
+
 def _check_parameter(name: str, value: Any) -> Any:
     kind, low, high = PARAMETER_RULES[name]
     where = f"input_data.parameters.{name}"
     if kind is str:
         if not isinstance(value, str):
             raise ContractError(where, f"must be a string; got {type(value).__name__}.")
+        _check_text(where, value)
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ContractError(where, f"must be a number between {low} and {high}; got {value!r}.")
-    if kind is int and float(value) != int(value):
-        raise ContractError(where, f"must be a whole number between {low} and {high}; got {value!r}.")
-    value = kind(value)
+    # Compare before converting: Python compares ints and floats exactly, and a range check first means no
+    # huge value ever reaches float() or the pipeline (parse_json already refused non-finite numbers).
     if not low <= value <= high:
         raise ContractError(where, f"must be between {low} and {high}; got {value}.")
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise ContractError(where, f"must be a whole number between {low} and {high}; got {value!r}.")
+    value = kind(value)
     if name in ("height", "width") and value % 8:
         raise ContractError(where, f"must be a multiple of 8 between {low} and {high}; got {value}.")
     return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ContractError("body", f"holds {name}; numbers must be finite.")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ContractError("body", f"holds the number {text[:40]}, too large for a float; numbers must be finite.")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_NUMBER_DIGITS:
+        raise ContractError("body", f"holds an integer of {len(text.lstrip('-'))} digits; at most {MAX_NUMBER_DIGITS}.")
+    return int(text)
+
+
+def parse_json(body: str | bytes) -> Any:
+    """Decode a JSON request body, refusing what the standard decoder lets through but nothing downstream can take.
+
+    Raises:
+        ContractError: invalid JSON or UTF-8, NaN/Infinity, a float overflow, an integer of more than
+            :data:`MAX_NUMBER_DIGITS` digits, or nesting too deep to decode.
+    """
+    try:
+        return json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ContractError("body", f"is not valid JSON ({err}).") from None
+    except RecursionError:
+        raise ContractError("body", "is nested too deeply; the contract needs two levels of objects.") from None
 
 
 def parse_request(body: str | bytes | dict[str, Any], *, max_rows: int = DEFAULT_MAX_ROWS) -> ScoringRequest:
@@ -88,10 +136,7 @@ def parse_request(body: str | bytes | dict[str, Any], *, max_rows: int = DEFAULT
             out-of-range parameter.
     """
     if isinstance(body, (str, bytes)):
-        try:
-            body = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ContractError("body", f"is not valid JSON ({err}).") from None
+        body = parse_json(body)
     if not isinstance(body, dict) or not isinstance(body.get("input_data"), dict):
         raise ContractError("input_data", 'is required: send {"input_data": {"columns": ["prompt"], "data": [...]}}.')
     payload = body["input_data"]
@@ -119,6 +164,7 @@ def parse_request(body: str | bytes | dict[str, Any], *, max_rows: int = DEFAULT
             raise ContractError(where, "must be a non-empty prompt string.")
         if len(row) > MAX_PROMPT_CHARS:
             raise ContractError(where, f"is {len(row)} characters long; at most {MAX_PROMPT_CHARS}.")
+        _check_text(where, row)
         prompts.append(row)
     index = payload.get("index", list(range(len(prompts))))
     if not isinstance(index, list) or len(index) != len(prompts):

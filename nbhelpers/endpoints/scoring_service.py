@@ -1,50 +1,103 @@
-"""The model behind the online endpoint: auth, admission control, validation, generation, the response.
+"""The model behind the online endpoint: auth, validation, concurrent generation with a deadline, the response.
 
-Both the Azure ML scoring script (``nbhelpers/scoring/online_score.py``, run by ``azmlinfsrv`` locally and by
-managed online endpoints) and the tests use :class:`ScoringService`. Configuration comes from environment
-variables, so the same script runs everywhere:
+The Azure ML scoring script (``nbhelpers/endpoints/scoring/online_score.py``, run by ``azmlinfsrv`` locally and by
+managed online endpoints) and the tests use :class:`ScoringService`. Its configuration is
+:class:`~nbhelpers.endpoints.settings.EndpointSettings`, read from ``NBHELPERS_*`` environment variables, so the
+same script runs everywhere.
 
-===============================  =============================================================================
-``NBHELPERS_MODEL``              catalog name, hub id or folder (default ``deci-v1``); a pipeline folder in
-                                 ``AZUREML_MODEL_DIR`` (the registered model of a deployment) wins
-``NBHELPERS_TINY``               ``1`` for the offline tiny model (tests)
-``NBHELPERS_API_KEY``            when set, requests need ``Authorization: Bearer <key>`` (else 401)
-``NBHELPERS_MAX_ROWS``           prompts per request (default 4; more gets 413)
-``NBHELPERS_MAX_CONCURRENCY``    generations at once (default 1); requests beyond wait ``NBHELPERS_QUEUE_TIMEOUT``
-                                 seconds (default 0.5) for a slot, then get 503 with ``Retry-After``
-``CONTENT_SAFETY_ENDPOINT/KEY``  optional Azure AI Content Safety screen of prompts and images
-===============================  =============================================================================
+Concurrency is real: ``max_concurrent_requests_per_instance`` requests generate at once, each on its own *view*
+of the loaded pipeline (:class:`PipelinePool`): the weights are shared, the scheduler (which keeps the step index
+of the running denoising loop) and the tokenizer (a fast tokenizer is not safe to call from two threads) are
+per view. On CPU an image made this way equals, byte for byte, the same request made alone.
+
+Deadline: a request that is still waiting for a view or generating after ``request_timeout_ms`` gets 408, and its
+generation stops at the next denoising step through diffusers' ``callback_on_step_end`` (setting
+``pipe._interrupt``, diffusers' documented way to stop a pipeline early:
+https://huggingface.co/docs/diffusers/using-diffusers/callback), so abandoned work does not hold a slot. Azure's
+gateway answers 408 itself but does not stop the container's work; this does.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
-import math
 import os
-import threading
+import queue
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from nbhelpers.endpoints.content_safety import ContentSafetyScreen
-from nbhelpers.endpoints.contract import DEFAULT_MAX_ROWS, ContractError, build_response, parse_request
+from nbhelpers.endpoints.contract import ContractError, build_response, parse_request
+from nbhelpers.endpoints.settings import EndpointSettings, read_api_key
 
 logger = logging.getLogger(__name__)
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
-def model_source_from_environment() -> str:
+def model_source_from_environment(default: str = "deci-v1") -> str:
     """The model to serve: a pipeline folder inside ``AZUREML_MODEL_DIR`` if there is one, else ``NBHELPERS_MODEL``."""
     model_dir = os.environ.get("AZUREML_MODEL_DIR")
     if model_dir:
         for index_file in sorted(Path(model_dir).glob("**/model_index.json")):
             return str(index_file.parent)
-    return os.environ.get("NBHELPERS_MODEL", "deci-v1")
+    return os.environ.get("NBHELPERS_MODEL", default)
+
+
+def bearer_key(headers: dict[str, str]) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` header (scheme case-insensitive, RFC 7235), else ``None``."""
+    value = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+    scheme, _, key = value.strip().partition(" ")
+    return key.strip() if scheme.lower() == "bearer" and key.strip() else None
+
+
+def key_matches(expected: str | None, headers: dict[str, str]) -> bool:
+    """Whether ``headers`` carry the ``expected`` bearer key (always true when no key is set); constant time."""
+    if expected is None:
+        return True
+    supplied = bearer_key(headers)
+    return supplied is not None and hmac.compare_digest(supplied.encode(), expected.encode())
+
+
+class PipelinePool:
+    """``size`` views of one pipeline that share its weights; each view runs one generation at a time.
+
+    Args:
+        pipe: a loaded pipeline (``pipe.components`` are reused; scheduler and tokenizer are copied per view).
+        size: views, i.e. generations that may run at once.
+    """
+
+    def __init__(self, pipe: Any, size: int) -> None:
+        import copy
+
+        self._free: queue.Queue[Any] = queue.Queue()
+        for number in range(size):
+            if number == 0:
+                view = pipe
+            else:
+                components = {**pipe.components, "scheduler": copy.deepcopy(pipe.scheduler),
+                              "tokenizer": copy.deepcopy(pipe.tokenizer)}
+                view = type(pipe)(**components)
+                view.nbhelpers_info = getattr(pipe, "nbhelpers_info", None)
+            view.set_progress_bar_config(disable=True)
+            self._free.put(view)
+
+    @contextmanager
+    def view(self, timeout_s: float) -> Iterator[Any]:
+        """A free view for the duration of the block; raises ``TimeoutError`` if none frees within ``timeout_s``."""
+        try:
+            view = self._free.get(timeout=max(0.0, timeout_s))
+        except queue.Empty:
+            raise TimeoutError from None
+        try:
+            yield view
+        finally:
+            self._free.put(view)
 
 
 class ScoringService:
@@ -52,86 +105,81 @@ class ScoringService:
 
     Args:
         pipe: a loaded text-to-image pipeline.
-        max_rows: prompts allowed per request.
-        max_concurrency: generations running at once; others wait ``queue_timeout_s`` then get 503.
-        api_key: when set, the ``Authorization: Bearer <key>`` header must carry it.
+        settings: rows per request, generations at once, request timeout (default: ``EndpointSettings()``).
+        api_key: when set, the ``Authorization: Bearer <key>`` header must carry it (else 401).
         screen: optional content-safety screen.
     """
 
-    def __init__(
-        self,
-        pipe: Any,
-        *,
-        max_rows: int = DEFAULT_MAX_ROWS,
-        max_concurrency: int = 1,
-        queue_timeout_s: float = 0.5,
-        api_key: str | None = None,
-        screen: ContentSafetyScreen | None = None,
-    ) -> None:
-        if max_concurrency < 1 or max_rows < 1:
-            raise ValueError("max_concurrency and max_rows must be at least 1.")
-        self.pipe = pipe
-        self.max_rows = max_rows
-        self.queue_timeout_s = queue_timeout_s
+    def __init__(self, pipe: Any, settings: EndpointSettings | None = None, *, api_key: str | None = None,
+                 screen: ContentSafetyScreen | None = None) -> None:
+        self.settings = settings or EndpointSettings()
         self.api_key = api_key or None
         self.screen = screen
-        self._slots = threading.BoundedSemaphore(max_concurrency)
-        self._last_seconds = 1.0
+        self.pool = PipelinePool(pipe, self.settings.max_concurrent_requests_per_instance)
 
     @classmethod
     def from_environment(cls) -> ScoringService:
-        """Load the model and settings named by the environment variables in the module docstring."""
+        """Load the model and settings named by the ``NBHELPERS_*`` variables (:mod:`~nbhelpers.endpoints.settings`)."""
         from nbhelpers.loading import load_pipeline
 
-        pipe = load_pipeline(model_source_from_environment(), progress=False)
-        return cls(
-            pipe,
-            max_rows=int(os.environ.get("NBHELPERS_MAX_ROWS", DEFAULT_MAX_ROWS)),
-            max_concurrency=int(os.environ.get("NBHELPERS_MAX_CONCURRENCY", 1)),
-            queue_timeout_s=float(os.environ.get("NBHELPERS_QUEUE_TIMEOUT", 0.5)),
-            api_key=os.environ.get("NBHELPERS_API_KEY"),
-            screen=ContentSafetyScreen.from_environment(),
-        )
+        settings = EndpointSettings.from_environment()
+        source = model_source_from_environment(settings.model)
+        logger.warning("nbhelpers: loading model %s%s", source, " (tiny, random weights)" if settings.tiny else "")
+        start = time.perf_counter()
+        pipe = load_pipeline(source, tiny=True if settings.tiny else None, progress=True)
+        logger.warning("nbhelpers: model loaded in %.1f s; warming up", time.perf_counter() - start)
+        service = cls(pipe, settings, api_key=read_api_key(), screen=ContentSafetyScreen.from_environment())
+        start = time.perf_counter()
+        # The first call of a fresh process is many times slower (kernel selection, allocator); paying it here,
+        # before the probe answers 200, keeps it out of the first request's request_timeout_ms.
+        from nbhelpers.generation import generate
 
-    def _authorised(self, headers: dict[str, str]) -> bool:
-        if self.api_key is None:
-            return True
-        supplied = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
-        return hmac.compare_digest(supplied.encode(), f"Bearer {self.api_key}".encode())
+        with service.pool.view(timeout_s=0) as view:
+            generate(view, "warm-up", num_inference_steps=1)
+        logger.warning("nbhelpers: warm-up generation done in %.1f s; ready", time.perf_counter() - start)
+        return service
 
     def handle(self, body: str | bytes, headers: dict[str, str] | None = None) -> tuple[int, Any, dict[str, str]]:
         """Return ``(status, JSON-serialisable body, headers)`` for one request."""
-        if not self._authorised(headers or {}):
+        deadline = time.monotonic() + self.settings.request_timeout_ms / 1000
+        if not key_matches(self.api_key, headers or {}):
             error = ContractError("Authorization", "missing or wrong key: send 'Authorization: Bearer <key>'.", 401)
             return 401, error.to_json(), {**JSON_HEADERS, "WWW-Authenticate": "Bearer"}
         try:
-            request = parse_request(body, max_rows=self.max_rows)
+            request = parse_request(body, max_rows=self.settings.max_rows)
         except ContractError as error:
             return error.status, error.to_json(), JSON_HEADERS
-        if not self._slots.acquire(timeout=self.queue_timeout_s):
-            retry_after = str(max(1, math.ceil(self._last_seconds)))
-            error = ContractError("server", f"busy: all generation slots are taken; retry in {retry_after} s.", 503)
-            return 503, error.to_json(), {**JSON_HEADERS, "Retry-After": retry_after}
+        timed_out = ContractError("server", f"the request ran past request_timeout_ms="
+                                  f"{self.settings.request_timeout_ms}; its generation was stopped.", 408)
         try:
-            start = time.perf_counter()
-            response = self._generate(request.prompts, request.parameters)
-            self._last_seconds = time.perf_counter() - start
+            with self.pool.view(deadline - time.monotonic()) as pipe:
+                response = self._generate(pipe, request.prompts, request.parameters, deadline)
+        except TimeoutError:
+            return 408, timed_out.to_json(), JSON_HEADERS
         except ValueError as error:  # a setting the model cannot take (e.g. steps for this scheduler)
             return 422, ContractError("input_data.parameters", str(error), 422).to_json(), JSON_HEADERS
-        finally:
-            self._slots.release()
         return 200, response, JSON_HEADERS
 
-    def _generate(self, prompts: list[str], parameters: dict[str, Any]) -> list[dict[str, Any]]:
+    def _generate(self, pipe: Any, prompts: list[str], parameters: dict[str, Any],
+                  deadline: float) -> list[dict[str, Any]]:
         from nbhelpers.generation import generate
+
+        def stop_after_deadline(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            if time.monotonic() > deadline:
+                pipeline._interrupt = True  # diffusers' documented early stop; the loop skips the remaining steps
+            return tensors
 
         settings = dict(parameters)
         seed = settings.pop("seed", 0)
         blocked = [self.screen.blocks_text(p) for p in prompts] if self.screen else [False] * len(prompts)
         allowed = [p for p, b in zip(prompts, blocked, strict=True) if not b]
+        result = None
+        if allowed:
+            result = generate(pipe, allowed, seed=seed, callback_on_step_end=stop_after_deadline, **settings)
+            if pipe.interrupt or time.monotonic() > deadline:
+                raise TimeoutError
         images: list[Image.Image] = []
         nsfw: list[bool | None] = []
-        result = generate(self.pipe, allowed, seed=seed, **settings) if allowed else None
         generated = iter(zip(result.images, result.nsfw, strict=True)) if result else iter(())
         size = (settings.get("width", 512), settings.get("height", 512))
         for is_blocked in blocked:
@@ -145,8 +193,3 @@ class ScoringService:
             images.append(image)
             nsfw.append(flagged)
         return build_response(prompts, images, nsfw)
-
-
-def to_json_text(body: Any) -> str:
-    """Serialise a response body."""
-    return json.dumps(body)

@@ -1,107 +1,295 @@
-"""Serve the online scoring script locally with Microsoft's ``azureml-inference-server-http``.
+"""``nbhelpers serve``: the online scoring script behind a gateway that answers like an Azure ML managed endpoint.
 
-``nbhelpers serve --model deci-v1 --port 5001`` runs ``azmlinfsrv`` (the HTTP server inside Azure ML's
-containers) on ``nbhelpers/scoring/online_score.py``: ``GET /`` answers liveness, ``POST /score`` scores.
-The server runs one worker process (one copy of the model) with several threads, so liveness and
-rejections (503 + ``Retry-After``) are answered while a generation runs.
+Two processes, one command::
+
+    client --HTTP--> gateway (this process, asyncio, 127.0.0.1:PORT)  --Unix socket-->  scoring worker
+                     auth, limits, timeouts, 429/408/424                                    Microsoft's azmlinfsrv app
+                     (nbhelpers.endpoints.gateway)                                           on online_score.py
+
+The worker is Microsoft's ``azureml-inference-server-http`` Flask app (the one inside Azure ML's containers)
+under gunicorn, exactly what ``azmlinfsrv`` starts on Linux, except for where it listens: ``azmlinfsrv`` always
+binds ``0.0.0.0`` (its host is a constant, not an option), so this module starts gunicorn on the same WSGI app
+with ``--bind unix:<private folder>/worker.sock``, reachable only through the gateway. The gthread worker has
+``2 x max_concurrent_requests_per_instance + 2`` threads: every admitted request and a liveness probe.
+
+The command line is generated from the dataclasses it fills (:class:`ServeArguments`, which extends
+:class:`~nbhelpers.endpoints.settings.EndpointSettings`, and :class:`~nbhelpers.endpoints.gateway.GatewayLimits`)
+with ``transformers.HfArgumentParser``: flag names are the field names (``--max_rows``; the dashed spelling
+``--max-rows`` works too), defaults and help are written once, on the fields.
+
+SIGTERM and Ctrl-C stop the gateway and the whole worker process group; the worker also receives SIGTERM if
+this process dies (Linux ``PR_SET_PDEATHSIG``), so nothing is left answering.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import dataclasses
 import os
+import re
+import signal
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 
-from nbhelpers.endpoints.contract import DEFAULT_MAX_ROWS
+from nbhelpers.endpoints.gateway import Gateway, GatewayLimits
+from nbhelpers.endpoints.settings import API_KEY_VARIABLE, EndpointSettings, read_api_key
 
 SCORING_SCRIPT = Path(__file__).resolve().parent / "scoring" / "online_score.py"
+#: The WSGI app ``azmlinfsrv`` hands to gunicorn (azureml_inference_server_http/amlserver_linux.py).
+WORKER_APP = "azureml_inference_server_http.server.entry:app"
+BANNER = re.compile(r"Serving .* on (http://\S+?) ")
 
 
-def server_command(port: int) -> list[str]:
-    """The ``azmlinfsrv`` command line for the online scoring script on ``port``."""
-    return [sys.executable, "-m", "azureml_inference_server_http", "--entry_script", str(SCORING_SCRIPT),
-            "--port", str(port)]
+@dataclass
+class ServeArguments(EndpointSettings):
+    """``nbhelpers serve``'s own options, on top of the endpoint settings."""
+
+    host: str = field(default="127.0.0.1", metadata={
+        "help": "Interface to listen on. Only loopback unless you mean it: 0.0.0.0 exposes the endpoint."})
+    port: int = field(default=5001, metadata={"help": "Port (0 picks a free one; the banner prints it)."})
+    api_key_file: str | None = field(default=None, metadata={
+        "help": f"File whose first line is the key clients must send as 'Authorization: Bearer <key>' (or set "
+                f"{API_KEY_VARIABLE}). Keys are never taken from the command line, where `ps` shows them."})
+    rehearse_gateway: bool = field(default=False, metadata={
+        "help": "Answer scoring errors as the managed endpoint does: 424 with the container's code and reason in "
+                "ms-azureml-model-error-statuscode / -reason headers."})
+
+    def endpoint_settings(self) -> EndpointSettings:
+        """Just the settings the scoring worker reads."""
+        return EndpointSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(EndpointSettings)})
 
 
-def server_environment(
-    model: str,
-    *,
-    tiny: bool = False,
-    api_key: str | None = None,
-    max_rows: int = DEFAULT_MAX_ROWS,
-    max_concurrency: int = 1,
-    threads: int = 8,
-    queue_timeout_s: float = 0.5,
-) -> dict[str, str]:
-    """Environment variables that configure the scoring script (see :mod:`nbhelpers.endpoints.scoring_service`)."""
-    env = {
-        **os.environ,
-        "NBHELPERS_MODEL": str(model),
-        "NBHELPERS_TINY": "1" if tiny else os.environ.get("NBHELPERS_TINY", "0"),
-        "NBHELPERS_MAX_ROWS": str(max_rows),
-        "NBHELPERS_MAX_CONCURRENCY": str(max_concurrency),
-        "NBHELPERS_QUEUE_TIMEOUT": str(queue_timeout_s),
-        # gunicorn switches its sync worker to threads: one model in memory, concurrent liveness and 503s.
-        "GUNICORN_CMD_ARGS": f"--threads {threads}",
-    }
-    env.pop("NBHELPERS_API_KEY", None)
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def worker_command(socket_path: str | os.PathLike[str], settings: EndpointSettings) -> list[str]:
+    """The gunicorn command line that runs the azmlinfsrv app on ``online_score.py`` behind the gateway."""
+    return [sys.executable, "-m", "gunicorn", "--bind", f"unix:{socket_path}", "--workers", "1",
+            "--worker-class", "gthread", "--threads", str(settings.max_in_flight + 2),
+            "--timeout", "300", "--graceful-timeout", "5", "--access-logfile", "-", WORKER_APP]
+
+
+def worker_environment(settings: EndpointSettings, api_key: str | None) -> dict[str, str]:
+    """The worker's environment: ours, minus gunicorn overrides, plus the settings and azmlinfsrv's variables."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GUNICORN_CMD_ARGS", API_KEY_VARIABLE)}
+    env |= settings.to_environment()
+    env |= {"AZUREML_ENTRY_SCRIPT": str(SCORING_SCRIPT), "AML_APP_ROOT": str(SCORING_SCRIPT.parent),
+            "SERVICE_NAME": "nbhelpers-text-to-image"}
     if api_key:
-        env["NBHELPERS_API_KEY"] = api_key
+        env[API_KEY_VARIABLE] = api_key
     return env
 
 
-def wait_until_live(url: str, timeout_s: float = 180.0, process: subprocess.Popen | None = None) -> None:
-    """Poll ``GET url`` until it answers 200; raise ``RuntimeError`` on timeout or if ``process`` exits."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"The server exited with status {process.returncode} before becoming live.")
+def start_worker(socket_path: str | os.PathLike[str], settings: EndpointSettings,
+                 api_key: str | None) -> subprocess.Popen:
+    """Start the scoring worker in its own process group (so stopping it stops its gunicorn worker too)."""
+    return subprocess.Popen(worker_command(socket_path, settings), env=worker_environment(settings, api_key),
+                            start_new_session=True,
+                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+
+
+def stop_process_group(process: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM the process group of ``process``; SIGKILL it after ``grace_s`` seconds."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
         try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"The server at {url} did not become live within {timeout_s:.0f} s.")
+            process.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+async def _serve(args: ServeArguments, limits: GatewayLimits, api_key: str | None, worker: subprocess.Popen,
+                 socket_path: str) -> int:
+    gateway = Gateway(socket_path, args.endpoint_settings(), api_key=api_key,
+                      rehearse_gateway=args.rehearse_gateway, limits=limits)
+    port = await gateway.start(args.host, args.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    model = f"{args.model}{' (tiny, random weights)' if args.tiny else ''}"
+    print(f"nbhelpers: Serving {model} on http://{args.host}:{port} (GET / liveness, POST /score; "
+          f"auth {'on' if api_key else 'off'}; at most {args.max_in_flight} requests in flight, "
+          f"{args.request_timeout_ms} ms each). Ctrl+C stops.", flush=True)
+    while not stop.is_set() and worker.poll() is None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+    await gateway.close()
+    if worker.poll() is not None and not stop.is_set():
+        print(f"nbhelpers: the scoring worker exited with status {worker.returncode}; see the log above.",
+              file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def serve(args: ServeArguments, limits: GatewayLimits | None = None) -> int:
+    """Run the gateway and the scoring worker until SIGTERM/Ctrl-C or until the worker dies; stop both."""
+    api_key = read_api_key(args.api_key_file)
+    with tempfile.TemporaryDirectory(prefix="nbhelpers-serve-") as folder:  # mode 0700: the socket is private
+        socket_path = str(Path(folder) / "worker.sock")
+        print("nbhelpers: starting the scoring worker (azmlinfsrv app under gunicorn)", flush=True)
+        worker = start_worker(socket_path, args.endpoint_settings(), api_key)
+        try:
+            return asyncio.run(_serve(args, limits or GatewayLimits(), api_key, worker, socket_path))
+        finally:
+            stop_process_group(worker)
+
+
+# --- the command line ----------------------------------------------------------------------------------------
+
+
+def _argument_parser() -> argparse.ArgumentParser:
+    from transformers import HfArgumentParser
+
+    return HfArgumentParser((ServeArguments, GatewayLimits), add_help=False)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    values = vars(args)
+    serve_args = ServeArguments(**{f.name: values[f.name] for f in dataclasses.fields(ServeArguments)})
+    limits = GatewayLimits(**{f.name: values[f.name] for f in dataclasses.fields(GatewayLimits)})
+    return serve(serve_args, limits)
+
+
+class _RefuseKeyInArgv(argparse.Action):
+    """``--api-key`` (the old flag): refused with the way to give a key instead."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        parser.error(f"keys are not taken from the command line (every user sees it in `ps`); use --api_key_file "
+                     f"FILE or set {API_KEY_VARIABLE}.")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``nbhelpers serve`` (its flags come from the dataclasses' fields, see the module docstring)."""
+    serve_parser = subparsers.add_parser(
+        "serve", parents=[_argument_parser()], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False,  # else --api-key would silently mean --api-key-file
+        help="Serve the online endpoint contract locally, answering like an Azure ML managed endpoint.",
+        description="The online scoring script (azmlinfsrv) behind a loopback gateway that answers like an Azure ML "
+                    "managed endpoint: 401, 408, 413, 424, 429 with Retry-After.")
+    serve_parser.add_argument("--max-concurrency", dest="max_concurrent_requests_per_instance", type=int,
+                              default=argparse.SUPPRESS,
+                              help="Old spelling of --max_concurrent_requests_per_instance.")
+    serve_parser.add_argument("--api-key", "--api_key", action=_RefuseKeyInArgv, help=argparse.SUPPRESS)
+    serve_parser.set_defaults(handler=_run_serve)
+
+
+# --- from Python: a server in a subprocess ---------------------------------------------------------------------
+
+
+def serve_command_line(model: str, *, port: int = 0, tiny: bool = False, **options: Any) -> list[str]:
+    """``nbhelpers serve ...`` for ``model``; ``options`` are field names of ServeArguments/GatewayLimits."""
+    known = {f.name: f.default for cls in (ServeArguments, GatewayLimits) for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise TypeError(f"Unknown server option(s) {unknown}; known: {sorted(known)}.")
+    # This module's own entry point: the same parser as `nbhelpers serve`, without importing every other command.
+    command = [sys.executable, "-m", "nbhelpers.endpoints.serving", "--model", str(model), "--port", str(port)]
+    if tiny:
+        command.append("--tiny")
+    for name, value in options.items():
+        if isinstance(value, bool):
+            command += [f"--{name}"] if value else []
+        elif value is not None:
+            command += [f"--{name}", str(value)]
+    return command
 
 
 class LocalServer:
-    """The scoring server in a subprocess: ``start()`` waits until it is live, ``stop()`` ends it.
+    """``nbhelpers serve`` in a subprocess: ``start()`` waits until it is ready, ``stop()`` ends it and its worker.
 
-    Also a context manager (``with local_server(...) as url:``); stopping terminates, then kills after 20 s.
+    Also a context manager (``with local_server(...) as url:``). The API key, if any, reaches the subprocess
+    through its environment, never its command line.
+
+    Args:
+        model: catalog name, hub id or folder.
+        port: 0 (default) lets the server pick a free port; :attr:`url` is known after :meth:`start`.
+        tiny: serve the offline tiny model.
+        api_key: the key clients must send.
+        log_file: where the server's output goes (default: a temporary file, removed by :meth:`stop`).
+        progress: print the start-up steps (worker start, model loading, ready) while waiting.
+        options: ``nbhelpers serve`` options by field name, e.g. ``max_concurrent_requests_per_instance=2``,
+            ``request_timeout_ms=5000``, ``rehearse_gateway=True``, ``header_timeout_s=2``.
     """
 
-    def __init__(self, model: str, *, port: int, tiny: bool = False,
-                 log_file: str | os.PathLike[str] | None = None, **settings: object) -> None:
-        self.model = model
-        self.port = port
-        self.tiny = tiny
-        self.log_file = log_file
-        self.settings = settings
-        self.url = f"http://127.0.0.1:{port}"
+    def __init__(self, model: str, *, port: int = 0, tiny: bool = False, api_key: str | None = None,
+                 log_file: str | os.PathLike[str] | None = None, progress: bool = False, **options: Any) -> None:
+        self.command = serve_command_line(model, port=port, tiny=tiny, **options)
+        self.progress = progress
+        self.api_key = api_key
+        self.log_file = Path(log_file) if log_file else None
+        self.url: str | None = None
         self.process: subprocess.Popen | None = None
-        self._log: object = None
+        self._temporary_log: Path | None = None
 
-    def start(self, timeout_s: float = 180.0) -> str:
-        """Start the server and return its base URL once ``GET /`` answers."""
-        self._log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(server_command(self.port),
-                                        env=server_environment(self.model, tiny=self.tiny, **self.settings),
-                                        stdout=self._log, stderr=subprocess.STDOUT)
+    def start(self, timeout_s: float = 300.0, progress: bool | None = None) -> str:
+        """Start the server and return its base URL once ``GET /`` answers 200 (the model is loaded).
+
+        Args:
+            timeout_s: give up (and stop the server) after this many seconds.
+            progress: print the server's start-up steps as they happen (default: the ``progress`` given at init).
+
+        Raises:
+            RuntimeError: the server exited or was not ready in time; the message ends with its log's tail.
+        """
+        if self.log_file is None:
+            handle, name = tempfile.mkstemp(prefix="nbhelpers-serve-", suffix=".log")
+            os.close(handle)
+            self._temporary_log = self.log_file = Path(name)
+        env = {k: v for k, v in os.environ.items() if k != API_KEY_VARIABLE}
+        if self.api_key:
+            env[API_KEY_VARIABLE] = self.api_key
+        with open(self.log_file, "ab") as log:
+            self.process = subprocess.Popen(self.command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_until_live(self.url + "/", timeout_s=timeout_s, process=self.process)
+            self._wait_until_ready(timeout_s, self.progress if progress is None else progress)
         except BaseException:
             self.stop()
             raise
         return self.url
 
+    def _wait_until_ready(self, timeout_s: float, progress: bool) -> None:
+        start = time.monotonic()
+        shown = 0
+        while time.monotonic() - start < timeout_s:
+            log = self.log_file.read_text(encoding="utf-8", errors="replace")
+            if progress:
+                steps = startup_steps(log)
+                for step in steps[shown:]:
+                    print(f"[{time.monotonic() - start:6.1f} s] {step}", flush=True)
+                shown = len(steps)
+            if self.url is None and (match := BANNER.search(log)):
+                self.url = match.group(1)
+            if self.process.poll() is not None:
+                raise RuntimeError(f"The server exited with status {self.process.returncode} before it was ready. "
+                                   f"Log tail:\n{log[-3000:]}")
+            if self.url is not None:
+                with contextlib.suppress(requests.RequestException):
+                    if requests.get(self.url + "/", timeout=5).status_code == 200:
+                        if progress:
+                            print(f"[{time.monotonic() - start:6.1f} s] ready at {self.url}", flush=True)
+                        return
+            time.sleep(0.25)
+        raise RuntimeError(f"The server was not ready within {timeout_s:.0f} s. Log tail:\n"
+                           f"{self.log_file.read_text(encoding='utf-8', errors='replace')[-3000:]}")
+
     def stop(self) -> None:
-        """Stop the server (no-op if it is not running)."""
+        """Stop the server (SIGTERM, then SIGKILL after 20 s); its worker stops with it. No-op if not running."""
         if self.process is not None:
             self.process.terminate()
             try:
@@ -110,9 +298,9 @@ class LocalServer:
                 self.process.kill()
                 self.process.wait()
             self.process = None
-        if self._log not in (None, subprocess.DEVNULL):
-            self._log.close()
-        self._log = None
+        if self._temporary_log is not None:
+            self._temporary_log.unlink(missing_ok=True)
+            self._temporary_log = self.log_file = None
 
     def __enter__(self) -> str:
         return self.start()
@@ -121,28 +309,38 @@ class LocalServer:
         self.stop()
 
 
-def local_server(model: str, *, port: int, tiny: bool = False, log_file: str | os.PathLike[str] | None = None,
-                 **settings: object) -> LocalServer:
-    """A :class:`LocalServer` for ``model`` on ``port`` (use it in a ``with`` block, or start()/stop())."""
-    return LocalServer(model, port=port, tiny=tiny, log_file=log_file, **settings)
+def startup_steps(log: str) -> list[str]:
+    """The start-up steps in a server log: our ``nbhelpers:`` lines and the last state of the loading bar."""
+    steps = []
+    for line in log.splitlines():
+        if "nbhelpers: " in line:
+            steps.append(line.split("nbhelpers: ", 1)[1].strip())
+        elif "Loading pipeline components" in line:
+            bar = line.split("\r")[-1].strip()
+            if "100%" in bar:
+                steps.append(bar)
+    return steps
 
 
-def _run_serve(args: argparse.Namespace) -> int:
-    env = server_environment(args.model, tiny=args.tiny, api_key=args.api_key, max_rows=args.max_rows,
-                             max_concurrency=args.max_concurrency, threads=args.threads)
-    print(f"Serving {args.model}{' (tiny)' if args.tiny else ''} on http://127.0.0.1:{args.port} "
-          f"(GET / liveness, POST /score). Ctrl+C stops.", flush=True)
-    return subprocess.call(server_command(args.port), env=env)
+def local_server(model: str, *, port: int = 0, tiny: bool = False, api_key: str | None = None,
+                 log_file: str | os.PathLike[str] | None = None, progress: bool = False,
+                 **options: Any) -> LocalServer:
+    """A :class:`LocalServer` for ``model`` (use it in a ``with`` block, or start()/stop())."""
+    return LocalServer(model, port=port, tiny=tiny, api_key=api_key, log_file=log_file, progress=progress,
+                       **options)
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``nbhelpers serve``."""
-    serve = subparsers.add_parser("serve", help="Serve the online endpoint contract locally (azmlinfsrv).")
-    serve.add_argument("--model", default="deci-v1", help="Catalog name, hub id or folder.")
-    serve.add_argument("--tiny", action="store_true", help="Serve the offline tiny model.")
-    serve.add_argument("--port", type=int, default=5001)
-    serve.add_argument("--api-key", default=None, help="Require 'Authorization: Bearer <key>'.")
-    serve.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS, help="Prompts per request.")
-    serve.add_argument("--max-concurrency", type=int, default=1, help="Generations at once; more get 503.")
-    serve.add_argument("--threads", type=int, default=8, help="Server threads (requests in flight).")
-    serve.set_defaults(handler=_run_serve)
+def main(argv: list[str] | None = None) -> int:
+    """``python -m nbhelpers.endpoints.serving ARGS`` = ``nbhelpers serve ARGS``, importing only what serving needs."""
+    parser = argparse.ArgumentParser(prog="nbhelpers")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return args.handler(args)
+    except ValueError as err:  # e.g. an unreadable key file: the message says what to fix
+        print(f"nbhelpers serve: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

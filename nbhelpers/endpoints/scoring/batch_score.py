@@ -2,8 +2,9 @@
 
 Azure ML calls ``init()`` once per worker and ``run(mini_batch)`` with a list of CSV file paths (each with a
 ``prompt`` column); images go to ``AZUREML_BI_OUTPUT_PATH`` and the returned DataFrame (one row per prompt)
-is appended to ``predictions.csv``. Locally, ``nbhelpers.endpoints.batch_runner.run_batch`` runs the same row logic
-resumably. Model selection: see :mod:`nbhelpers.endpoints.scoring_service`.
+is appended to ``predictions.csv``. Each row is made by :func:`nbhelpers.endpoints.batch_runner.score_row`, the
+function the local ``run_batch`` uses, so a row gets the same seed (``row``) and the same image in both.
+Model selection: see :mod:`nbhelpers.endpoints.settings`.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from nbhelpers.endpoints.batch_runner import generate_row, read_prompts
+from nbhelpers.endpoints.batch_runner import PREDICTION_COLUMNS, read_prompts, score_row
 
 pipe = None
 output_folder = Path("batch_outputs")
+#: Generation settings for every row (empty: the model's published defaults), e.g. ``{"num_inference_steps": 30}``.
+parameters: dict = {}
 
 
 def init() -> None:
@@ -35,16 +38,6 @@ def run(mini_batch: list[str]) -> pd.DataFrame:
 
     A row that fails is returned with its error (the deployment's error_threshold decides the job's fate).
     """
-    results = []
-    for path in map(Path, mini_batch):
-        for row, prompt in enumerate(read_prompts(path)):
-            record = {"file": path.name, "row": row, "prompt": prompt}
-            try:
-                image_path = output_folder / f"{path.stem}-{row:05d}.png"
-                record |= {"status": "ok", "error": None,
-                           **generate_row(pipe, prompt, seed=row, image_path=image_path, parameters={})}
-            except Exception as err:  # reported per row, as the batch contract expects
-                record |= {"status": "failed", "image": None, "nsfw_content_detected": None,
-                           "error": f"{type(err).__name__}: {err}"}
-            results.append(record)
-    return pd.DataFrame(results)
+    records = [score_row(pipe, path.name, row, prompt, output_folder=output_folder, parameters=parameters)
+               for path in map(Path, mini_batch) for row, prompt in enumerate(read_prompts(path))]
+    return pd.DataFrame(records, columns=PREDICTION_COLUMNS)

@@ -2,9 +2,10 @@
 
 Run locally with Microsoft's server, exactly as managed online endpoints run it::
 
-    NBHELPERS_MODEL=deci-v1 azmlinfsrv --entry_script nbhelpers/scoring/online_score.py --port 5001
+    NBHELPERS_MODEL=deci-v1 azmlinfsrv --entry_script nbhelpers/endpoints/scoring/online_score.py --port 5001
 
-(or ``nbhelpers serve``). Configuration: see :mod:`nbhelpers.endpoints.scoring_service`.
+or, behind a gateway that answers like the managed endpoint (auth, limits, 408/429/424), ``nbhelpers serve``.
+Configuration: :mod:`nbhelpers.endpoints.settings`.
 """
 
 from __future__ import annotations

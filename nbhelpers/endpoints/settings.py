@@ -1,0 +1,141 @@
+"""One settings object for the online endpoint: the scoring service, ``nbhelpers serve`` and the deployment.
+
+:class:`EndpointSettings` is written once and read everywhere:
+
+- ``nbhelpers serve`` builds its command line from it (``transformers.HfArgumentParser``, see
+  :mod:`nbhelpers.endpoints.serving`) and hands it to the scoring worker as ``NBHELPERS_*`` environment
+  variables (:meth:`EndpointSettings.to_environment`);
+- the scoring script reads them back (:meth:`EndpointSettings.from_environment`), locally and in Azure;
+- :mod:`nbhelpers.endpoints.azure_deploy` puts the same variables on the deployment and turns
+  ``request_timeout_ms`` / ``max_concurrent_requests_per_instance`` into Azure's ``request_settings``
+  (:meth:`EndpointSettings.request_settings`), so the local rehearsal and the managed endpoint enforce the same
+  limits.
+
+===============================================  =================================================================
+``NBHELPERS_MODEL``                              catalog name, hub id or folder (a pipeline folder in
+                                                 ``AZUREML_MODEL_DIR``, the deployment's registered model, wins)
+``NBHELPERS_TINY``                               ``1`` for the offline tiny model (tests)
+``NBHELPERS_MAX_ROWS``                           prompts per request (more get 413)
+``NBHELPERS_MAX_CONCURRENT_REQUESTS_PER_INSTANCE``  generations at once; as on Azure, up to twice as many
+                                                 requests may be in flight, the rest get 429
+``NBHELPERS_REQUEST_TIMEOUT_MS``                 a request still running after this gets 408 and its
+                                                 generation is stopped
+``NBHELPERS_API_KEY``                            when set, requests need ``Authorization: Bearer <key>``; never
+                                                 a command-line argument (``nbhelpers serve --api_key_file``)
+===============================================  =================================================================
+
+Azure ML documents ``request_timeout_ms`` (default 5000 ms; text-to-image needs far more, its samples use 90 s)
+and ``max_concurrent_requests_per_instance`` (default 1) in the online deployment's ``request_settings``:
+https://learn.microsoft.com/azure/machine-learning/reference-yaml-deployment-managed-online
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nbhelpers.endpoints.contract import DEFAULT_MAX_ROWS
+
+API_KEY_VARIABLE = "NBHELPERS_API_KEY"
+
+
+def environment_variable(name: str) -> str:
+    """The variable of setting ``name``: ``NBHELPERS_`` + its name in capitals."""
+    return f"NBHELPERS_{name.upper()}"
+
+
+def _setting(default: Any, help: str) -> Any:  # noqa: A002 - HfArgumentParser passes metadata to add_argument
+    """A dataclass field with the help ``nbhelpers serve --help`` shows."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class EndpointSettings:
+    """What the scoring service needs; field ``x`` is the environment variable ``NBHELPERS_X``.
+
+    The API key is deliberately not a field (so never a command-line flag nor part of ``repr``): it is read
+    from ``NBHELPERS_API_KEY`` or a key file, see :func:`read_api_key`.
+    """
+
+    model: str = _setting("deci-v1", "Catalog name, hub id or local pipeline folder.")
+    tiny: bool = _setting(False, "Serve the offline tiny model (random weights).")
+    max_rows: int = _setting(DEFAULT_MAX_ROWS, "Prompts per request; more get 413.")
+    max_concurrent_requests_per_instance: int = _setting(1,
+        "Generations at once (each with its own scheduler). As on Azure ML, at most twice this many requests "
+        "are in flight; the rest get 429 with Retry-After.")
+    request_timeout_ms: int = _setting(90_000,
+        "A request still running after this many ms gets 408 and its generation is stopped (Azure's "
+        "request_settings.request_timeout_ms).")
+
+    def __post_init__(self) -> None:
+        if self.max_rows < 1 or self.max_concurrent_requests_per_instance < 1:
+            raise ValueError("max_rows and max_concurrent_requests_per_instance must be at least 1.")
+        if self.request_timeout_ms < 1:
+            raise ValueError(f"request_timeout_ms must be positive; got {self.request_timeout_ms}.")
+
+    @property
+    def max_in_flight(self) -> int:
+        """Requests admitted at once (running or waiting for a generation slot); Azure's ``2 x`` rule."""
+        return 2 * self.max_concurrent_requests_per_instance
+
+    def to_environment(self) -> dict[str, str]:
+        """The ``NBHELPERS_*`` variables for these settings (booleans as ``1``/``0``)."""
+        variables = {}
+        for item in dataclasses.fields(EndpointSettings):
+            value = getattr(self, item.name)
+            variables[environment_variable(item.name)] = str(int(value)) if isinstance(value, bool) else str(value)
+        return variables
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> EndpointSettings:
+        """Settings from ``NBHELPERS_*`` variables (missing ones take the defaults).
+
+        Raises:
+            ValueError: naming the variable whose value is not a valid number.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for item in dataclasses.fields(EndpointSettings):
+            variable = environment_variable(item.name)
+            raw = environ.get(variable)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[item.name] = (raw.strip().lower() in ("1", "true", "yes")) if item.type in (bool, "bool") \
+                    else type(item.default)(raw)
+            except ValueError:
+                raise ValueError(f"{variable}={raw!r} is not a valid {type(item.default).__name__}.") \
+                    from None
+        return cls(**values)
+
+    def request_settings(self) -> Any:
+        """These limits as azure-ai-ml's ``OnlineRequestSettings`` for a ``ManagedOnlineDeployment``."""
+        from azure.ai.ml.entities import OnlineRequestSettings
+
+        return OnlineRequestSettings(request_timeout_ms=self.request_timeout_ms,
+                                     max_concurrent_requests_per_instance=self.max_concurrent_requests_per_instance)
+
+
+def read_api_key(key_file: str | os.PathLike[str] | None = None,
+                 environ: Mapping[str, str] | None = None) -> str | None:
+    """The endpoint key: the first line of ``key_file`` if given, else ``NBHELPERS_API_KEY``, else ``None``.
+
+    Keys are never taken from argv, where every user of the machine can read them (``ps``).
+
+    Raises:
+        ValueError: the key file cannot be read or is empty.
+    """
+    environ = os.environ if environ is None else environ
+    if key_file:
+        try:
+            key = Path(key_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"Cannot read the API key file {key_file}: {err}.") from None
+        if not key:
+            raise ValueError(f"The API key file {key_file} is empty.")
+        return key
+    return environ.get(API_KEY_VARIABLE) or None
