@@ -136,9 +136,14 @@ def bitsandbytes_available() -> bool:
 # -- counting ------------------------------------------------------------------------------------------------
 
 def lora_targets(module: torch.nn.Module, target_modules: list[str] | tuple[str, ...]) -> list[torch.nn.Linear]:
-    """The linear layers peft's LoRA adapts: the module's name equals a target or ends with ``.target``."""
-    return [m for name, m in module.named_modules()
-            if isinstance(m, torch.nn.Linear) and any(name == t or name.endswith("." + t) for t in target_modules)]
+    """The linear layers peft's LoRA adapts: the module's name equals a target or ends with ``.target`` (after
+    an adapter is added, the linear layer is the peft wrapper's ``base_layer``)."""
+    found = []
+    for name, layer in module.named_modules():
+        layer = getattr(layer, "base_layer", layer)
+        if isinstance(layer, torch.nn.Linear) and any(name == t or name.endswith("." + t) for t in target_modules):
+            found.append(layer)
+    return found
 
 
 def count_trained_parameters(unet: torch.nn.Module, text_encoder: torch.nn.Module | None,
@@ -338,10 +343,13 @@ def estimate_peak(inputs: PlanInputs, config: DreamBoothConfig, *, mixed_precisi
         inputs.text_encoder, torch.float32 if config.train_text_encoder and not use_lora else frozen_dtype)
     weights = unet_bytes + text_bytes + module_bytes(inputs.vae, frozen_dtype) + (4 * trained if use_lora else 0)
     batch = config.train_batch_size * (2 if config.with_prior_preservation else 1)
-    activations = inputs.activations(
-        batch=batch, resolution=resolution, compute_dtype=frozen_dtype,
+    counted = inputs.activations(
+        batch=batch, resolution=config.resolution, compute_dtype=frozen_dtype,
         trained="lora" if use_lora else "full", lora_target_modules=config.lora_target_modules,
     ).kept(gradient_checkpointing)
+    # another resolution (pricing an alternative) scales with the pixel count: every saved tensor has one entry
+    # per latent pixel (attention is fused), apart from the small 77-token text side
+    activations = round(counted * (resolution / config.resolution) ** 2)
     return MemoryEstimate(
         weights=weights,
         gradients=4 * trained,
