@@ -3,8 +3,9 @@
 Each mode builds the trainer of ``nbhelpers.dreambooth`` on SD v1.4's architecture, feeds it one instance
 image plus one prior-preservation (class) image per step, and times ``compute_loss`` + ``optimizer_step``
 with ``nbhelpers.perf.timing.measure`` (device synchronised, warmed up, median of the repeats). Peak memory is
-everything the process held on the GPU during the timed steps: UNet, text encoder, VAE, optimizer state,
-activations.
+everything the process held on the GPU during the warm-up and timed steps (``torch.cuda.max_memory_allocated``):
+UNet, text encoder, VAE, gradients, optimizer state, activations. It is printed next to the memory plan's
+estimate (``nbhelpers.dreambooth.memory_plan``) with their ratio: the plan's target is within 15%.
 
     python benchmarks/dreambooth_step.py --device cuda        # full-size SD v1.4 architecture, random weights
     python benchmarks/dreambooth_step.py --tiny               # tiny model on the CPU: a smoke run of the script
@@ -29,11 +30,13 @@ from nbhelpers.dreambooth.trainer import DreamBoothTrainer
 from nbhelpers.environment import environment_report
 from nbhelpers.perf.timing import measure
 
+_FIXED = {"memory": "off", "cache_text_embeddings": False, "gradient_checkpointing": False, "use_8bit_adam": False}
 MODES = {
-    "lora": {"use_lora": True, "mixed_precision": "fp16"},
-    "full-gc-8bit": {"use_lora": False, "mixed_precision": "fp16", "gradient_checkpointing": True,
-                     "use_8bit_adam": True},
-    "full": {"use_lora": False, "mixed_precision": "fp16"},
+    "lora": _FIXED | {"use_lora": True, "mixed_precision": "fp16"},
+    "lora-gc": _FIXED | {"use_lora": True, "mixed_precision": "fp16", "gradient_checkpointing": True},
+    "full-gc-8bit": _FIXED | {"use_lora": False, "mixed_precision": "fp16", "gradient_checkpointing": True,
+                              "use_8bit_adam": True},
+    "full": _FIXED | {"use_lora": False, "mixed_precision": "fp16"},
 }
 
 
@@ -58,10 +61,10 @@ def measure_mode(mode: str, *, tiny: bool, device: str, resolution: int, repeats
     config = DreamBoothConfig(str(instance), str(work / mode), tiny=tiny, resolution=resolution,
                               with_prior_preservation=True, class_data_dir=str(classes), num_class_images=1,
                               train_batch_size=1, **settings)
-    reset_peak_memory(device)
     trainer = DreamBoothTrainer(config, pipe=_pipeline(tiny, device))
     batch = next(iter(trainer.dataloader))
     trainer.unet.train()
+    reset_peak_memory(device)  # the training steps' peak, which the plan estimates (not the fp32 load before)
 
     def step() -> None:
         with trainer.accelerator.accumulate(trainer.unet):
@@ -70,14 +73,17 @@ def measure_mode(mode: str, *, tiny: bool, device: str, resolution: int, repeats
     timing = measure(step, warmup=3, repeats=repeats, device=device)
     trained = sum(p.numel() for p in trainer.trainable_parameters())
     optimizer = type(trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer)
-    figures = {
+    peak = peak_memory_bytes(device)
+    expected = trainer.plan.estimate.peak
+    return {
         "mode": mode, "settings": settings, "trained_parameters": trained, "optimizer": optimizer.__name__,
         "batch": f"{batch['num_instance']} instance + {batch['pixels'].shape[0] - batch['num_instance']} class",
         "resolution": resolution, "step_median_s": timing.median_s, "step_min_s": timing.min_s,
-        "first_step_s": timing.first_call_s, "peak_memory_bytes": peak_memory_bytes(device),
+        "first_step_s": timing.first_call_s, "peak_memory_bytes": peak,
+        "plan_expected_peak_bytes": expected, "plan_estimate": trainer.plan.estimate.describe(),
+        "measured_over_expected": peak / expected if peak else None,
         "weights": "tiny, random" if tiny else "full-size SD v1.4 architecture, random",
     }
-    return figures
 
 
 def main() -> None:
@@ -104,8 +110,12 @@ def main() -> None:
             if "error" in figures:
                 print(f"{mode}: {figures['error']}")
             else:
-                peak = figures["peak_memory_bytes"]
-                memory = f", peak {peak / 2**30:.2f} GiB" if peak else ""
+                peak, expected = figures["peak_memory_bytes"], figures["plan_expected_peak_bytes"]
+                memory = f", plan expects {expected / 2**30:.2f} GiB"
+                if peak:
+                    ratio = figures["measured_over_expected"]
+                    verdict = "within 15%" if abs(ratio - 1) <= 0.15 else "OFF BY MORE THAN 15%"
+                    memory += f", measured peak {peak / 2**30:.2f} GiB (x{ratio:.2f}, {verdict})"
                 print(f"{mode} ({figures['weights']}, {resolution}px, {figures['batch']}, {figures['optimizer']}, "
                       f"{figures['trained_parameters']:,} trained): {figures['step_median_s']:.3f} s/step{memory}")
             if torch.cuda.is_available():

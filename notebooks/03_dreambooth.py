@@ -9,16 +9,20 @@
 #
 # - prepare subject photos (EXIF orientation, resize and centre-crop) and preview them;
 # - train LoRA adapters (the default: a few MB, fits a free GPU) or the whole UNet with `nbhelpers.dreambooth`,
-#   watching a progress bar and the loss curve; checkpoints let a stopped run resume;
+#   after a memory plan that picks the memory savers your GPU needs and prints the expected peak;
+# - watch a progress bar and the loss curve; small checkpoints let a stopped run resume exactly where it was;
 # - compare images before and after training on the same seeds;
-# - save the LoRA, load it into a fresh pipeline with `pipe.load_lora_weights(folder)`, and draw new scenes.
+# - save the LoRA (diffusers folder, plus one kohya-layout file for AUTOMATIC1111 and ComfyUI), load it back with
+#   `pipe.load_lora_weights`, and draw new scenes;
+# - see what the model learned: DAAM heat maps of the identifier `sks` before and after fine-tuning.
 #
 # The same trainer runs from the command line, on one GPU or several:
-# `accelerate launch -m nbhelpers dreambooth --instance-dir photos/ --output-dir runs/dog`.
+# `accelerate launch -m nbhelpers dreambooth --instance_data_dir photos/ --output_dir runs/dog`.
 #
-# With hub access this notebook uses the public `diffusers/dog-example` photos and SD v1.4 (a GPU with 8 GB or
-# more: LoRA at 512 px with fp16 mixed precision). Offline it uses a synthetic subject the project draws and the
-# tiny random-weight model: the code path is the real one, the pictures are not results.
+# With hub access this notebook uses the public `diffusers/dog-example` photos and SD v1.4, downloaded once (the
+# fp16 files; the trained weights are kept in fp32). LoRA at 512 px fits a free Colab T4 with room to spare.
+# Offline it uses a synthetic subject the project draws and the tiny random-weight model: the code path is the
+# real one, the pictures are not results and are marked "tiny, random weights".
 
 # %%
 # Set-up: installs what this notebook needs (Colab, Paperspace, a clone or a local Jupyter) and says what it did.
@@ -108,27 +112,29 @@ MODEL = "sd-v1-4"  # base model: catalog name, hub id or local folder
 TINY = None  # None: follow NBHELPERS_TINY; True: offline tiny model with random weights and a synthetic subject
 INSTANCE_DIR = None  # your photos; None: the hub's dog photos (or the synthetic subject when tiny)
 INSTANCE_PROMPT = "a photo of sks dog"
-USE_LORA = True  # False: fine-tune the whole UNet (needs ~15 GB with GRADIENT_CHECKPOINTING and USE_8BIT_ADAM)
+IDENTIFIER = "sks"
+USE_LORA = True  # False: fine-tune the whole UNet (the memory plan says whether it fits your GPU)
 WITH_PRIOR_PRESERVATION = False  # also train on generated "a photo of dog" images, keeping the class prior
 NUM_CLASS_IMAGES = 50
 STEPS = None  # None: 400 for the real model, 30 for the tiny one
 RESOLUTION = None  # None: 512 for the real model, 64 for the tiny one
 LEARNING_RATE = None  # None: 1e-4 for LoRA, 5e-6 for full fine-tuning (tiny LoRA: 1e-2, to see it learn)
-MIXED_PRECISION = None  # None: "fp16" on CUDA, "no" elsewhere
-GRADIENT_CHECKPOINTING = False
-USE_8BIT_ADAM = False  # needs bitsandbytes and CUDA
+MEMORY = "auto"  # "auto": read the GPU's free memory and pick the savers below; "off": use them as given
+MIXED_PRECISION = "auto"  # "auto": fp16 on CUDA, none elsewhere
+GRADIENT_CHECKPOINTING = None  # None: when needed
+USE_8BIT_ADAM = None  # None: when needed (full fine-tuning; needs bitsandbytes and CUDA)
 SEEDS = [0, 1, 2]
 NEW_PROMPTS = ["a photo of sks dog in a bucket", "a photo of sks dog on the beach", "a watercolor of sks dog"]
 OUTPUT_DIR = "outputs/03_dreambooth"
 
 # %%
-import gc
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from nbhelpers.daam import set_seed, trace
 from nbhelpers.dreambooth import DreamBoothTrainer
 from nbhelpers.dreambooth.config import DreamBoothConfig
 from nbhelpers.dreambooth.data import example_subject, load_images
@@ -141,9 +147,10 @@ tiny = tiny_requested(TINY)
 steps = STEPS or (30 if tiny else 400)
 resolution = RESOLUTION or (64 if tiny else 512)
 learning_rate = LEARNING_RATE or (1e-2 if tiny and USE_LORA else None)
-mixed_precision = MIXED_PRECISION or ("fp16" if torch.cuda.is_available() else "no")
+on_cuda = torch.cuda.is_available()
 run_dir = Path(OUTPUT_DIR) / ("tiny" if tiny else "real")
-print(f"tiny={tiny}  steps={steps}  resolution={resolution}  mixed_precision={mixed_precision}  -> {run_dir}")
+mark = " (tiny, random weights)" if tiny else ""  # on every picture and chart made from the tiny model
+print(f"tiny={tiny}  steps={steps}  resolution={resolution}  -> {run_dir}")
 
 # %% [markdown]
 # ## 1. The subject photos
@@ -156,52 +163,80 @@ print(f"tiny={tiny}  steps={steps}  resolution={resolution}  mixed_precision={mi
 instance_dir = Path(INSTANCE_DIR) if INSTANCE_DIR else example_subject(run_dir / "instance_images", tiny=tiny)
 photos = load_images(instance_dir, min_side=resolution // 2)
 print(f"{len(photos)} photos in {instance_dir}")
-show_images(photos, [f"{i}: {p.width}x{p.height}" for i, p in enumerate(photos)], img_width=160)
+show_images(photos, [f"{i}: {p.width}x{p.height}" + (" (synthetic)" if tiny else "") for i, p in enumerate(photos)],
+            img_width=160)
 
 # %% [markdown]
 # ## 2. Before training
 #
-# The base model, loaded in fp32 for training (the trainer keeps frozen weights in fp16 under mixed precision),
-# draws the instance prompt on fixed seeds. It has no idea what `sks` is.
+# The base model is loaded once, for drawing and for training: on a GPU its fp16 files (half the download); the
+# trainer then keeps the weights it trains in fp32 and the frozen ones in fp16. It draws the instance prompt on
+# fixed seeds: it has no idea what `sks` is. A DAAM trace of the first seed records where the UNet's
+# cross-attention looks for the word `sks`; section 7 compares it with the same trace after training.
 
 # %%
-pipe = load_pipeline(MODEL, tiny=TINY, dtype=torch.float32, safety_checker=False, memory_savers="off",
-                     progress=False)
+inference_dtype = torch.float16 if on_cuda else torch.float32
+pipe = load_pipeline(MODEL, tiny=TINY, dtype=inference_dtype, safety_checker=False, memory_savers="off",
+                     progress=False, **({"variant": "fp16"} if on_cuda and not tiny else {}))
 show_model_banner(pipe)
+daam_size = max(resolution, 128)  # the tiny UNet attends to text only at coarse sizes: give DAAM a few pixels
 
 
-def draw(pipe, prompt, seeds):
-    return [pipe(prompt, height=resolution, width=resolution, generator=torch.Generator("cpu").manual_seed(seed)
-                 ).images[0] for seed in seeds]
+def draw(pipe, prompt, seeds, size=None):
+    size = size or resolution
+    return [pipe(prompt, height=size, width=size, generator=torch.Generator("cpu").manual_seed(seed)).images[0]
+            for seed in seeds]
+
+
+def identifier_heat_map(pipe, seed):
+    """The image of the instance prompt and the DAAM heat map of the identifier in it."""
+    with torch.no_grad(), trace(pipe) as tc:
+        image = pipe(INSTANCE_PROMPT, height=daam_size, width=daam_size, generator=set_seed(seed)).images[0]
+        heat_map = tc.compute_global_heat_map().compute_word_heat_map(IDENTIFIER)
+    return image, heat_map
 
 
 before = draw(pipe, INSTANCE_PROMPT, SEEDS)
-show_images(before, [f"before, seed {s}" for s in SEEDS], img_width=192)
+show_images(before, [f"before, seed {s}{mark}" for s in SEEDS], img_width=192)
+daam_before = identifier_heat_map(pipe, SEEDS[0])
 
 # %% [markdown]
-# ## 3. Train
+# ## 3. Plan the memory, then train
 #
-# `DreamBoothConfig` holds every setting and checks it before anything loads; `DreamBoothTrainer` runs the
-# loop through `accelerate`. Every `checkpointing_steps` a checkpoint is written (to a temporary folder, then
-# renamed), so re-running this cell after an interruption continues from the last checkpoint instead of
-# starting again. The loss of every step lands in `train_log.csv`.
+# `DreamBoothConfig` holds every setting and checks it before anything loads (a learning rate of `inf`, an
+# output folder that is a file, a prompt without the identifier are refused with a message). Creating the
+# `DreamBoothTrainer` first prints the **memory plan**: with `MEMORY = "auto"` it reads the GPU's free memory,
+# counts the bytes of weights, gradients, optimizer state and activations for this mode and resolution, and turns
+# on fp16 mixed precision, cached text embeddings, 8-bit Adam and gradient checkpointing only as needed. A run
+# that cannot fit stops here with what would fit (LoRA instead of full, a smaller resolution, ...).
+#
+# Training runs through `accelerate`. Every `checkpointing_steps` a checkpoint of only what training changes
+# (the LoRA, its optimizer and scheduler state, RNG and data position) is written atomically, so re-running this
+# cell after an interruption continues exactly where it stopped. A loss that turns NaN stops the run and keeps
+# the last good checkpoint.
 
 # %%
 output_dir = run_dir / ("dreambooth-lora" if USE_LORA else "dreambooth-full")
 config = DreamBoothConfig(
     instance_data_dir=str(instance_dir), output_dir=str(output_dir), model=MODEL,
-    tiny=tiny, instance_prompt=INSTANCE_PROMPT, with_prior_preservation=WITH_PRIOR_PRESERVATION,
-    num_class_images=NUM_CLASS_IMAGES, class_data_dir=str(run_dir / "class_images"), resolution=resolution,
-    use_lora=USE_LORA, learning_rate=learning_rate, max_train_steps=steps, mixed_precision=mixed_precision,
+    tiny=tiny, instance_prompt=INSTANCE_PROMPT, identifier=IDENTIFIER,
+    with_prior_preservation=WITH_PRIOR_PRESERVATION, num_class_images=NUM_CLASS_IMAGES,
+    class_data_dir=str(run_dir / "class_images"), resolution=resolution, use_lora=USE_LORA,
+    learning_rate=learning_rate, max_train_steps=steps, memory=MEMORY, mixed_precision=MIXED_PRECISION,
     gradient_checkpointing=GRADIENT_CHECKPOINTING, use_8bit_adam=USE_8BIT_ADAM,
     checkpointing_steps=max(1, steps // 4), validation_prompts=[NEW_PROMPTS[0]], validation_steps=max(1, steps // 2),
 )
-trainer = DreamBoothTrainer(config, pipe=pipe)
+trainer = DreamBoothTrainer(config, pipe=pipe)  # prints the memory plan
 trained = sum(p.numel() for p in trainer.trainable_parameters())
 total = sum(p.numel() for p in trainer.unet.parameters())
 print(f"training {trained:,} of the UNet's {total:,} parameters ({100 * trained / total:.2f}%)")
 result = trainer.train()
 print(f"step {result.global_step} (resumed from {result.resumed_from}); weights in {result.weights_dir}")
+checkpoints = sorted((output_dir / "checkpoints").glob("checkpoint-*"))
+if checkpoints:
+    files = sorted(checkpoints[-1].iterdir())
+    size = sum(f.stat().st_size for f in files)
+    print(f"{checkpoints[-1].name}: {size / 2**20:.2f} MiB, only what training changes: {[f.name for f in files]}")
 
 # %% [markdown]
 # ## 4. The loss curve
@@ -216,41 +251,39 @@ smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
 fig, ax = plt.subplots(figsize=(7, 3))
 ax.plot(steps_logged, losses, alpha=0.35, label="loss per step")
 ax.plot(steps_logged[window - 1:], smooth, label=f"moving average ({window} steps)")
-ax.set_xlabel("step")
-ax.set_ylabel("MSE loss")
-ax.set_title("DreamBooth training loss" + (" (tiny random-weight model)" if tiny else ""))
+ax.set_xlabel("training step (optimizer updates)")
+ax.set_ylabel("MSE of the noise prediction (unitless)")
+ax.set_title("DreamBooth training loss" + mark)
 ax.legend()
 plt.show()
 validation = sorted((output_dir / "validation").glob("*.png"))
 if validation:
-    show_images([plt.imread(p) for p in validation], [p.name for p in validation], img_width=160)
+    show_images([plt.imread(p) for p in validation], [p.name + mark for p in validation], img_width=160)
 
 # %% [markdown]
-# ## 5. Save, reload into a fresh pipeline, compare on the same seeds
+# ## 5. Save, reload, compare on the same seeds
 #
-# The LoRA folder holds `pytorch_lora_weights.safetensors` in the diffusers format: any SD v1.x pipeline loads
-# it with `pipe.load_lora_weights(folder)`. A full fine-tune is a whole pipeline folder that `load_pipeline`
-# loads. The top row is before training, the bottom row after, seed by seed.
+# The LoRA folder holds `pytorch_lora_weights.safetensors` in the diffusers format, which any SD v1.x pipeline
+# loads with `pipe.load_lora_weights(folder)`; `lora_kohya.safetensors` beside it has the same weights under
+# kohya's key names (`lora_unet_..._to_q.lora_down.weight` and an `.alpha` per layer): copy it to
+# AUTOMATIC1111's `models/Lora/` or ComfyUI's `models/loras/`. Here the trained adapter is removed from the
+# pipeline and the saved folder loaded back, so the pictures below come from the files. A full fine-tune is a
+# whole pipeline folder that `load_pipeline` loads; its UNet is already in `pipe`. The top row is before
+# training, the bottom row after, seed by seed.
 
 # %%
-del trainer, pipe
-gc.collect()
-if torch.cuda.is_available():
-    torch.cuda.empty_cache()
-
+pipe.to(dtype=inference_dtype)  # the trained fp32 weights join the frozen ones for drawing
+pipe.text_encoder.to(pipe.unet.device)  # cached embeddings kept it off the GPU during training
 if USE_LORA:
-    tuned = load_pipeline(MODEL, tiny=TINY, progress=False)
-    tuned.load_lora_weights(result.weights_dir)
-else:
-    tuned = load_pipeline(result.weights_dir, progress=False)
-print("loaded", sorted(p.name for p in result.weights_dir.iterdir()))
-after = draw(tuned, INSTANCE_PROMPT, SEEDS)
+    pipe.unet.delete_adapters("default")  # the adapter trained in place ...
+    pipe.load_lora_weights(result.weights_dir)  # ... and the same one read back from disk
+    print("loaded", sorted(p.name for p in result.weights_dir.iterdir()), "; A1111/ComfyUI file:", result.kohya_file)
+after = draw(pipe, INSTANCE_PROMPT, SEEDS)
 comparison = image_grid(before + after, rows=2, padding=4)
 comparison.save(run_dir / "before_after.png")
 plt.figure(figsize=(2.5 * len(SEEDS), 5.2))
 plt.imshow(comparison)
-plt.title(f"'{INSTANCE_PROMPT}': before (top) and after (bottom), seeds {SEEDS}"
-          + ("\n(tiny random-weight model: noise, not results)" if tiny else ""))
+plt.title(f"'{INSTANCE_PROMPT}': before (top) and after (bottom), seeds {SEEDS}" + ("\n" + mark.strip()) * tiny)
 plt.axis("off")
 plt.show()
 
@@ -260,5 +293,28 @@ plt.show()
 # The identifier now means the subject; the rest of the prompt still means what it meant to the base model.
 
 # %%
-scenes = [draw(tuned, prompt, SEEDS[:1])[0] for prompt in NEW_PROMPTS]
-show_images(scenes, NEW_PROMPTS, img_width=192)
+scenes = [draw(pipe, prompt, SEEDS[:1])[0] for prompt in NEW_PROMPTS]
+show_images(scenes, [prompt + mark for prompt in NEW_PROMPTS], img_width=192)
+
+# %% [markdown]
+# ## 7. What the model learned: where it looks for `sks`
+#
+# DAAM (Tang et al., ACL 2023) adds up the UNet's cross-attention to one prompt word over the denoising steps and
+# layers, giving a heat map of where that word acted on the image. Before fine-tuning `sks` is a meaningless
+# token and its attention is spread out; after it names the subject, its map should follow the subject's shape.
+# Same prompt, same seed, same size, before and after. On the tiny random-weight model the maps are as
+# meaningless as its pictures: they only show the code path.
+
+# %%
+daam_after = identifier_heat_map(pipe, SEEDS[0])
+fig, axes = plt.subplots(2, 2, figsize=(7, 7.4))
+for row, (label, (image, heat_map)) in zip(axes, [("before", daam_before), ("after", daam_after)], strict=True):
+    row[0].imshow(image)
+    row[0].set_title(f"{label} fine-tuning\n{mark.strip()}", fontsize=9)
+    row[0].set_axis_off()
+    heat_map.plot_overlay(image, ax=row[1])
+    row[1].set_title(f"DAAM heat map of '{IDENTIFIER}', {label}\n{mark.strip()}", fontsize=9)
+fig.suptitle(f"'{INSTANCE_PROMPT}', seed {SEEDS[0]}, {daam_size}x{daam_size} px")
+fig.tight_layout()
+fig.savefig(run_dir / "identifier_heat_maps.png")
+plt.show()

@@ -1,21 +1,31 @@
 """DreamBooth fine-tuning (notebook 03): LoRA by default, or the full UNet.
 
-- :mod:`~nbhelpers.dreambooth.config`: ``DreamBoothConfig`` (validated settings).
-- :mod:`~nbhelpers.dreambooth.data`: instance/class images, preprocessing, the example subject.
+- :mod:`~nbhelpers.dreambooth.config`: ``DreamBoothConfig`` (validated settings; also the CLI's flags).
+- :mod:`~nbhelpers.dreambooth.data`: instance/class images, preprocessing, data order, the example subject.
+- :mod:`~nbhelpers.dreambooth.memory_plan`: the GPU memory estimate and the memory savers a run needs.
+- :mod:`~nbhelpers.dreambooth.checkpoints`: small, atomic, resumable checkpoints.
+- :mod:`~nbhelpers.dreambooth.export`: the LoRA in diffusers' and in kohya's (AUTOMATIC1111/ComfyUI) layout.
 - :mod:`~nbhelpers.dreambooth.trainer`: ``DreamBoothTrainer``, ``train_dreambooth`` and the CLI command.
 
     from nbhelpers.dreambooth import DreamBoothConfig, train_dreambooth
     result = train_dreambooth(DreamBoothConfig("photos/", "runs/dog", max_train_steps=400))
 """
 
+from nbhelpers.dreambooth.checkpoints import CheckpointError, latest_checkpoint
 from nbhelpers.dreambooth.config import DreamBoothConfig, DreamBoothConfigError
-from nbhelpers.dreambooth.trainer import DreamBoothTrainer, TrainingResult, latest_checkpoint, train_dreambooth
+from nbhelpers.dreambooth.memory_plan import MemoryPlan, MemoryPlanError, plan_memory
+from nbhelpers.dreambooth.trainer import DreamBoothTrainer, TrainingDiverged, TrainingResult, train_dreambooth
 
 __all__ = [
+    "CheckpointError",
     "DreamBoothConfig",
     "DreamBoothConfigError",
     "DreamBoothTrainer",
+    "MemoryPlan",
+    "MemoryPlanError",
+    "TrainingDiverged",
     "TrainingResult",
     "latest_checkpoint",
+    "plan_memory",
     "train_dreambooth",
 ]

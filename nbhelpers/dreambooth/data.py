@@ -30,7 +30,8 @@ def image_files(folder: str | os.PathLike[str]) -> list[Path]:
     """The JPEG/PNG/WebP files of ``folder``, sorted by name."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DreamBoothDataError(f"Image folder {folder} does not exist.")
+        raise DreamBoothDataError(f"Image folder {folder} does not exist." if not folder.exists()
+                                  else f"{folder} is a file; give the folder that holds the photos.")
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
@@ -91,7 +92,8 @@ class DreamBoothDataset(torch.utils.data.Dataset):
     """Instance images with the instance prompt, paired (for prior preservation) with class images.
 
     Item ``i`` is ``(instance example, class example or None)``; the length is the number of instance images
-    (class images cycle).
+    (class images cycle). Random crops and flips depend only on ``(seed, epoch, index)``, so a resumed run
+    sees the same augmented pixels as an uninterrupted one (``set_epoch`` is called by accelerate's loader).
     """
 
     def __init__(self, instance_images: list[Image.Image], instance_prompt: str, tokenizer, resolution: int, *,
@@ -102,7 +104,8 @@ class DreamBoothDataset(torch.utils.data.Dataset):
         self.resolution = resolution
         self.center_crop = center_crop
         self.random_flip = random_flip
-        self.rng = random.Random(seed)
+        self.seed = seed
+        self.epoch = 0
         self.instance_ids = self._tokenize(tokenizer, instance_prompt)
         self.class_ids = self._tokenize(tokenizer, class_prompt) if class_prompt else None
 
@@ -114,15 +117,43 @@ class DreamBoothDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.instance_images)
 
-    def _example(self, image: Image.Image, ids: torch.Tensor) -> Example:
-        pixels = preprocess(image, self.resolution, center_crop=self.center_crop, flip=self.random_flip, rng=self.rng)
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _example(self, image: Image.Image, ids: torch.Tensor, rng: random.Random) -> Example:
+        pixels = preprocess(image, self.resolution, center_crop=self.center_crop, flip=self.random_flip, rng=rng)
         return Example(pixels, ids)
 
     def __getitem__(self, index: int) -> tuple[Example, Example | None]:
-        instance = self._example(self.instance_images[index], self.instance_ids)
+        rng = random.Random(f"{self.seed}:{self.epoch}:{index}")  # str seeds hash the same in every process
+        instance = self._example(self.instance_images[index], self.instance_ids, rng)
         if not self.class_images or self.class_ids is None:
             return instance, None
-        return instance, self._example(self.class_images[index % len(self.class_images)], self.class_ids)
+        return instance, self._example(self.class_images[index % len(self.class_images)], self.class_ids, rng)
+
+
+class EpochShuffleSampler(torch.utils.data.Sampler[int]):
+    """A new order of ``range(size)`` each epoch, a function of ``(seed, epoch)`` alone.
+
+    The data order of any step can be rebuilt from the step number, which is what makes a resumed run
+    continue exactly as the uninterrupted one. accelerate calls :meth:`set_epoch` (also under several
+    processes, where it shards the batches of this order).
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size = size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):  # noqa: ANN204 - Sampler protocol
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
 
 
 def collate(batch: list[tuple[Example, Example | None]]) -> dict[str, torch.Tensor | int]:

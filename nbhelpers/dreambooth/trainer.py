@@ -4,20 +4,23 @@
     result = train_dreambooth(DreamBoothConfig("photos/", "runs/dog", max_train_steps=400))
     pipe.load_lora_weights(result.weights_dir)
 
-It runs through ``accelerate``, so the same code trains on one GPU or several
-(``accelerate launch -m nbhelpers dreambooth --instance-dir photos/ --output-dir runs/dog``). Checkpoints
-(``checkpoints/checkpoint-<step>``, written to a temporary folder and renamed) let a stopped run resume at
-the same step; ``train_log.csv`` holds the loss of every step exactly once.
+Before the first step a memory plan (:mod:`~nbhelpers.dreambooth.memory_plan`) picks the memory savers and
+prints the expected peak. The run goes through ``accelerate``, so the same code trains on one GPU or several
+(``accelerate launch -m nbhelpers dreambooth --instance_data_dir photos/ --output_dir runs/dog``).
+Checkpoints (:mod:`~nbhelpers.dreambooth.checkpoints`) hold only what training changes; a resumed run continues
+exactly as the uninterrupted one (each step's data and noise are a function of the step number).
+``train_log.csv`` holds the loss of every step exactly once.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import logging
-import math
 import os
-import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,20 +28,28 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from nbhelpers.atomic import atomic_folder, atomic_open, write_json_atomic
-from nbhelpers.dreambooth.config import DreamBoothConfig, DreamBoothConfigError
-from nbhelpers.dreambooth.data import DreamBoothDataset, collate, image_files, load_images
+from nbhelpers.atomic import atomic_open, write_json_atomic
+from nbhelpers.dreambooth import checkpoints as ckpt
+from nbhelpers.dreambooth.config import TEXT_ENCODER_LORA_MODULES, DreamBoothConfig, DreamBoothConfigError
+from nbhelpers.dreambooth.data import DreamBoothDataset, EpochShuffleSampler, collate, image_files, load_images
+from nbhelpers.dreambooth.export import KOHYA_FILE, peft_state_dicts, save_diffusers_lora, save_kohya_lora
+from nbhelpers.dreambooth.memory_plan import MemoryPlan, plan_memory, sliced_attention
 from nbhelpers.generation import Generation, generate
 
 logger = logging.getLogger(__name__)
 
-TEXT_ENCODER_LORA_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj")
+latest_checkpoint = ckpt.latest_checkpoint  # public name kept from before the checkpoints module
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the trained weights stopped being finite; the message names the step and the kept checkpoint."""
 
 
 @dataclass
 class TrainingResult:
     """What a run produced: ``weights_dir`` is ``lora/`` (load with ``pipe.load_lora_weights``) or
-    ``pipeline/`` (load with ``load_pipeline(folder)``); ``losses`` is ``[(step, loss), ...]``."""
+    ``pipeline/`` (load with ``load_pipeline(folder)``); ``kohya_file`` the A1111/ComfyUI LoRA file (LoRA runs);
+    ``losses`` is ``[(step, loss), ...]``; ``plan`` the memory plan the run used."""
 
     output_dir: Path
     weights_dir: Path
@@ -46,26 +57,8 @@ class TrainingResult:
     resumed_from: int
     losses: list[tuple[int, float]] = field(default_factory=list)
     validation_images: list[Path] = field(default_factory=list)
-
-
-def latest_checkpoint(output_dir: str | os.PathLike[str]) -> tuple[int, Path] | None:
-    """``(step, folder)`` of the newest complete checkpoint in ``output_dir/checkpoints``, or ``None``."""
-    folder = Path(output_dir) / "checkpoints"
-    found = [(int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
-    return max(found) if found else None
-
-
-def _allow_new_mixed_precision(mixed_precision: str) -> None:
-    """Let a second run in the same process (a notebook) use another mixed precision than the first.
-
-    accelerate keeps one process-wide state and refuses a change of precision; in a single process that state
-    holds nothing else worth keeping, so it is cleared. Distributed runs (``accelerate launch``) are untouched.
-    """
-    from accelerate.state import AcceleratorState, PartialState
-
-    state = AcceleratorState._shared_state
-    if state and state.get("_mixed_precision") != mixed_precision and PartialState().num_processes == 1:
-        AcceleratorState._reset_state()
+    kohya_file: Path | None = None
+    plan: MemoryPlan | None = None
 
 
 def check_launch(num_processes: int) -> None:
@@ -89,7 +82,7 @@ class DreamBoothTrainer:
     Args:
         config: the run's settings (validated here).
         pipe: an already loaded base pipeline (default: ``load_pipeline(config.model, tiny=config.tiny)``); it
-            is trained in place (moved to fp32, and to fp16/bf16 frozen weights under mixed precision).
+            is trained in place: trained weights become fp32, frozen ones the mixed-precision dtype.
     """
 
     def __init__(self, config: DreamBoothConfig, pipe: Any = None) -> None:
@@ -99,47 +92,83 @@ class DreamBoothTrainer:
 
         config.validate()
         self.config = config
-        self.output_dir = Path(config.output_dir)
-        _allow_new_mixed_precision(config.mixed_precision)
-        self.accelerator = Accelerator(
-            mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps
-        )
+        self.output_dir = Path(config.output_dir).expanduser()
+        # Mixed precision is applied here (torch.autocast + GradScaler), not by accelerate: accelerate's choice
+        # is process-wide and cannot be changed once made (its only reset, AcceleratorState._reset_state, is
+        # private), while a notebook may train twice with different precisions in one kernel.
+        self.accelerator = Accelerator(mixed_precision="no",
+                                       gradient_accumulation_steps=config.gradient_accumulation_steps)
         check_launch(self.accelerator.num_processes)
         set_seed(config.seed)
         min_side = max(8, config.resolution // 2)
         instance_images = load_images(config.instance_data_dir, min_side=min_side)
+        device = self.accelerator.device
         if pipe is None:
             from nbhelpers.loading import load_pipeline
 
-            pipe = load_pipeline(config.model, tiny=config.tiny, device=self.accelerator.device, dtype=torch.float32,
+            pipe = load_pipeline(config.model, tiny=config.tiny, device=device, dtype=torch.float32,
                                  safety_checker=False, memory_savers="off", progress=False)
-        if pipe.unet.dtype != torch.float32 or pipe.unet.device != self.accelerator.device:
-            # trained weights must be fp32 (frozen ones are re-cast below) and everything on the training device
-            pipe.to(self.accelerator.device, torch.float32)
         self.pipe = pipe
-        class_images = self._class_images(min_side) if config.with_prior_preservation else None
-        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         self.unet, self.text_encoder, self.vae = pipe.unet, pipe.text_encoder, pipe.vae
+        self.plan = plan_memory(config, self.unet, self.text_encoder, self.vae, device)
+        if self.accelerator.is_main_process:
+            print(self.plan.describe())
+        if pipe.unet.dtype != torch.float32 or pipe.unet.device != device:
+            # trained weights must be fp32 (frozen ones are re-cast below) and everything on the training device
+            pipe.to(device, torch.float32)
+        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         self._set_up_trainable()
         self._cast_frozen_weights()
+        class_images = self._class_images(min_side) if config.with_prior_preservation else None
         self.dataset = DreamBoothDataset(
             instance_images, config.instance_prompt, pipe.tokenizer, config.resolution, class_images=class_images,
             class_prompt=config.effective_class_prompt, center_crop=config.center_crop,
             random_flip=config.random_flip, seed=config.seed,
         )
-        self.dataloader = torch.utils.data.DataLoader(self.dataset, batch_size=config.train_batch_size, shuffle=True,
-                                                      collate_fn=collate, drop_last=False)
-        self.optimizer = self._optimizer()
-        prepared = self.accelerator.prepare(self.unet, self.optimizer, self.dataloader,
+        self.dataloader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=config.train_batch_size, sampler=EpochShuffleSampler(len(self.dataset),
+                                                                                         config.seed),
+            collate_fn=collate, drop_last=False)
+        self.prompt_embeddings = self._encode_prompts() if self.plan.cache_text_embeddings else None
+        optimizer = self._optimizer()
+        from diffusers.optimization import get_scheduler
+
+        self.lr_scheduler = get_scheduler(config.lr_scheduler, optimizer=optimizer,
+                                          num_warmup_steps=config.lr_warmup_steps,
+                                          num_training_steps=config.max_train_steps)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.plan.mixed_precision == "fp16")
+        prepared = self.accelerator.prepare(self.unet, optimizer, self.dataloader,
                                             *([self.text_encoder] if config.train_text_encoder else []))
         self.unet, self.optimizer, self.dataloader = prepared[:3]
         if config.train_text_encoder:
             self.text_encoder = prepared[3]
+        self.accelerator.register_for_checkpointing(self.lr_scheduler, self.scaler)
+        self.accelerator.register_save_state_pre_hook(self._save_trained_parameters)
+        self.accelerator.register_load_state_pre_hook(self._load_trained_parameters)
 
     # -- setup ---------------------------------------------------------------------------------------------
+    def _autocast(self) -> Any:
+        """Autocast to the mixed-precision dtype (a no-op without mixed precision)."""
+        dtype = self.weight_dtype
+        return torch.autocast(self.accelerator.device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    @contextmanager
+    def _text_encoder_on_device(self) -> Iterator[None]:
+        """Bring an off-loaded text encoder (cached embeddings) back to the device for a render."""
+        device = self.accelerator.device
+        offloaded = self.text_encoder.device != device
+        if offloaded:
+            self.text_encoder.to(device)
+        try:
+            yield
+        finally:
+            if offloaded:
+                self.text_encoder.to("cpu")
+
     def _render(self, prompt: str, seed: int, **settings: Any) -> Generation:
         """One image at the training resolution with the model's published defaults (under autocast)."""
-        with torch.no_grad(), self.accelerator.autocast():
+        with torch.no_grad(), self._autocast(), sliced_attention(self.pipe.unet, self.plan.attention_slicing), \
+                self._text_encoder_on_device():
             return generate(self.pipe, prompt, seed=seed, height=self.config.resolution,
                             width=self.config.resolution, **settings)
 
@@ -180,7 +209,7 @@ class DreamBoothTrainer:
                 self.text_encoder.add_adapter(LoraConfig(r=config.lora_rank, lora_alpha=config.lora_rank,
                                                          init_lora_weights="gaussian",
                                                          target_modules=list(TEXT_ENCODER_LORA_MODULES)))
-        if config.gradient_checkpointing:
+        if self.plan.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
             if config.train_text_encoder:
                 self.text_encoder.gradient_checkpointing_enable()
@@ -191,7 +220,7 @@ class DreamBoothTrainer:
     @property
     def weight_dtype(self) -> torch.dtype:
         """The dtype of frozen weights: fp16/bf16 under mixed precision, else fp32."""
-        return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.config.mixed_precision, torch.float32)
+        return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.plan.mixed_precision, torch.float32)
 
     def _cast_frozen_weights(self) -> None:
         """Under mixed precision keep frozen weights (VAE, untrained text encoder, LoRA's base UNet) in half
@@ -209,52 +238,91 @@ class DreamBoothTrainer:
             trained = [self.unet] + ([self.text_encoder] if self.config.train_text_encoder else [])
             cast_training_params(trained, dtype=torch.float32)
 
+    def _encode_prompts(self) -> dict[str, torch.Tensor]:
+        """Encode the instance (and class) prompt once; the text encoder then leaves the GPU until a render."""
+        device = self.accelerator.device
+        embeddings = {}
+        with torch.no_grad(), self._autocast():
+            for kind, ids in (("instance", self.dataset.instance_ids), ("class", self.dataset.class_ids)):
+                if ids is not None:
+                    embeddings[kind] = self.text_encoder(ids[None].to(device))[0]
+        if device.type != "cpu":
+            self.text_encoder.to("cpu")
+        return embeddings
+
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """The parameters the optimizer updates."""
-        modules = [self.unet] + ([self.text_encoder] if self.config.train_text_encoder else [])
-        return [p for module in modules for p in module.parameters() if p.requires_grad]
+        return list(self.named_trainable_parameters().values())
+
+    def named_trainable_parameters(self) -> dict[str, torch.nn.Parameter]:
+        """``{"unet.<name>" | "text_encoder.<name>": parameter}`` of what the optimizer updates."""
+        unwrap = self.accelerator.unwrap_model
+        modules = {"unet": unwrap(self.unet)}
+        if self.config.train_text_encoder:
+            modules["text_encoder"] = unwrap(self.text_encoder)
+        return {f"{prefix}.{name}": p for prefix, module in modules.items()
+                for name, p in module.named_parameters() if p.requires_grad}
 
     def _optimizer(self) -> torch.optim.Optimizer:
         parameters = self.trainable_parameters()
         learning_rate = self.config.effective_learning_rate
-        if self.config.use_8bit_adam:
-            if torch.cuda.is_available():
-                try:
-                    import bitsandbytes as bnb
+        if self.plan.use_8bit_adam:
+            try:
+                import bitsandbytes as bnb
 
-                    return bnb.optim.AdamW8bit(parameters, lr=learning_rate)
-                except ImportError:
-                    logger.warning("use_8bit_adam: bitsandbytes is not installed (pip install bitsandbytes); "
-                                   "using torch.optim.AdamW.")
-            else:
-                logger.warning("use_8bit_adam needs a CUDA GPU; using torch.optim.AdamW.")
-        return torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=1e-2)
+                return bnb.optim.AdamW8bit(parameters, lr=learning_rate, weight_decay=1e-2)
+            except ImportError:
+                logger.warning("use_8bit_adam: bitsandbytes is not installed (pip install bitsandbytes); "
+                               "using torch.optim.AdamW.")
+        # fused: one kernel per step and no whole-model temporaries (what the memory plan assumes) on CUDA
+        fused = self.accelerator.device.type == "cuda"
+        return torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=1e-2, fused=fused)
+
+    # -- checkpoint hooks (called by accelerator.save_state / load_state) ----------------------------------
+    def _save_trained_parameters(self, models: list, weights: list, output_dir: str) -> None:
+        """Save only what training changes; drop the whole-model state dicts accelerate would write."""
+        if self.accelerator.is_main_process:
+            ckpt.save_trained_parameters(self.named_trainable_parameters(), Path(output_dir))
+        weights.clear()
+
+    def _load_trained_parameters(self, models: list, input_dir: str) -> None:
+        ckpt.load_trained_parameters(self.named_trainable_parameters(), Path(input_dir))
+        models.clear()  # loaded above; accelerate must not look for whole-model files
 
     # -- one step ------------------------------------------------------------------------------------------
     def compute_loss(self, batch: dict[str, Any], noise: torch.Tensor | None = None,
-                     timesteps: torch.Tensor | None = None) -> torch.Tensor:
+                     timesteps: torch.Tensor | None = None, generator: torch.Generator | None = None
+                     ) -> torch.Tensor:
         """The DreamBooth loss of one batch: noise-prediction MSE, plus the weighted class (prior) loss.
 
-        ``noise`` ``(N, 4, R/8, R/8)`` and ``timesteps`` ``(N,)`` may be fixed (tests); by default random.
+        ``noise`` ``(N, 4, R/8, R/8)`` and ``timesteps`` ``(N,)`` may be fixed (tests); otherwise they, and the
+        VAE's latent sample, are drawn from ``generator`` (default: the global RNG).
         """
         device = self.accelerator.device
         pixels = batch["pixels"].to(device, dtype=self.vae.dtype)
         with torch.no_grad():
-            latents = self.vae.encode(pixels).latent_dist.sample() * self.vae.config.scaling_factor
+            latents = self.vae.encode(pixels).latent_dist.sample(generator) * self.vae.config.scaling_factor
         if noise is None:
-            noise = torch.randn_like(latents)
+            noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
         if timesteps is None:
             timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
-                                      device=device)
+                                      device=device, generator=generator)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        with torch.set_grad_enabled(self.config.train_text_encoder and torch.is_grad_enabled()):
-            context = self.text_encoder(batch["input_ids"].to(device))[0]
-        prediction = self.unet(noisy, timesteps, context).sample
+        count = batch["num_instance"]
+        with self._autocast():
+            if self.prompt_embeddings is not None:
+                parts = [self.prompt_embeddings["instance"].expand(count, -1, -1)]
+                if latents.shape[0] > count:
+                    parts.append(self.prompt_embeddings["class"].expand(latents.shape[0] - count, -1, -1))
+                context = torch.cat(parts)
+            else:
+                with torch.set_grad_enabled(self.config.train_text_encoder and torch.is_grad_enabled()):
+                    context = self.text_encoder(batch["input_ids"].to(device))[0]
+            prediction = self.unet(noisy, timesteps, context).sample
         if self.noise_scheduler.config.prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
         else:
             target = noise
-        count = batch["num_instance"]
         loss = F.mse_loss(prediction[:count].float(), target[:count].float())
         if prediction.shape[0] > count:
             prior = F.mse_loss(prediction[count:].float(), target[count:].float())
@@ -262,12 +330,22 @@ class DreamBoothTrainer:
         return loss
 
     def optimizer_step(self, loss: torch.Tensor) -> None:
-        """Backward, clip to norm 1, step, zero the gradients."""
-        self.accelerator.backward(loss)
-        if self.accelerator.sync_gradients:
-            self.accelerator.clip_grad_norm_(self.trainable_parameters(), 1.0)
-        self.optimizer.step()
+        """Backward; on the last micro-batch of a step also clip to norm 1, step, schedule and zero the gradients."""
+        accelerator = self.accelerator
+        accelerator.backward(self.scaler.scale(loss))
+        if not accelerator.sync_gradients:
+            return
+        self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the fp16-scaled ones
+        accelerator.clip_grad_norm_(self.trainable_parameters(), 1.0)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+
+    def _step_generator(self, micro_step: int) -> torch.Generator:
+        """The RNG of one micro-batch: a function of (seed, micro-step, process), so a resume draws the same."""
+        seed = (self.config.seed * 1_000_003 + micro_step) * 1024 + self.accelerator.process_index
+        return torch.Generator(self.accelerator.device).manual_seed(seed)
 
     # -- the run -------------------------------------------------------------------------------------------
     def _log_path(self) -> Path:
@@ -288,29 +366,86 @@ class DreamBoothTrainer:
             writer.writerow(["step", "loss"])
             writer.writerows(losses)
 
-    def _save_checkpoint(self, step: int) -> None:
-        """Write ``checkpoints/checkpoint-<step>`` atomically: every process saves into one staging folder,
-        then the main process renames it into place and drops checkpoints beyond the limit."""
-        accelerator = self.accelerator
-        folder = self.output_dir / "checkpoints"
-        target = folder / f"checkpoint-{step}"
-        staging = folder / f".checkpoint-{step}.partial"
-        if accelerator.is_main_process:
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(staging))
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(staging, target)
-            limit = self.config.checkpoints_total_limit
-            if limit:
-                found = sorted((int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*"))
-                for _, old in found[:-limit]:
-                    shutil.rmtree(old, ignore_errors=True)
-        accelerator.wait_for_everyone()
+    def _run_settings(self) -> dict[str, Any]:
+        """The settings a checkpoint records and a resume must match (see ``checkpoints.MUST_MATCH``)."""
+        config = self.config
+        return {"use_lora": config.use_lora, "lora_rank": config.lora_rank if config.use_lora else None,
+                "lora_target_modules": list(config.lora_target_modules) if config.use_lora else [],
+                "train_text_encoder": config.train_text_encoder, "model": config.model,
+                "resolution": config.resolution, "seed": config.seed}
+
+    def _stop_if_diverged(self, finite: bool, what: str, step: int) -> None:
+        """Stop every process together when ``finite`` is false on any of them."""
+        flags = self.accelerator.gather(torch.tensor([finite], device=self.accelerator.device))
+        if bool(flags.all()):
+            return
+        kept = ckpt.latest_checkpoint(self.output_dir)
+        where = (f"the last good checkpoint, {kept[1]}, is kept and a new run resumes from it" if kept
+                 else "no checkpoint had been written yet")
+        raise TrainingDiverged(
+            f"The {what} became non-finite (NaN or inf) at step {step}; training stopped without saving it: "
+            f"{where}. Lower learning_rate (now {self.config.effective_learning_rate:g}) and run again.")
+
+    def _save_checkpoint(self, step: int, data_order: dict[str, int]) -> None:
+        """Write ``checkpoints/checkpoint-<step>`` (only finite weights), then drop checkpoints beyond the limit."""
+        finite = all(bool(torch.isfinite(p).all()) for p in self.trainable_parameters())
+        self._stop_if_diverged(finite, "trained weights", step)
+        target = ckpt.checkpoint_folder(self.output_dir) / f"checkpoint-{step}"
+        with ckpt.staged_checkpoint(self.accelerator, target) as staging:
+            self.accelerator.save_state(str(staging))
+            if self.accelerator.is_main_process:
+                ckpt.write_run_state(staging, {"step": step, "data_order": data_order,
+                                               "dataset_size": len(self.dataset), "settings": self._run_settings()})
+        if self.accelerator.is_main_process:
+            ckpt.prune_checkpoints(self.output_dir, self.config.checkpoints_total_limit)
+        self.accelerator.wait_for_everyone()
+
+    def _resume(self) -> dict[str, Any] | None:
+        """Load the newest usable checkpoint and return its run state (``None``: nothing to resume).
+
+        Foreign folders are skipped; an unreadable checkpoint is reported and the one before it tried.
+
+        Raises:
+            CheckpointError: a checkpoint was made with conflicting settings, or none of ours is readable.
+        """
+        unreadable = []
+        for _step, folder in reversed(ckpt.list_checkpoints(self.output_dir)):
+            try:
+                state = ckpt.read_run_state(folder)
+            except ckpt.UnreadableCheckpoint as err:
+                if not (folder / ckpt.STATE_FILE).exists():
+                    logger.warning("Ignoring %s: %s.", folder, err)
+                    continue
+                state = None
+                problem = str(err)
+            if state is not None:
+                conflicts = ckpt.settings_conflicts(state.get("settings", {}), self._run_settings())
+                if conflicts:
+                    raise ckpt.CheckpointError(
+                        f"Cannot resume from {folder}: {'; '.join(conflicts)}. Run again with the checkpoint's "
+                        "settings, or start fresh with another output_dir (or resume=False / --no_resume, which "
+                        "replaces these checkpoints).")
+                try:
+                    self.accelerator.load_state(str(folder))
+                    self._check_data_order(state, folder)
+                    if unreadable:
+                        logger.warning("Resuming from %s instead.", folder.name)
+                    return state
+                except Exception as err:  # noqa: BLE001 - safetensors, torch.load, pickle: any of them means unusable
+                    problem = f"{type(err).__name__}: {err}"
+            unreadable.append(folder)
+            logger.warning("Checkpoint %s cannot be read (%s); trying the previous one.", folder, problem)
+        if unreadable:
+            raise ckpt.CheckpointError(
+                f"No readable checkpoint in {ckpt.checkpoint_folder(self.output_dir)} ({len(unreadable)} unreadable). "
+                "Start fresh with resume=False (--no_resume), or remove the broken folders.")
+        return None
+
+    def _check_data_order(self, state: dict[str, Any], folder: Path) -> None:
+        if state.get("dataset_size") != len(self.dataset):
+            logger.warning("%s was trained on %s instance images, this run has %s: the data order after the "
+                           "resume differs from an uninterrupted run's.", folder.name, state.get("dataset_size"),
+                           len(self.dataset))
 
     def _validate(self, step: int) -> list[Path]:
         paths = []
@@ -326,69 +461,74 @@ class DreamBoothTrainer:
     def _weights_dir(self) -> Path:
         return self.output_dir / ("lora" if self.config.use_lora else "pipeline")
 
-    def _save_weights(self) -> Path:
-        from diffusers import StableDiffusionPipeline
-        from diffusers.utils import convert_state_dict_to_diffusers
-        from peft.utils import get_peft_model_state_dict
+    def _save_weights(self) -> tuple[Path, Path | None]:
+        """Write the final weights: the LoRA folder and its kohya file, or the whole pipeline folder."""
+        from nbhelpers.atomic import atomic_folder
+        from nbhelpers.models.tiny import tiny_requested
 
-        unet = self.accelerator.unwrap_model(self.unet)
-        if self.config.use_lora:
-            unet_layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-            text_layers = None
-            if self.config.train_text_encoder:
-                text_layers = convert_state_dict_to_diffusers(
-                    get_peft_model_state_dict(self.accelerator.unwrap_model(self.text_encoder)))
-            with atomic_folder(self._weights_dir()) as staging:
-                StableDiffusionPipeline.save_lora_weights(
-                    staging, unet_lora_layers=unet_layers, text_encoder_lora_layers=text_layers
-                )
-            return self._weights_dir()
-        self.pipe.unet = unet
-        if self.config.train_text_encoder:
-            self.pipe.text_encoder = self.accelerator.unwrap_model(self.text_encoder)
-        with atomic_folder(self._weights_dir()) as staging:
+        unwrap = self.accelerator.unwrap_model
+        config = self.config
+        if config.use_lora:
+            layers = peft_state_dicts(unwrap(self.unet),
+                                      unwrap(self.text_encoder) if config.train_text_encoder else None)
+            save_diffusers_lora(self._weights_dir(), layers)
+            kohya = None
+            if config.export_kohya:
+                kohya = save_kohya_lora(self.output_dir / KOHYA_FILE, layers, alpha=config.lora_rank,
+                                        rank=config.lora_rank, base_model=config.model,
+                                        tiny=tiny_requested(config.tiny))
+            return self._weights_dir(), kohya
+        self.pipe.unet = unwrap(self.unet)
+        if config.train_text_encoder:
+            self.pipe.text_encoder = unwrap(self.text_encoder)
+        with self._text_encoder_on_device(), atomic_folder(self._weights_dir()) as staging:
             self.pipe.save_pretrained(staging)
-        return self._weights_dir()
+        return self._weights_dir(), None
 
     def train(self, progress: bool = True) -> TrainingResult:
-        """Train to ``max_train_steps`` (resuming from the newest checkpoint when ``config.resume``).
+        """Train to ``max_train_steps`` (resuming from the newest readable checkpoint when ``config.resume``).
 
         Under ``accelerate launch`` with several processes every process trains on its share of the data; the
         main process alone writes the log, validation images and weights, and logs the loss averaged over
         processes (and over the micro-batches of gradient accumulation).
+
+        Raises:
+            TrainingDiverged: the loss or the weights became NaN/inf (the last good checkpoint is kept).
+            CheckpointError: see :meth:`_resume`.
         """
         from tqdm.auto import tqdm
 
         config = self.config
         accelerator = self.accelerator
         main = accelerator.is_main_process
-        start_step = 0
-        checkpoint = latest_checkpoint(self.output_dir) if config.resume else None
-        if checkpoint is not None:
-            start_step, folder = checkpoint
-            accelerator.load_state(str(folder))
+        if main:
+            ckpt.tidy_after_crash(self.output_dir)  # staging folders of a run killed while saving
+        accelerator.wait_for_everyone()
+        state = self._resume() if config.resume else None
+        start_step = state["step"] if state else 0
+        order = state["data_order"] if state else {"epoch": 0, "batch": 0, "micro_step": 0}
         losses = self._read_log(start_step)
         if main:
-            for stale in (self.output_dir / "checkpoints").glob(".checkpoint-*.partial"):
-                shutil.rmtree(stale, ignore_errors=True)  # a run killed while saving a checkpoint
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.output_dir / "config.json", config.to_dict())
+            write_json_atomic(self.output_dir / "config.json", config.to_dict() | {"memory_plan": self.plan.as_dict()})
             self._write_log(losses)
         validation_images: list[Path] = []
-        step = start_step
+        step, epoch, skip, micro_step = start_step, order["epoch"], order["batch"], order["micro_step"]
         self.unet.train()
         bar = tqdm(total=config.max_train_steps, initial=step, desc="DreamBooth", disable=not (progress and main))
-        torch.manual_seed(config.seed + step)
-        epochs = math.ceil(max(1, config.max_train_steps - step) * config.gradient_accumulation_steps
-                           / max(1, len(self.dataloader))) + 1
         micro_losses: list[torch.Tensor] = []
-        for _ in range(epochs):
-            for batch in self.dataloader:
+        while step < config.max_train_steps:
+            self.dataloader.set_epoch(epoch)
+            for index, batch in enumerate(self.dataloader):
+                if index < skip:  # already trained on before the resume: same order, same position
+                    continue
                 if step >= config.max_train_steps:
                     break
                 with accelerator.accumulate(self.unet):
-                    loss = self.compute_loss(batch)
+                    loss = self.compute_loss(batch, generator=self._step_generator(micro_step))
+                    self._stop_if_diverged(bool(torch.isfinite(loss.detach())), "loss", step + 1)
                     self.optimizer_step(loss)
+                micro_step += 1
                 micro_losses.append(loss.detach())
                 if not accelerator.sync_gradients:
                     continue
@@ -402,15 +542,18 @@ class DreamBoothTrainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{step_loss:.4f}")
                 if step % config.checkpointing_steps == 0 or step == config.max_train_steps:
-                    self._save_checkpoint(step)
+                    self._save_checkpoint(step, {"epoch": epoch, "batch": index + 1, "micro_step": micro_step})
                 due = step % config.validation_steps == 0 or step == config.max_train_steps
                 if config.validation_prompts and due and main:
                     validation_images += self._validate(step)
+            skip = 0
+            epoch += 1
         bar.close()
         accelerator.wait_for_everyone()
-        weights_dir = self._save_weights() if main else self._weights_dir()
+        weights_dir, kohya = self._save_weights() if main else (self._weights_dir(), None)
         accelerator.wait_for_everyone()
-        return TrainingResult(self.output_dir, weights_dir, step, start_step, losses, validation_images)
+        return TrainingResult(self.output_dir, weights_dir, step, start_step, losses, validation_images, kohya,
+                              self.plan)
 
 
 def train_dreambooth(config: DreamBoothConfig, pipe: Any = None, progress: bool = True) -> TrainingResult:
@@ -419,64 +562,31 @@ def train_dreambooth(config: DreamBoothConfig, pipe: Any = None, progress: bool 
 
 
 def _run_dreambooth(args: argparse.Namespace) -> int:
-    config = DreamBoothConfig(
-        instance_data_dir=args.instance_dir, output_dir=args.output_dir, model=args.model,
-        tiny=True if args.tiny else None, instance_prompt=args.instance_prompt, identifier=args.identifier,
-        with_prior_preservation=args.prior, class_prompt=args.class_prompt, num_class_images=args.num_class_images,
-        resolution=args.resolution, use_lora=not args.full, lora_rank=args.rank, learning_rate=args.learning_rate,
-        max_train_steps=args.steps, train_batch_size=args.batch_size, train_text_encoder=args.train_text_encoder,
-        gradient_checkpointing=args.gradient_checkpointing, use_8bit_adam=args.use_8bit_adam,
-        mixed_precision=args.mixed_precision, seed=args.seed, validation_prompts=args.validation_prompt or [],
-        validation_steps=args.validation_steps, checkpointing_steps=args.checkpointing_steps,
-        resume=not args.no_resume, class_data_dir=args.class_dir, prior_loss_weight=args.prior_loss_weight,
-        center_crop=not args.no_center_crop, random_flip=args.random_flip,
-        lora_target_modules=tuple(args.lora_target_modules), gradient_accumulation_steps=args.gradient_accumulation,
-        validation_inference_steps=args.validation_inference_steps,
-        checkpoints_total_limit=args.checkpoints_total_limit or None,
-    )
-    result = train_dreambooth(config)
     from accelerate.state import PartialState
 
+    from nbhelpers.cli import CommandError
+
+    values = {item.name: getattr(args, item.name) for item in dataclasses.fields(DreamBoothConfig)}
+    try:
+        result = train_dreambooth(DreamBoothConfig(**values))
+    except TrainingDiverged as err:
+        raise CommandError(str(err)) from None
     if PartialState().is_main_process:
+        kohya = f"; A1111/ComfyUI file {result.kohya_file}" if result.kohya_file else ""
         print(f"Trained to step {result.global_step} (resumed from {result.resumed_from}); "
-              f"weights in {result.weights_dir}")
+              f"weights in {result.weights_dir}{kohya}")
     return 0
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``nbhelpers dreambooth``."""
-    p = subparsers.add_parser("dreambooth", help="Fine-tune SD on a few photos of a subject (LoRA or full).")
-    p.add_argument("--instance-dir", required=True, help="Folder of 3-10 subject photos.")
-    p.add_argument("--output-dir", required=True)
-    p.add_argument("--model", default="sd-v1-4")
-    p.add_argument("--tiny", action="store_true", help="Offline tiny base model (random weights).")
-    p.add_argument("--instance-prompt", default="a photo of sks dog")
-    p.add_argument("--identifier", default="sks")
-    p.add_argument("--prior", action="store_true", help="Prior preservation with generated class images.")
-    p.add_argument("--class-prompt", default=None)
-    p.add_argument("--num-class-images", type=int, default=100)
-    p.add_argument("--class-dir", default=None, help="Cache of class images (default OUTPUT_DIR/class_images).")
-    p.add_argument("--prior-loss-weight", type=float, default=1.0)
-    p.add_argument("--resolution", type=int, default=512)
-    p.add_argument("--full", action="store_true", help="Fine-tune the whole UNet instead of LoRA.")
-    p.add_argument("--rank", type=int, default=4, help="LoRA rank.")
-    p.add_argument("--lora-target-modules", nargs="+", default=["to_q", "to_k", "to_v", "to_out.0"],
-                   metavar="MODULE", help="UNet projections LoRA adapts.")
-    p.add_argument("--no-center-crop", action="store_true", help="Random crop instead of the centre.")
-    p.add_argument("--random-flip", action="store_true", help="Flip images left-right at random.")
-    p.add_argument("--learning-rate", type=float, default=None)
-    p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--gradient-accumulation", type=int, default=1, metavar="STEPS")
-    p.add_argument("--train-text-encoder", action="store_true")
-    p.add_argument("--gradient-checkpointing", action="store_true")
-    p.add_argument("--use-8bit-adam", action="store_true")
-    p.add_argument("--mixed-precision", default="no", choices=("no", "fp16", "bf16"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--validation-prompt", action="append", help="Repeat for several prompts.")
-    p.add_argument("--validation-steps", type=int, default=100)
-    p.add_argument("--validation-inference-steps", type=int, default=None)
-    p.add_argument("--checkpointing-steps", type=int, default=100)
-    p.add_argument("--checkpoints-total-limit", type=int, default=2, help="Checkpoints to keep (0: all).")
-    p.add_argument("--no-resume", action="store_true", help="Start from scratch even if checkpoints exist.")
-    p.set_defaults(handler=_run_dreambooth)
+    """Register ``nbhelpers dreambooth``: one flag per :class:`DreamBoothConfig` field, built by
+    ``transformers.HfArgumentParser`` (flag = field name, also with dashes; help from the field's metadata)."""
+    from transformers import HfArgumentParser
+
+    fields = HfArgumentParser(DreamBoothConfig, add_help=False)
+    parser = subparsers.add_parser(
+        "dreambooth", parents=[fields], help="Fine-tune SD on a few photos of a subject (LoRA or full).",
+        description="DreamBooth fine-tuning (LoRA by default). Flags are the fields of "
+                    "nbhelpers.dreambooth.DreamBoothConfig.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.set_defaults(handler=_run_dreambooth)
