@@ -33,23 +33,28 @@ class CommandError(Exception):
 def add_dataclass_command(
     subparsers: argparse._SubParsersAction,
     name: str,
-    settings_cls: type,
+    settings_classes: type | tuple[type, ...],
     handler: Callable[[argparse.Namespace], int],
     *,
     help: str,
+    description: str | None = None,
+    **parser_kwargs: Any,
 ) -> argparse.ArgumentParser:
-    """Register sub-command ``name`` with one flag per field of the dataclass ``settings_cls``.
+    """Register sub-command ``name`` with one flag per field of the dataclass(es) ``settings_classes``.
 
     ``transformers.HfArgumentParser`` writes the flags: names equal field names, as in diffusers' training
     scripts (``--batch_sizes``; ``--batch-sizes`` is accepted too), types, choices and defaults come from the
     field, and ``--help`` shows each field's ``metadata["help"]``, so all of it is written once, in the
-    dataclass. Turn the parsed arguments back into settings with :func:`settings_from_args`.
+    dataclass. Turn the parsed arguments back into settings with :func:`settings_from_args`. Returns the
+    sub-command's parser, for extra arguments (``parser_kwargs`` go to ``add_parser``, e.g. ``allow_abbrev``).
     """
     from transformers import HfArgumentParser
 
-    fields = HfArgumentParser(settings_cls, add_help=False)
+    classes = settings_classes if isinstance(settings_classes, tuple) else (settings_classes,)
+    fields = HfArgumentParser(classes, add_help=False)
     command = subparsers.add_parser(
-        name, parents=[fields], help=help, description=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        name, parents=[fields], help=help, description=description or help,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter, **parser_kwargs,
     )
     command.set_defaults(handler=handler)
     return command

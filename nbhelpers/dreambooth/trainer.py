@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import logging
 import os
 from collections.abc import Iterator
@@ -564,11 +563,10 @@ def train_dreambooth(config: DreamBoothConfig, pipe: Any = None, progress: bool 
 def _run_dreambooth(args: argparse.Namespace) -> int:
     from accelerate.state import PartialState
 
-    from nbhelpers.cli import CommandError
+    from nbhelpers.cli import CommandError, settings_from_args
 
-    values = {item.name: getattr(args, item.name) for item in dataclasses.fields(DreamBoothConfig)}
     try:
-        result = train_dreambooth(DreamBoothConfig(**values))
+        result = train_dreambooth(settings_from_args(DreamBoothConfig, args))
     except TrainingDiverged as err:
         raise CommandError(str(err)) from None
     if PartialState().is_main_process:
@@ -579,14 +577,12 @@ def _run_dreambooth(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``nbhelpers dreambooth``: one flag per :class:`DreamBoothConfig` field, built by
-    ``transformers.HfArgumentParser`` (flag = field name, also with dashes; help from the field's metadata)."""
-    from transformers import HfArgumentParser
+    """Register ``nbhelpers dreambooth``: one flag per :class:`DreamBoothConfig` field."""
+    from nbhelpers.cli import add_dataclass_command
 
-    fields = HfArgumentParser(DreamBoothConfig, add_help=False)
-    parser = subparsers.add_parser(
-        "dreambooth", parents=[fields], help="Fine-tune SD on a few photos of a subject (LoRA or full).",
+    add_dataclass_command(
+        subparsers, "dreambooth", DreamBoothConfig, _run_dreambooth,
+        help="Fine-tune SD on a few photos of a subject (LoRA or full).",
         description="DreamBooth fine-tuning (LoRA by default). Flags are the fields of "
                     "nbhelpers.dreambooth.DreamBoothConfig.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.set_defaults(handler=_run_dreambooth)
+    )

@@ -153,17 +153,10 @@ def serve(args: ServeArguments, limits: GatewayLimits | None = None) -> int:
 # --- the command line ----------------------------------------------------------------------------------------
 
 
-def _argument_parser() -> argparse.ArgumentParser:
-    from transformers import HfArgumentParser
-
-    return HfArgumentParser((ServeArguments, GatewayLimits), add_help=False)
-
-
 def _run_serve(args: argparse.Namespace) -> int:
-    values = vars(args)
-    serve_args = ServeArguments(**{f.name: values[f.name] for f in dataclasses.fields(ServeArguments)})
-    limits = GatewayLimits(**{f.name: values[f.name] for f in dataclasses.fields(GatewayLimits)})
-    return serve(serve_args, limits)
+    from nbhelpers.cli import settings_from_args
+
+    return serve(settings_from_args(ServeArguments, args), settings_from_args(GatewayLimits, args))
 
 
 class _RefuseKeyInArgv(argparse.Action):
@@ -176,8 +169,10 @@ class _RefuseKeyInArgv(argparse.Action):
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``nbhelpers serve`` (its flags come from the dataclasses' fields, see the module docstring)."""
-    serve_parser = subparsers.add_parser(
-        "serve", parents=[_argument_parser()], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    from nbhelpers.cli import add_dataclass_command
+
+    serve_parser = add_dataclass_command(
+        subparsers, "serve", (ServeArguments, GatewayLimits), _run_serve,
         allow_abbrev=False,  # else --api-key would silently mean --api-key-file
         help="Serve the online endpoint contract locally, answering like an Azure ML managed endpoint.",
         description="The online scoring script (azmlinfsrv) behind a loopback gateway that answers like an Azure ML "
@@ -186,7 +181,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                               default=argparse.SUPPRESS,
                               help="Old spelling of --max_concurrent_requests_per_instance.")
     serve_parser.add_argument("--api-key", "--api_key", action=_RefuseKeyInArgv, help=argparse.SUPPRESS)
-    serve_parser.set_defaults(handler=_run_serve)
 
 
 # --- from Python: a server in a subprocess ---------------------------------------------------------------------
