@@ -10,7 +10,7 @@
 #   `compute_word_heat_map`, `plot_overlay`), on current diffusers, for SD and for DeciDiffusion;
 # - compare the same prompt's word maps from SD v1.5 and DeciDiffusion side by side;
 # - plot every word of a prompt at once, and watch attention settle over the denoising steps;
-# - save maps as arrays and pictures.
+# - trace any image size, and save maps as arrays and pictures.
 #
 # Tracing records only the cross-attention probabilities of the conditional half of the batch, summed on the
 # device as they come, so it costs little on top of generation (see `benchmarks/daam_overhead.py`).
@@ -115,8 +115,10 @@ import gc
 import matplotlib.pyplot as plt
 import torch
 
-from nbhelpers.daam import set_seed, trace
-from nbhelpers.daam.words import WordNotInPromptError
+from nbhelpers.daam import WordCutOffError, WordNotInPromptError, set_seed, trace
+from nbhelpers.daam.heatmap import COLORBAR_LABEL
+from nbhelpers.daam.words import word_token_positions
+from nbhelpers.generation import default_settings
 from nbhelpers.images import show_images
 from nbhelpers.loading import load_pipeline
 from nbhelpers.notebook import show_model_banner
@@ -127,7 +129,13 @@ from nbhelpers.notebook import show_model_banner
 # Inside `with trace(pipe) as tc:` every cross-attention layer reports its attention probabilities; after the
 # call, `tc.compute_global_heat_map()` aggregates them into one map per token at latent resolution (64x64 for a
 # 512 px image). SD v1.5 attends to the text at 64, 32, 16 and 8 latent pixels per side; DeciDiffusion's
-# flexible UNet only at 32, 16 and 8. Following the reference, the coarsest (8x8) maps are left out for both.
+# flexible UNet only at 32, 16 and 8. Following the reference, the coarsest (8x8) maps and the UNet's mid-block
+# are left out by default, so the numbers are those of `daam` 0.2.0; `include_mid_block=True` adds the
+# mid-block, `factors=[...]` picks the resolutions.
+#
+# `set_seed(SEED)` returns `torch.Generator().manual_seed(SEED)`, the CPU generator `generate()` uses in the
+# other notebooks, and each model runs with its published defaults (`default_settings`), so the traced picture
+# is the one `generate(pipe, PROMPT, seed=SEED)` makes, on a GPU as on the CPU.
 
 # %%
 results = {}
@@ -135,9 +143,11 @@ for name in MODELS:
     pipe = load_pipeline(name, tiny=TINY)
     show_model_banner(pipe)
     size = SIZE or (128 if pipe.nbhelpers_info.tiny else 512)
+    settings = {**default_settings(pipe), "height": size, "width": size}
+    if STEPS is not None:
+        settings["num_inference_steps"] = STEPS
     with torch.no_grad(), trace(pipe) as tc:
-        kwargs = {} if STEPS is None else {"num_inference_steps": STEPS}
-        image = pipe(PROMPT, height=size, width=size, generator=set_seed(SEED), **kwargs).images[0]
+        image = pipe(PROMPT, generator=set_seed(SEED), **settings).images[0]
         global_map = tc.compute_global_heat_map()
         ranges = [list(r) for r in torch.arange(tc.num_steps).tensor_split(STEP_RANGES)]
         by_range = [tc.compute_global_heat_map(steps=[int(s) for s in r]) for r in ranges]
@@ -150,18 +160,22 @@ show_images([r["image"] for r in results.values()], [r["label"] for r in results
 
 # %% [markdown]
 # ## 2. The same words, both models, side by side
+#
+# Each overlay is the word's map, upsampled to the image and min-max normalised (red: where the word attended
+# most), under the image, which fades where attention is high.
 
 # %%
-fig, axes = plt.subplots(len(results), len(WORDS) + 1, figsize=(3 * (len(WORDS) + 1), 3 * len(results)),
-                         squeeze=False)
+fig, axes = plt.subplots(len(results), len(WORDS) + 1, figsize=(3 * (len(WORDS) + 1) + 1, 3 * len(results)),
+                         squeeze=False, layout="constrained")
 for row, (name, result) in zip(axes, results.items(), strict=True):
     row[0].imshow(result["image"])
-    row[0].set_title(name)
+    row[0].set_title(result["label"], fontsize=9)
     row[0].set_axis_off()
     for ax, word in zip(row[1:], WORDS, strict=True):
         result["map"].compute_word_heat_map(word).plot_overlay(result["image"], ax=ax)
         ax.set_title(f"{name}: {word}")
-fig.tight_layout()
+fig.colorbar(axes[0, 1].images[0], ax=axes, shrink=0.8, label=COLORBAR_LABEL)
+fig.suptitle(f"Word heat maps: {', '.join(r['label'] for r in results.values())}")
 plt.show()
 
 # %% [markdown]
@@ -173,7 +187,7 @@ plt.show()
 # %%
 last = results[MODELS[-1]]
 print([(w.text, w.token_positions) for w in last["map"].words()])
-last["map"].plot_word_grid(last["image"], cols=5)
+last["map"].plot_word_grid(last["image"], cols=5, title=f"Every word: {last['label']}")
 plt.show()
 
 # %% [markdown]
@@ -183,16 +197,49 @@ plt.show()
 
 # %%
 word = WORDS[0]
-fig, axes = plt.subplots(len(results), STEP_RANGES, figsize=(3 * STEP_RANGES, 3 * len(results)), squeeze=False)
+fig, axes = plt.subplots(len(results), STEP_RANGES, figsize=(3 * STEP_RANGES + 1, 3 * len(results)),
+                         squeeze=False, layout="constrained")
 for row, (name, result) in zip(axes, results.items(), strict=True):
     for ax, heat_map, steps in zip(row, result["by_range"], result["ranges"], strict=True):
         heat_map.compute_word_heat_map(word).plot_overlay(result["image"], ax=ax)
-        ax.set_title(f"{name}: '{word}', steps {steps[0]}-{steps[-1]}")
-fig.tight_layout()
+        ax.set_title(f"{name}: '{word}', steps {steps[0]}-{steps[-1]}", fontsize=9)
+fig.colorbar(axes[0, 0].images[0], ax=axes, shrink=0.8, label=COLORBAR_LABEL)
+fig.suptitle(f"'{word}' over the denoising steps: {', '.join(r['label'] for r in results.values())}")
 plt.show()
 
 # %% [markdown]
-# ## 5. Save the maps, and what happens with a word that is not in the prompt
+# ## 5. Any image size
+#
+# Each map's height and width are read from the layer that made it (the feature map entering its
+# transformer), and its factor is exact: at a latent side that is not a multiple of 8 the UNet rounds up when
+# it halves (65 -> 33 -> 17 -> 9), and the maps are placed cell for cell on the latent. So every size the
+# pipeline accepts can be traced: SD takes multiples of 8 px, DeciDiffusion's UNet multiples of 64 px.
+
+# %%
+pipe = load_pipeline(MODELS[0], tiny=TINY)
+height, width = (72, 136) if pipe.nbhelpers_info.tiny else (520, 648)
+settings = {**default_settings(pipe), "height": height, "width": width}
+if STEPS is not None:
+    settings["num_inference_steps"] = STEPS
+with torch.no_grad(), trace(pipe) as tc:
+    image = pipe(PROMPT, generator=set_seed(SEED), **settings).images[0]
+    odd_map = tc.compute_global_heat_map()
+for index, (h, w) in sorted(tc.layer_sizes.items()):
+    print(f"{tc.layer_names[index]:55s} {h:3d} x {w:3d}  factor {tc.layer_factors[index]}")
+print("latent", tc.latent_size, "-> word map", tuple(odd_map.compute_word_heat_map(WORDS[0]).value.shape))
+fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+odd_map.compute_word_heat_map(WORDS[0]).plot_overlay(image, ax=ax, colorbar=True)
+ax.set_title(f"'{WORDS[0]}' at {height}x{width} px\n{pipe.nbhelpers_info.label}", fontsize=10)
+plt.show()
+del pipe
+_ = gc.collect()
+
+# %% [markdown]
+# ## 6. Save the maps, and words that have no map
+#
+# A word that is not in the prompt raises `WordNotInPromptError`, listing the prompt's words. The text encoder
+# reads 77 tokens (start, 75 prompt tokens, end) and the pipeline cuts longer prompts: a word past the cut has
+# no map and raises `WordCutOffError` (a kind of `WordNotInPromptError`).
 
 # %%
 for name, result in results.items():
@@ -202,3 +249,8 @@ try:
     last["map"].compute_word_heat_map("giraffe")
 except WordNotInPromptError as err:
     print("WordNotInPromptError:", err)
+long_prompt = PROMPT + ", " + ", ".join(["highly detailed"] * 40) + ", giraffe"  # 135 tokens: 'giraffe' is past the cut
+try:
+    word_token_positions(last["map"].tokenizer, long_prompt, "giraffe")  # what compute_word_heat_map looks up
+except WordCutOffError as err:
+    print("WordCutOffError:", err)

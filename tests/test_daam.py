@@ -1,13 +1,16 @@
-"""DAAM heat maps on the tiny SD and DeciDiffusion pipelines, and agreement with the reference daam 0.2.0."""
+"""DAAM heat maps on the tiny SD and DeciDiffusion pipelines: API, words, batches, saving, seeds, long prompts.
+
+Sizes: tests/test_daam_sizes.py; agreement with the reference daam 0.2.0: tests/test_daam_reference.py.
+"""
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from nbhelpers.daam import GlobalHeatMap, set_seed, trace
+from nbhelpers.daam import GlobalHeatMap, WordCutOffError, set_seed, trace
+from nbhelpers.daam.heatmap import COLORBAR_LABEL
 from nbhelpers.daam.words import WordNotInPromptError, prompt_words, word_token_positions
-from nbhelpers.loading import load_pipeline
 
 PROMPT = "A big owl with bright shinning eyes"
 
@@ -107,10 +110,16 @@ def test_maps_and_overlays_are_saved(tiny_deci, tmp_path):
                                              "02-fox.png"]
     np.testing.assert_allclose(np.load(tmp_path / "maps" / "02-fox.npy"), heat.compute_word_heat_map("fox").value)
     assert Image.open(tmp_path / "maps" / "02-fox.png").size == out.images[0].size
-    figure = heat.plot_word_grid(out.images[0])
-    assert len([ax for ax in figure.axes if ax.get_title()]) == 3
-    heat.compute_word_heat_map("fox").plot_overlay(out.images[0], out_file=tmp_path / "fox-overlay.png")
-    assert (tmp_path / "fox-overlay.png").stat().st_size > 0
+    figure = heat.plot_word_grid(out.images[0], title="a red fox (tiny, random weights)")
+    assert [ax.get_title() for ax in figure.axes if ax.get_title()] == ["a", "red", "fox"]
+    assert figure.get_suptitle() == "a red fox (tiny, random weights)"
+    assert [ax.get_ylabel() for ax in figure.axes if ax.get_ylabel()] == [COLORBAR_LABEL]  # one shared colour bar
+    ax = heat.compute_word_heat_map("fox").plot_overlay(
+        out.images[0], out_file=tmp_path / "fox-overlay.png", colorbar=True
+    )
+    assert [a.get_ylabel() for a in ax.figure.axes] == ["", COLORBAR_LABEL]
+    assert Image.open(tmp_path / "fox-overlay.png").size[0] > 0
+    assert not list(tmp_path.glob(".*.tmp"))  # written through atomic_open: no temporary file left
 
 
 def test_no_recording_is_a_clear_error(tiny_sd):
@@ -118,27 +127,35 @@ def test_no_recording_is_a_clear_error(tiny_sd):
         tc.compute_global_heat_map()
 
 
-def test_same_numbers_as_daam_0_2_0():
-    daam = pytest.importorskip("daam", reason="the reference daam 0.2.0 is installed with --no-deps in .ci/run")
-    from nbhelpers import daam as ours
+def test_set_seed_gives_the_cpu_generator_every_notebook_uses(monkeypatch):
+    """``set_seed`` returns ``torch.Generator().manual_seed(seed)``, as ``generate()`` uses, even with a GPU
+    present (the reference returned a CUDA generator there, so the same seed gave another image)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: None)
+    generator = set_seed(7)
+    assert generator.device.type == "cpu"
+    assert torch.equal(generator.get_state(), torch.Generator().manual_seed(7).get_state())
+    expected = torch.randn(4, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(torch.randn(4, generator=set_seed(7)), expected)
 
-    # daam derives the latent size from the UNet config (64 -> 512 px, the only size it handles at factor 1).
-    pipe = load_pipeline("sd-v1-5", tiny=True, device="cpu", progress=False)
-    pipe.unet.register_to_config(sample_size=64)
-    prompt = "a dog and a cat next to a dog"
-    settings = {"num_inference_steps": 2, "height": 512, "width": 512}
-    with torch.no_grad():
-        with daam.trace(pipe) as tc:
-            pipe(prompt, generator=daam.set_seed(0), **settings)
-            reference = [tc.compute_global_heat_map(), tc.compute_global_heat_map(normalize=True),
-                         tc.compute_global_heat_map(head_idx=1, layer_idx=3)]
-            reference_word = reference[0].compute_word_heat_map("dog").heatmap
-        with ours.trace(pipe) as tc:
-            pipe(prompt, generator=ours.set_seed(0), **settings)
-            mine = [tc.compute_global_heat_map(), tc.compute_global_heat_map(normalize=True),
-                    tc.compute_global_heat_map(head_idx=1, layer_idx=3)]
-            mine_word = mine[0].compute_word_heat_map("dog").value
-    for ref, got in zip(reference, mine, strict=True):
-        assert ref.heat_maps.shape == got.heat_maps.shape == (11, 64, 64)
-        torch.testing.assert_close(got.heat_maps, ref.heat_maps, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(mine_word, reference_word, rtol=1e-5, atol=1e-6)
+
+def test_words_past_the_token_limit_are_a_clear_error(tiny_sd):
+    """CLIP reads a start token, 75 prompt tokens and an end token; the pipeline cuts the rest."""
+    prompt = " ".join(["big"] * 73 + ["owl", "cat", "dog", "shinning", "fox"])  # owl 74, cat 75, dog 76: cut
+    with torch.no_grad(), trace(tiny_sd) as tc:
+        tiny_sd(prompt, height=64, width=64, num_inference_steps=1, output_type="latent")
+        heat = tc.compute_global_heat_map()
+    assert heat.heat_maps.shape[0] == 77  # start + the 75 tokens read + end
+    assert heat.compute_word_heat_map("cat").value.shape == (8, 8)
+    torch.testing.assert_close(heat.compute_word_heat_map("cat").value, heat.heat_maps[75])
+    for word in ("dog", "fox", "shinning"):
+        with pytest.raises(WordCutOffError, match=f"No heat map for '{word}': it comes after the first 75 tokens"):
+            heat.compute_word_heat_map(word)
+    with pytest.raises(WordNotInPromptError, match="occurrence"):
+        heat.compute_word_heat_map("big", occurrence=80)
+    with pytest.raises(WordCutOffError, match="word_idx=76"):
+        heat.compute_word_heat_map("dog", word_idx=76)
+    assert [w.text for w in heat.words()][-3:] == ["big", "owl", "cat"]  # the words that have maps
+    # a word that appears before and after the cut uses the occurrence the model read
+    repeated = GlobalHeatMap(tiny_sd.tokenizer, " ".join(["owl"] + ["big"] * 80 + ["owl"]), heat.heat_maps)
+    torch.testing.assert_close(repeated.compute_word_heat_map("owl").value, heat.heat_maps[1])

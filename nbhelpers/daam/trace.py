@@ -1,7 +1,7 @@
 """DAAM word heat maps: which pixels each prompt word attended to (Tang et al., ACL 2023).
 
 The same API as the reference package ``daam`` 0.2.0, working on current diffusers for SD v1.x, SD 2 and
-DeciDiffusion's flexible UNet::
+DeciDiffusion's flexible UNet, at every height and width the pipeline accepts::
 
     from nbhelpers.daam import set_seed, trace
 
@@ -12,212 +12,64 @@ DeciDiffusion's flexible UNet::
         heat_map.compute_word_heat_map("dog").plot_overlay(out.images[0])
 
 How it works: inside ``trace`` every cross-attention module (``attn2``) gets an attention processor that runs
-the original processor (so fused SDPA kernels still do the real work) and, for the conditional half of the
-classifier-free-guidance batch only, recomputes the small ``softmax(QK^T)`` of shape
-``(heads, H*W, 77)``. Those probabilities are summed over denoising steps on the device, per layer, as they
-come. On exit the original processors are put back, also after an exception.
+the original processor and, for the conditional half of the classifier-free-guidance batch only, recomputes
+the small ``softmax(QK^T)`` of shape ``(heads, h*w, 77)`` (:mod:`~nbhelpers.daam.hooks`). Each map's height
+and width are the spatial shape entering its transformer, recorded by a forward pre-hook, and its factor is
+read off exactly from that shape and the latent's (:mod:`~nbhelpers.daam.alignment`); a map that fits no
+factor is reported as unaligned (a warning and :attr:`trace.unaligned`) and left out. The maps are summed
+over denoising steps on the device, per layer, as they come. On exit the processors and hooks are removed,
+also after an exception.
 
-Aggregation follows the reference: a map of side ``h`` has factor ``latent_side / h``; every kept
-``(factor, layer, head)`` map, summed over steps, is upsampled bicubically to the latent size, clamped at 0
-and averaged. Factor-8 maps (8x8 at 512 px) are left out by default, as in the reference. For SD v1.x at
-512 px this keeps 64x64, 32x32 and 16x16 maps. DeciDiffusion's flexible UNet has no cross-attention at
-64x64 (its attention sits at 32x32, 16x16 and 8x8), so the same rule keeps its 32x32 and 16x16 maps: the
-8x8 maps are too coarse to localise objects, and leaving them out keeps both models on one rule. Pass
-``factors=[2, 4, 8]`` to include them.
+Aggregation (default) equals the reference's: the maps of the down and up blocks, except factor-8 maps (8x8 at
+512 px), each upsampled bicubically onto the latent grid, clamped at 0 and averaged over ``(layer, head)``.
+For SD v1.x at 512 px this keeps the 64x64, 32x32 and 16x16 maps. DeciDiffusion's flexible UNet has no
+cross-attention at 64x64 (its attention sits at 32x32, 16x16 and 8x8), so the same rule keeps its 32x32 and
+16x16 maps: the 8x8 maps are too coarse to localise objects, and leaving them out keeps both models on one
+rule. Pass ``factors=[2, 4, 8]`` to include them. The mid-block's maps are recorded too but, as in the
+reference, used only with ``include_mid_block=True`` (or when ``layer_idx`` names a mid-block layer).
 """
 
 from __future__ import annotations
 
-import math
-import os
 import random
+import warnings
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
-from PIL import Image
 
-from nbhelpers.atomic import atomic_open
-from nbhelpers.daam.words import PromptWord, prompt_words, word_token_positions
+from nbhelpers.daam.alignment import map_factor
+from nbhelpers.daam.heatmap import GlobalHeatMap, aggregate_maps
+from nbhelpers.daam.hooks import (
+    CrossAttentionCapture,
+    CrossAttentionLayer,
+    attention_probabilities,
+    locate_cross_attention,
+)
+from nbhelpers.daam.words import kept_token_count
 
-__all__ = ["GlobalHeatMap", "WordHeatMap", "set_seed", "trace", "DEFAULT_SKIPPED_FACTORS"]
+__all__ = ["DEFAULT_SKIPPED_FACTORS", "set_seed", "trace"]
 
 #: Map factors left out of the global heat map unless asked for (the reference skips 8x8 maps at 512 px).
 DEFAULT_SKIPPED_FACTORS = frozenset({8})
-CONTEXT_SIZE = 77
 
 
 def set_seed(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch, and return a ``torch.Generator`` (on CUDA if available) seeded the same."""
+    """Seed Python, NumPy and torch, and return ``torch.Generator().manual_seed(seed)`` (a CPU generator).
+
+    The generator is on the CPU on every machine, as in :func:`nbhelpers.generation.generate` and the other
+    notebooks, so a traced image is the image ``generate(pipe, prompt, seed=seed)`` makes, and the same on a
+    GPU as on the CPU (diffusers draws the starting noise on the generator's device, then moves it). The
+    reference's ``set_seed`` returned a CUDA generator when a GPU was present.
+    """
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
-    generator = torch.Generator(device="cuda" if torch.cuda.is_available() else "cpu")
-    return generator.manual_seed(seed)
-
-
-def _atomic_write(path: Path, write: Any) -> Path:
-    """Call ``write(file_object)`` on a temporary file next to ``path`` and rename it into place."""
-    with atomic_open(path, "wb") as file:
-        write(file)
-    return path
-
-
-class WordHeatMap:
-    """The heat map of one word: ``value`` is a non-negative ``(latent_h, latent_w)`` tensor (64x64 at 512 px)."""
-
-    def __init__(self, heatmap: torch.Tensor, word: str | None = None, word_idx: int | None = None) -> None:
-        self.heatmap = heatmap
-        self.word = word
-        self.word_idx = word_idx
-
-    @property
-    def value(self) -> torch.Tensor:
-        """The map at latent resolution, ``(latent_h, latent_w)``, float32 on the CPU."""
-        return self.heatmap
-
-    def expand_as(self, image: Image.Image, absolute: bool = False, threshold: float | None = None) -> torch.Tensor:
-        """Upsample bicubically to the image's ``(height, width)``; min-max normalised unless ``absolute``."""
-        width, height = image.size
-        expanded = F.interpolate(self.heatmap[None, None].float(), size=(height, width), mode="bicubic")[0, 0]
-        if not absolute:
-            expanded = (expanded - expanded.min()) / (expanded.max() - expanded.min() + 1e-8)
-        if threshold is not None:
-            expanded = (expanded > threshold).float()
-        return expanded
-
-    def plot_overlay(
-        self,
-        image: Image.Image,
-        out_file: str | os.PathLike[str] | None = None,
-        color_normalize: bool = True,
-        ax: Any = None,
-    ) -> Any:
-        """Draw the map (jet colours) under the image, which fades where attention is high; return the axes."""
-        import matplotlib.pyplot as plt
-
-        if ax is None:
-            _, ax = plt.subplots(figsize=(4, 4))
-        heat = self.expand_as(image)
-        if color_normalize:
-            ax.imshow(heat.numpy(), cmap="jet")
-        else:
-            ax.imshow(heat.clamp(0, 1).numpy(), cmap="jet", vmin=0.0, vmax=1.0)
-        pixels = torch.from_numpy(np.array(image.convert("RGB"))).float() / 255
-        ax.imshow(torch.cat((pixels, (1 - heat).unsqueeze(-1)), dim=-1).numpy())
-        ax.set_axis_off()
-        if self.word is not None:
-            ax.set_title(self.word)
-        if out_file is not None:
-            figure = ax.figure
-            _atomic_write(Path(out_file), lambda f: figure.savefig(f, format="png", bbox_inches="tight"))
-        return ax
-
-    def save(self, stem: str | os.PathLike[str], image: Image.Image | None = None) -> tuple[Path, Path]:
-        """Save ``stem.npy`` (the latent-resolution map) and ``stem.png`` (the normalised map as a jet-coloured
-        picture at the image's size, or at latent size without an image); both written atomically."""
-        from matplotlib import colormaps
-
-        stem = Path(stem)
-        array = self.heatmap.numpy().astype(np.float32)
-        npy = _atomic_write(stem.with_suffix(".npy"), lambda f: np.save(f, array))
-        heat = self.expand_as(image) if image is not None else (self.heatmap - self.heatmap.min()) / (
-            self.heatmap.max() - self.heatmap.min() + 1e-8
-        )
-        rgb = (colormaps["jet"](heat.numpy())[..., :3] * 255).astype(np.uint8)
-        png = _atomic_write(stem.with_suffix(".png"), lambda f: Image.fromarray(rgb).save(f, format="PNG"))
-        return npy, png
-
-
-class GlobalHeatMap:
-    """Heat maps of every token of one prompt: ``heat_maps`` is ``(num_tokens + 2, latent_h, latent_w)``.
-
-    Row 0 is the start token, rows 1..n the prompt's tokens, the last row the first end/padding token.
-    """
-
-    def __init__(self, tokenizer: Any, prompt: str, heat_maps: torch.Tensor) -> None:
-        self.tokenizer = tokenizer
-        self.prompt = prompt
-        self.heat_maps = heat_maps
-
-    def words(self) -> list[PromptWord]:
-        """The prompt's words as CLIP splits them, with their token rows."""
-        return prompt_words(self.tokenizer, self.prompt)
-
-    def compute_word_heat_map(
-        self, word: str, word_idx: int | None = None, offset_idx: int = 0, occurrence: int | None = None
-    ) -> WordHeatMap:
-        """Mean of the maps of ``word``'s tokens (all its occurrences unless ``occurrence`` picks one).
-
-        Raises:
-            WordNotInPromptError: ``word`` is not in the prompt; the message lists the prompt's words.
-        """
-        rows = word_token_positions(self.tokenizer, self.prompt, word, word_idx, offset_idx, occurrence)
-        return WordHeatMap(self.heat_maps[rows].mean(0), word, word_idx)
-
-    def plot_word_grid(
-        self, image: Image.Image, words: Sequence[str] | None = None, cols: int = 4, size: float = 3.0
-    ) -> Any:
-        """One overlay per word (default: every distinct word of the prompt) in a grid; returns the figure."""
-        import matplotlib.pyplot as plt
-
-        chosen = list(dict.fromkeys(words if words is not None else [w.text for w in self.words()]))
-        if not chosen:
-            raise ValueError("The prompt has no words to plot.")
-        cols = min(cols, len(chosen))
-        rows = math.ceil(len(chosen) / cols)
-        figure, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
-        for ax in axes.flat[len(chosen) :]:
-            ax.set_axis_off()
-        for ax, word in zip(axes.flat, chosen, strict=False):
-            self.compute_word_heat_map(word).plot_overlay(image, ax=ax)
-        figure.tight_layout()
-        return figure
-
-    def save_words(self, folder: str | os.PathLike[str], image: Image.Image | None = None) -> list[Path]:
-        """Save every distinct word's map as ``<folder>/<index>-<word>.npy`` and ``.png``; return the paths."""
-        paths: list[Path] = []
-        for index, word in enumerate(dict.fromkeys(w.text for w in self.words())):
-            safe = "".join(c if c.isalnum() else "_" for c in word)
-            paths.extend(self.compute_word_heat_map(word).save(Path(folder) / f"{index:02d}-{safe}", image))
-        return paths
-
-
-class _CrossAttentionCapture:
-    """Attention processor: runs the original processor, then records the conditional cross-attention maps."""
-
-    def __init__(self, original: Any, tracer: trace, layer_idx: int) -> None:
-        self.original = original
-        self.tracer = tracer
-        self.layer_idx = layer_idx
-
-    def __call__(
-        self,
-        attn: Attention,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        *args: Any,
-        **kwargs: Any,
-    ) -> torch.Tensor:
-        output = self.original(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
-        if encoder_hidden_states is not None and encoder_hidden_states.shape[1] == CONTEXT_SIZE:
-            with torch.no_grad():
-                self.tracer._record(self.layer_idx, attn, hidden_states, encoder_hidden_states)
-        return output
-
-
-def _cross_attention_layers(unet: torch.nn.Module) -> list[tuple[str, Attention]]:
-    """The ``attn2`` modules of the UNet in the reference's layer order: up blocks, down blocks, then mid."""
-    found = [(n, m) for n, m in unet.named_modules() if n.endswith("attn2") and isinstance(m, Attention)]
-    order = {"up_blocks": 0, "down_blocks": 1, "mid_block": 2}
-    return sorted(found, key=lambda item: order.get(item[0].split(".")[0], 3))
+    return torch.Generator().manual_seed(seed)
 
 
 class trace:  # noqa: N801 - the reference API's name
@@ -225,21 +77,24 @@ class trace:  # noqa: N801 - the reference API's name
 
     Args:
         pipeline: a diffusers Stable Diffusion-style pipeline (SD v1.x, SD 2, DeciDiffusion).
-        keep_steps: also keep per-step sums (per resolution) for heat maps over step ranges.
+        keep_steps: also keep per-step sums (per factor) for heat maps over step ranges.
 
-    Each pipeline call inside the block starts a fresh recording (like the reference). Batched prompts
-    and ``num_images_per_prompt`` work: pick the image with ``batch_idx``.
+    Each pipeline call inside the block starts a fresh recording (like the reference), and so does a UNet
+    call with a latent of another size. Batched prompts and ``num_images_per_prompt`` work: pick the image
+    with ``batch_idx``. Attention processors set inside the block (``pipe.enable_attention_slicing()``) are
+    wrapped again at the next UNet call and kept on exit.
     """
 
     def __init__(self, pipeline: Any, keep_steps: bool = True) -> None:
         self.pipe = pipeline
         self.keep_steps = keep_steps
-        self.layers = _cross_attention_layers(pipeline.unet)
+        self.layers: list[CrossAttentionLayer] = locate_cross_attention(pipeline.unet)
         if not self.layers:
             raise ValueError(f"{type(pipeline.unet).__name__} has no cross-attention (attn2) modules to trace.")
-        self.layer_names = [name for name, _ in self.layers]
-        self._originals: list[Any] = []
+        self.layer_names = [layer.name for layer in self.layers]
+        self.context_size = int(pipeline.tokenizer.model_max_length)
         self._hooks: list[Any] = []
+        self._original_check_inputs: Any = None
         self._reset([], (0, 0))
 
     # -- recording ---------------------------------------------------------------------------------------
@@ -247,72 +102,94 @@ class trace:  # noqa: N801 - the reference API's name
         self.prompts = prompts
         self.latent_size = latent_size
         self.step = -1
+        #: layer index -> maps summed over steps, ``(batch, heads, 77, h, w)``.
         self.sums: dict[int, torch.Tensor] = {}
+        #: layer index -> ``(h, w)`` of its maps, from the module.
+        self.layer_sizes: dict[int, tuple[int, int]] = {}
+        #: layer index -> exact factor of its maps.
         self.layer_factors: dict[int, int] = {}
-        self.step_sums: dict[int, dict[int, torch.Tensor]] = defaultdict(dict)
+        #: layer name -> why its maps were left out (no spatial shape, or no factor fits it).
+        self.unaligned: dict[str, str] = {}
+        #: step -> (factor, in mid-block) -> maps summed over heads and layers, ``(batch, 77, h, w)``.
+        self.step_sums: dict[int, dict[tuple[int, bool], torch.Tensor]] = defaultdict(dict)
 
     @property
     def last_prompt(self) -> str:
         """The (first) prompt of the last generation."""
         return self.prompts[0] if self.prompts else ""
 
-    def _factor_and_shape(self, tokens: int) -> tuple[int, int, int]:
-        latent_h, latent_w = self.latent_size
-        factor = max(1, round(math.sqrt(latent_h * latent_w / tokens)))
-        height = -(-latent_h // factor)
-        width = tokens // height
-        if height * width != tokens:
-            height = width = math.isqrt(tokens)
-        return factor, height, width
+    def _report_unaligned(self, layer: CrossAttentionLayer, reason: str) -> None:
+        if layer.name not in self.unaligned:
+            self.unaligned[layer.name] = reason
+            warnings.warn(f"DAAM: maps of {layer.name} left out: {reason}", stacklevel=2)
 
     def _record(
-        self, layer_idx: int, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor
+        self,
+        layer: CrossAttentionLayer,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        map_size: tuple[int, int] | None,
     ) -> None:
-        if hidden_states.ndim == 4:
-            batch, channels, h, w = hidden_states.shape
-            hidden_states = hidden_states.view(batch, channels, h * w).transpose(1, 2)
+        tokens = hidden_states.shape[1]
+        if map_size is None or map_size[0] * map_size[1] != tokens:
+            self._report_unaligned(layer, f"{tokens} image tokens, but the transformer's input was {map_size}.")
+            return
+        factor = map_factor(self.latent_size, map_size)
+        if factor is None:
+            latent_h, latent_w = self.latent_size
+            self._report_unaligned(
+                layer, f"a {map_size[0]}x{map_size[1]} map fits no factor of the {latent_h}x{latent_w} latent."
+            )
+            return
         total = hidden_states.shape[0]
         if getattr(self.pipe, "do_classifier_free_guidance", False) and total % 2 == 0:
             hidden_states, encoder_hidden_states = hidden_states[total // 2 :], encoder_hidden_states[total // 2 :]
-        if attn.norm_cross is not None:
-            encoder_hidden_states = attn.norm_cross(encoder_hidden_states)
-        batch, tokens, _ = hidden_states.shape
-        query = attn.to_q(hidden_states).view(batch, tokens, attn.heads, -1).transpose(1, 2)
-        key = attn.to_k(encoder_hidden_states).view(batch, CONTEXT_SIZE, attn.heads, -1).transpose(1, 2)
-        if getattr(attn, "norm_q", None) is not None:
-            query = attn.norm_q(query)
-        if getattr(attn, "norm_k", None) is not None:
-            key = attn.norm_k(key)
-        probs = (torch.matmul(query.float(), key.float().transpose(-1, -2)) * attn.scale).softmax(dim=-1)
-        factor, height, width = self._factor_and_shape(tokens)
-        maps = probs.transpose(-1, -2).reshape(batch, attn.heads, CONTEXT_SIZE, height, width)
-        self.layer_factors[layer_idx] = factor
-        if layer_idx in self.sums:
-            self.sums[layer_idx] += maps
+        probs = attention_probabilities(attn, hidden_states, encoder_hidden_states)
+        batch, heads, _, context = probs.shape
+        maps = probs.transpose(-1, -2).reshape(batch, heads, context, *map_size)
+        index = layer.index
+        self.layer_sizes[index] = map_size
+        self.layer_factors[index] = factor
+        if index in self.sums:
+            self.sums[index] += maps
         else:
-            self.sums[layer_idx] = maps.clone()
+            self.sums[index] = maps.clone()
         if self.keep_steps:
-            per_factor = self.step_sums[self.step]
+            per_key = self.step_sums[self.step]
+            key = (factor, layer.in_mid_block)
             summed = maps.sum(dim=1)
-            per_factor[factor] = per_factor[factor] + summed if factor in per_factor else summed
+            per_key[key] = per_key[key] + summed if key in per_key else summed
 
-    def _on_unet_call(self, *_: Any) -> None:
+    def _wrap_processors(self) -> None:
+        """Put a capture processor on every layer that has none of ours (new, or replaced by the user)."""
+        for layer in self.layers:
+            processor = layer.attention.processor
+            if not (isinstance(processor, CrossAttentionCapture) and processor.callback == self._record):
+                layer.attention.set_processor(CrossAttentionCapture(processor, layer, self._record, self.context_size))
+
+    def _on_unet_call(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        sample = args[0] if args else kwargs["sample"]
+        latent_size = (int(sample.shape[-2]), int(sample.shape[-1]))
+        if latent_size != self.latent_size:  # maps of two latent sizes cannot be summed: a new recording
+            self._reset(self.prompts, latent_size)
         self.step += 1
+        self._wrap_processors()
 
     def _on_check_inputs(self, original: Any) -> Any:
-        def check_inputs(prompt: Any, height: int, width: int, *args: Any, **kwargs: Any) -> Any:
+        def check_inputs(prompt: Any, *args: Any, **kwargs: Any) -> Any:
             prompts = [prompt] if isinstance(prompt, str) else list(prompt) if prompt is not None else [""]
-            scale = getattr(self.pipe, "vae_scale_factor", 8)
-            self._reset(prompts, (height // scale, width // scale))
-            return original(prompt, height, width, *args, **kwargs)
+            self._reset(prompts, (0, 0))
+            return original(prompt, *args, **kwargs)
 
         return check_inputs
 
     def __enter__(self) -> trace:
-        for index, (_, module) in enumerate(self.layers):
-            self._originals.append(module.processor)
-            module.set_processor(_CrossAttentionCapture(module.processor, self, index))
-        self._hooks.append(self.pipe.unet.register_forward_pre_hook(self._on_unet_call))
+        self._wrap_processors()
+        transformers = {id(layer.transformer): layer for layer in self.layers if layer.transformer is not None}
+        for layer in transformers.values():
+            self._hooks.append(layer.transformer.register_forward_pre_hook(layer.input_shape, with_kwargs=True))
+        self._hooks.append(self.pipe.unet.register_forward_pre_hook(self._on_unet_call, with_kwargs=True))
         self._original_check_inputs = self.pipe.__dict__.get("check_inputs")
         self.pipe.check_inputs = self._on_check_inputs(self.pipe.check_inputs)
         return self
@@ -321,10 +198,11 @@ class trace:  # noqa: N801 - the reference API's name
         self.unhook()
 
     def unhook(self) -> None:
-        """Put the original attention processors and pipeline methods back (called on exit)."""
-        for (_, module), original in zip(self.layers, self._originals, strict=False):
-            module.set_processor(original)
-        self._originals.clear()
+        """Remove the capture processors (keeping any processor set inside the block) and hooks (on exit)."""
+        for layer in self.layers:
+            processor = layer.attention.processor
+            if isinstance(processor, CrossAttentionCapture) and processor.callback == self._record:
+                layer.attention.set_processor(processor.original)
         for hook in self._hooks:
             hook.remove()
         self._hooks.clear()
@@ -348,7 +226,14 @@ class trace:  # noqa: N801 - the reference API's name
         if not 0 <= batch_idx < images:
             raise IndexError(f"batch_idx must be in 0..{images - 1}: the last generation made {images} image(s).")
         per_prompt = max(1, images // max(1, len(self.prompts)))
-        return self.prompts[min(batch_idx // per_prompt, len(self.prompts) - 1)]
+        return self.prompts[min(batch_idx // per_prompt, len(self.prompts) - 1)] if self.prompts else ""
+
+    def _uses(self, index: int, wanted: set[int], layer_idx: int | None, include_mid_block: bool) -> bool:
+        if self.layer_factors[index] not in wanted:
+            return False
+        if layer_idx is not None:
+            return index == layer_idx
+        return include_mid_block or not self.layers[index].in_mid_block
 
     def compute_global_heat_map(
         self,
@@ -359,6 +244,7 @@ class trace:  # noqa: N801 - the reference API's name
         normalize: bool = False,
         batch_idx: int = 0,
         steps: Iterable[int] | None = None,
+        include_mid_block: bool = False,
     ) -> GlobalHeatMap:
         """Aggregate the recorded maps into per-token heat maps at latent resolution.
 
@@ -366,54 +252,79 @@ class trace:  # noqa: N801 - the reference API's name
             prompt: prompt to label tokens with (default: the generation's prompt for ``batch_idx``).
             factors: map factors to use (default: all recorded except :data:`DEFAULT_SKIPPED_FACTORS`).
             head_idx: use only this attention head.
-            layer_idx: use only this cross-attention layer (index into ``layer_names``).
+            layer_idx: use only this cross-attention layer (index into ``layer_names``; the reference's
+                numbering: up blocks, then down blocks, then the mid-block).
             normalize: divide by the sum over the prompt's tokens (start and end excluded), per pixel.
             batch_idx: which image of a batched generation.
             steps: denoising steps to include (e.g. ``range(0, 10)``; default all). With ``steps`` the maps
-                of one resolution are summed over heads and layers before upsampling and clamping, so
+                of one factor are summed over heads and layers before upsampling and clamping, so
                 ``head_idx``/``layer_idx`` cannot be combined with it.
+            include_mid_block: also use the mid-block's maps. The reference never traces the mid-block, so the
+                default leaves them out and gives the reference's numbers. At 512 px the SD v1.x mid-block
+                is 8x8 (factor 8, skipped anyway); in shallower UNets it is not.
 
         Returns:
             A :class:`GlobalHeatMap` of shape ``(num_prompt_tokens + 2, latent_h, latent_w)``.
         """
         if not self.sums:
-            raise RuntimeError("No heat maps recorded. Run the pipeline inside `with trace(pipe) as tc:` first.")
+            raise RuntimeError(self._nothing_recorded_message())
         prompt = self._prompt_for(batch_idx) if prompt is None else prompt
         wanted = set(factors) if factors is not None else self.factors() - DEFAULT_SKIPPED_FACTORS
-        size = self.latent_size
-        total: torch.Tensor | None = None
-        count = 0
+        used = [i for i in self.sums if self._uses(i, wanted, layer_idx, include_mid_block)]
+        heads = next(iter(self.sums.values())).shape[1]
+        if head_idx is not None and not 0 <= head_idx < heads:
+            raise IndexError(f"head_idx must be in 0..{heads - 1}: the layers have {heads} heads.")
         if steps is None:
-            for index, maps in self.sums.items():
-                if self.layer_factors[index] not in wanted or (layer_idx is not None and index != layer_idx):
-                    continue
-                heads = maps[batch_idx] if head_idx is None else maps[batch_idx, head_idx : head_idx + 1]
-                upsampled = F.interpolate(heads, size=size, mode="bicubic").clamp_(min=0).sum(0)
-                total = upsampled if total is None else total + upsampled
-                count += heads.shape[0]
+            chosen = slice(None) if head_idx is None else slice(head_idx, head_idx + 1)
+            groups = ((self.sums[i][batch_idx, chosen], self.layer_factors[i]) for i in used)
+            count = len(used) * (heads if head_idx is None else 1)
+            heat_maps = aggregate_maps(groups, self.latent_size, count) if used else None
         else:
-            if head_idx is not None or layer_idx is not None:
-                raise ValueError("steps= aggregates over heads and layers; leave head_idx and layer_idx unset.")
-            if not self.keep_steps:
-                raise ValueError("Per-step maps were not kept: use trace(pipe, keep_steps=True).")
-            maps_per_factor = {f: sum(self.layer_factors[i] == f for i in self.sums) for f in wanted}
-            heads = next(iter(self.sums.values())).shape[1]
-            for step in steps:
-                if step not in self.step_sums:
-                    raise ValueError(f"Step {step} was not recorded: steps run from 0 to {self.num_steps - 1}.")
-                for factor, summed in self.step_sums[step].items():
-                    if factor not in wanted:
-                        continue
-                    upsampled = F.interpolate(summed[batch_idx : batch_idx + 1], size=size, mode="bicubic")[0]
-                    total = upsampled if total is None else total + upsampled
-            total = total.clamp_(min=0) if total is not None else None
-            count = sum(maps_per_factor.values()) * heads
-        if total is None or count == 0:
+            heat_maps = self._aggregate_steps(steps, wanted, head_idx, layer_idx, include_mid_block, batch_idx, used)
+        if heat_maps is None:
             raise RuntimeError(
-                f"No heat maps for factors {sorted(wanted)}, head {head_idx}, layer {layer_idx}; "
-                f"recorded factors: {sorted(self.factors())}."
+                f"No heat maps for factors {sorted(wanted)}, head {head_idx}, layer {layer_idx} "
+                f"(mid-block {'in' if include_mid_block else 'out'}); recorded factors: {sorted(self.factors())}."
             )
-        heat_maps = (total / count)[: len(self.pipe.tokenizer.tokenize(prompt)) + 2]
+        tokens = min(len(self.pipe.tokenizer.tokenize(prompt)), kept_token_count(self.pipe.tokenizer))
+        heat_maps = heat_maps[: tokens + 2]
         if normalize:
             heat_maps = heat_maps / (heat_maps[1:-1].sum(0, keepdim=True) + 1e-6)
         return GlobalHeatMap(self.pipe.tokenizer, prompt, heat_maps.float().cpu())
+
+    def _aggregate_steps(
+        self,
+        steps: Iterable[int],
+        wanted: set[int],
+        head_idx: int | None,
+        layer_idx: int | None,
+        include_mid_block: bool,
+        batch_idx: int,
+        used: list[int],
+    ) -> torch.Tensor | None:
+        if head_idx is not None or layer_idx is not None:
+            raise ValueError("steps= aggregates over heads and layers; leave head_idx and layer_idx unset.")
+        if not self.keep_steps:
+            raise ValueError("Per-step maps were not kept: use trace(pipe, keep_steps=True).")
+        groups = []
+        for step in steps:
+            if step not in self.step_sums:
+                raise ValueError(f"Step {step} was not recorded: steps run from 0 to {self.num_steps - 1}.")
+            for (factor, in_mid_block), summed in self.step_sums[step].items():
+                if factor in wanted and (include_mid_block or not in_mid_block):
+                    groups.append((summed[batch_idx : batch_idx + 1], factor))
+        heads = next(iter(self.sums.values())).shape[1]
+        return aggregate_maps(groups, self.latent_size, len(used) * heads, clamp_each=False) if groups else None
+
+    def _nothing_recorded_message(self) -> str:
+        replaced = [
+            layer.name for layer in self.layers if not isinstance(layer.attention.processor, CrossAttentionCapture)
+        ]
+        if self.unaligned:
+            return f"No heat maps recorded: every layer's maps were unaligned ({self.unaligned})."
+        if replaced and self._hooks:
+            return (
+                "No heat maps recorded: the attention processors were replaced inside the `with trace(pipe)` block "
+                "and no UNet call has run since. Run the pipeline after changing processors."
+            )
+        return "No heat maps recorded. Run the pipeline inside `with trace(pipe) as tc:` first."

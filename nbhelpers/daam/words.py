@@ -3,6 +3,10 @@
 CLIP's BPE splits rare words into several tokens (``"shinning"`` -> ``"sh"``, ``"inning</w>"``) and marks the
 last token of every word with ``</w>``. A word's heat map is the mean of its tokens' maps; a word that
 appears several times uses every occurrence unless one is chosen.
+
+The text encoder reads at most ``tokenizer.model_max_length`` tokens (77 for CLIP: a start token, 75 prompt
+tokens, an end token); the pipeline cuts longer prompts. Words past the cut have no heat map, and asking for
+one raises :class:`WordCutOffError` instead of returning the map of some other token.
 """
 
 from __future__ import annotations
@@ -15,6 +19,15 @@ WORD_END = "</w>"
 
 class WordNotInPromptError(ValueError):
     """Raised when a word asked for is not in the prompt; the message lists the prompt's words."""
+
+
+class WordCutOffError(WordNotInPromptError):
+    """Raised when a word is in the prompt only past the text encoder's token limit, where the prompt was cut."""
+
+
+def kept_token_count(tokenizer: Any) -> int:
+    """How many prompt tokens the text encoder sees: ``model_max_length`` less the start and end tokens (75)."""
+    return int(tokenizer.model_max_length) - 2
 
 
 @dataclass(frozen=True)
@@ -67,11 +80,19 @@ def word_token_positions(
         offset_idx: shift every found position by this many tokens (daam's ``offset_idx``).
         occurrence: for a word that appears several times, the 0-based occurrence to use (default: all).
 
+    Occurrences that do not fit entirely within the tokens the text encoder read are left out.
+
     Raises:
         WordNotInPromptError: the word is not in the prompt (the message lists the prompt's words), or
             ``occurrence`` is larger than the number of times it appears.
+        WordCutOffError: the word (or the occurrence asked for, or ``word_idx``) lies past the token limit.
     """
+    kept = kept_token_count(tokenizer)
     if word_idx is not None:
+        if not 0 <= word_idx < kept:
+            raise WordCutOffError(
+                f"word_idx={word_idx} is outside the {kept} prompt tokens the text encoder reads (0..{kept - 1})."
+            )
         return [word_idx + 1]
     tokens = [_clean(t) for t in tokenizer.tokenize(prompt.lower())]
     wanted = [_clean(t) for t in tokenizer.tokenize(word.lower())]
@@ -87,4 +108,12 @@ def word_token_positions(
                 f"{word!r} appears {len(starts)} time(s) in the prompt; occurrence must be 0..{len(starts) - 1}."
             )
         starts = [starts[occurrence]]
-    return [start + i + 1 for start in starts for i in range(len(wanted))]
+    kept_starts = [start for start in starts if start + len(wanted) <= kept]
+    if not kept_starts:
+        which = f"occurrence {occurrence} of {word!r}" if occurrence is not None else repr(word)
+        raise WordCutOffError(
+            f"No heat map for {which}: it comes after the first {kept} tokens of the prompt (which has "
+            f"{len(tokens)}), where the pipeline cut the prompt for the text encoder ({tokenizer.model_max_length} "
+            "tokens with start and end), so the model never read it. Shorten the prompt or move the word forward."
+        )
+    return [start + i + 1 for start in kept_starts for i in range(len(wanted))]
