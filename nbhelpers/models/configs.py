@@ -188,32 +188,42 @@ DECI_FLEXIBLE_UNET_CONFIG: dict[str, Any] = {
     "conv_out_kernel": 3,
 }
 
-#: A tiny model with the published block structure (same numbers of resnets/attentions per block, same
-#: down/upsample flags, 8 skips) and small channels, for offline tests: 8x8 latents, 32-dim text context.
-TINY_FLEXIBLE_UNET_CONFIG: dict[str, Any] = {
-    "configurations": {
-        **copy.deepcopy(_DECI_CONFIGURATIONS),
-        "down_blocks_in_channels": [32, 32, 64],
-        "down_blocks_out_channels": [32, 64, 64],
-        "prev_output_channels": [64, 64, 64],
-        "num_attention_heads": 2,
-        "cross_attention_dim": 32,
-        "temb_dim": 128,
-        "sample_size": 8,
-    },
-    "sample_size": 8,
-    "in_channels": 4,
-    "out_channels": 4,
-    "block_out_channels": [32, 64, 64, 64],
-    "layers_per_block": 2,
-    "norm_num_groups": 8,
-    "norm_eps": 1e-5,
-    "cross_attention_dim": 32,
-    "attention_head_dim": 2,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "act_fn": "silu",
-}
+def narrow_flexible_unet_config(
+    width: int, *, num_attention_heads: int, cross_attention_dim: int, sample_size: int
+) -> dict[str, Any]:
+    """DeciDiffusion's flexible-UNet block structure (same resnets and attentions per block, same down/upsample
+    flags, 8 skips) at channels ``width, 2 width, 2 width`` instead of 320, 640, 1280."""
+    wide = 2 * width
+    return {
+        "configurations": {
+            **copy.deepcopy(_DECI_CONFIGURATIONS),
+            "down_blocks_in_channels": [width, width, wide],
+            "down_blocks_out_channels": [width, wide, wide],
+            "prev_output_channels": [wide, wide, wide],
+            "num_attention_heads": num_attention_heads,
+            "cross_attention_dim": cross_attention_dim,
+            "temb_dim": 4 * width,
+            "sample_size": sample_size,
+        },
+        "sample_size": sample_size,
+        "in_channels": 4,
+        "out_channels": 4,
+        "block_out_channels": [width, wide, wide, wide],
+        "layers_per_block": 2,
+        "norm_num_groups": width // 4,
+        "norm_eps": 1e-5,
+        "cross_attention_dim": cross_attention_dim,
+        "attention_head_dim": num_attention_heads,
+        "flip_sin_to_cos": True,
+        "freq_shift": 0,
+        "act_fn": "silu",
+    }
+
+
+#: The tiny flexible UNet for offline tests: 8x8 latents, 32-dim text context.
+TINY_FLEXIBLE_UNET_CONFIG: dict[str, Any] = narrow_flexible_unet_config(
+    32, num_attention_heads=2, cross_attention_dim=32, sample_size=8
+)
 
 
 # --- tiny ---------------------------------------------------------------------------------------------------
@@ -322,21 +332,6 @@ TOY_SD_UNET_CONFIG: dict[str, Any] = {
 }
 
 #: DeciDiffusion's flexible-UNet block structure (no attention at the top level) at toy width.
-TOY_FLEXIBLE_UNET_CONFIG: dict[str, Any] = {
-    **copy.deepcopy(TINY_FLEXIBLE_UNET_CONFIG),
-    "configurations": {
-        **copy.deepcopy(TINY_FLEXIBLE_UNET_CONFIG["configurations"]),
-        "down_blocks_in_channels": [64, 64, 128],
-        "down_blocks_out_channels": [64, 128, 128],
-        "prev_output_channels": [128, 128, 128],
-        "num_attention_heads": 8,
-        "cross_attention_dim": TOY_TEXT_HIDDEN,
-        "temb_dim": 256,
-        "sample_size": TOY_RESOLUTION // 4,
-    },
-    "sample_size": TOY_RESOLUTION // 4,
-    "block_out_channels": [64, 128, 128, 128],
-    "norm_num_groups": 16,
-    "cross_attention_dim": TOY_TEXT_HIDDEN,
-    "attention_head_dim": 8,
-}
+TOY_FLEXIBLE_UNET_CONFIG: dict[str, Any] = narrow_flexible_unet_config(
+    64, num_attention_heads=8, cross_attention_dim=TOY_TEXT_HIDDEN, sample_size=TOY_RESOLUTION // 4
+)
