@@ -6,6 +6,7 @@ prints and saves the ratio.
 
     python benchmarks/daam_overhead.py                         # tiny models on the CPU (offline)
     python benchmarks/daam_overhead.py --full-size --device cuda   # real architectures, random weights, 512 px
+    python benchmarks/daam_overhead.py --models sd-v1-5 --height 520 --width 648   # a size not a multiple of 64
 
 Full size needs a GPU and uses random weights (timings only; the pictures mean nothing).
 """
@@ -33,15 +34,15 @@ def _full_size_pipeline(name: str, device: str):
     return build_random_pipeline(name, device=device, dtype=torch.float16)
 
 
-def measure_overhead(pipe, *, steps: int, size: int, repeats: int, device: str) -> dict[str, float]:
+def measure_overhead(pipe, *, steps: int, height: int, width: int, repeats: int, device: str) -> dict[str, float]:
     """Median seconds per image plain and traced, and their ratio."""
 
     def plain():
-        return pipe(PROMPT, num_inference_steps=steps, height=size, width=size, generator=set_seed(0))
+        return pipe(PROMPT, num_inference_steps=steps, height=height, width=width, generator=set_seed(0))
 
     def traced():
         with trace(pipe) as tc:
-            out = pipe(PROMPT, num_inference_steps=steps, height=size, width=size, generator=set_seed(0))
+            out = pipe(PROMPT, num_inference_steps=steps, height=height, width=width, generator=set_seed(0))
             tc.compute_global_heat_map().compute_word_heat_map("owl")
         return out
 
@@ -64,11 +65,14 @@ def main() -> None:
     parser.add_argument("--full-size", action="store_true", help="real architectures with random weights")
     parser.add_argument("--steps", type=int, default=None, help="default: 10 tiny, 30 full size")
     parser.add_argument("--size", type=int, default=None, help="image side in px; default 256 tiny, 512 full")
+    parser.add_argument("--height", type=int, default=None, help="image height in px (default: --size)")
+    parser.add_argument("--width", type=int, default=None, help="image width in px (default: --size)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/results/daam_overhead.json")
     args = parser.parse_args()
     steps = args.steps or (30 if args.full_size else 10)
     size = args.size or (512 if args.full_size else 256)
+    height, width = args.height or size, args.width or size
     results = []
     for name in args.models:
         if args.full_size:
@@ -76,10 +80,14 @@ def main() -> None:
         else:
             pipe = load_pipeline(name, tiny=True, device=args.device, progress=False)
         pipe.set_progress_bar_config(disable=True)
-        figures = measure_overhead(pipe, steps=steps, size=size, repeats=args.repeats, device=args.device)
+        figures = measure_overhead(
+            pipe, steps=steps, height=height, width=width, repeats=args.repeats, device=args.device
+        )
         label = "full size, random weights" if args.full_size else "tiny, random weights"
-        results.append({"model": name, "weights": label, "steps": steps, "size": size, **figures})
-        print(f"{name} ({label}, {size}px, {steps} steps, {args.device}): plain {figures['plain_median_s']:.3f} s, "
+        results.append({"model": name, "weights": label, "steps": steps, "height": height, "width": width,
+                        **figures})
+        print(f"{name} ({label}, {height}x{width} px, {steps} steps, {args.device}): "
+              f"plain {figures['plain_median_s']:.3f} s, "
               f"traced {figures['traced_median_s']:.3f} s, overhead x{figures['overhead_ratio']:.2f}")
         del pipe
     report = {"device": args.device, "environment": environment_report().as_dict(), "results": results}

@@ -138,19 +138,28 @@ from nbhelpers.notebook import show_model_banner
 # is the one `generate(pipe, PROMPT, seed=SEED)` makes, on a GPU as on the CPU.
 
 # %%
+def traced_generation(pipe, height, width):
+    """One generation of PROMPT inside `trace`, with the model's defaults and seed SEED; returns (image, tracer).
+
+    The tracer keeps its recording after the block: heat maps can be computed from it afterwards.
+    """
+    settings = {**default_settings(pipe), "height": height, "width": width}
+    if STEPS is not None:
+        settings["num_inference_steps"] = STEPS
+    with torch.no_grad(), trace(pipe) as tc:
+        image = pipe(PROMPT, generator=set_seed(SEED), **settings).images[0]
+    return image, tc
+
+
 results = {}
 for name in MODELS:
     pipe = load_pipeline(name, tiny=TINY)
     show_model_banner(pipe)
     size = SIZE or (128 if pipe.nbhelpers_info.tiny else 512)
-    settings = {**default_settings(pipe), "height": size, "width": size}
-    if STEPS is not None:
-        settings["num_inference_steps"] = STEPS
-    with torch.no_grad(), trace(pipe) as tc:
-        image = pipe(PROMPT, generator=set_seed(SEED), **settings).images[0]
-        global_map = tc.compute_global_heat_map()
-        ranges = [list(r) for r in torch.arange(tc.num_steps).tensor_split(STEP_RANGES)]
-        by_range = [tc.compute_global_heat_map(steps=[int(s) for s in r]) for r in ranges]
+    image, tc = traced_generation(pipe, size, size)
+    global_map = tc.compute_global_heat_map()
+    ranges = [list(r) for r in torch.arange(tc.num_steps).tensor_split(STEP_RANGES)]
+    by_range = [tc.compute_global_heat_map(steps=[int(s) for s in r]) for r in ranges]
     results[name] = {"image": image, "map": global_map, "by_range": by_range, "ranges": ranges,
                      "factors": sorted(tc.factors()), "label": pipe.nbhelpers_info.label}
     print(f"{name}: {tc.num_steps} UNet calls, map factors recorded {sorted(tc.factors())}")
@@ -218,12 +227,8 @@ plt.show()
 # %%
 pipe = load_pipeline(MODELS[0], tiny=TINY)
 height, width = (72, 136) if pipe.nbhelpers_info.tiny else (520, 648)
-settings = {**default_settings(pipe), "height": height, "width": width}
-if STEPS is not None:
-    settings["num_inference_steps"] = STEPS
-with torch.no_grad(), trace(pipe) as tc:
-    image = pipe(PROMPT, generator=set_seed(SEED), **settings).images[0]
-    odd_map = tc.compute_global_heat_map()
+image, tc = traced_generation(pipe, height, width)
+odd_map = tc.compute_global_heat_map()
 for index, (h, w) in sorted(tc.layer_sizes.items()):
     print(f"{tc.layer_names[index]:55s} {h:3d} x {w:3d}  factor {tc.layer_factors[index]}")
 print("latent", tc.latent_size, "-> word map", tuple(odd_map.compute_word_heat_map(WORDS[0]).value.shape))
