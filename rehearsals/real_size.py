@@ -117,6 +117,12 @@ def run_notebook(name: str, cache: Path, workdir: Path, timeout: int) -> dict:
     log = folder.parent / f"{source.stem}-opens.jsonl"
     declared = declared_parameters(source)
     parameters = {k: v for k, v in PARAMETERS.items() if k in declared}
+    if "INSTANCE_DIR" in declared and "INSTANCE_DIR" not in parameters:
+        # DreamBooth's example photos are a hub dataset that snapshot_download(local_dir=...) will not take from an
+        # offline cache: the learner's own-photos path is rehearsed instead, with the project's synthetic subject.
+        from nbhelpers.dreambooth.data import make_synthetic_subject
+
+        parameters["INSTANCE_DIR"] = str(make_synthetic_subject(workdir / "subject-photos"))
     env = clean_environment(
         PYTHONPATH=f"{site}{os.pathsep}{ROOT}",
         REHEARSAL_OPEN_LOG=str(log),
