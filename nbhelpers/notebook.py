@@ -97,7 +97,7 @@ def show_what_to_expect(models: Sequence[str]) -> None:
     import pandas as pd
     from IPython.display import display
 
-    from nbhelpers.expectations import expectation_rows
+    from nbhelpers.tutorials.expectations import expectation_rows
 
     print(gpu_advice())
     display(pd.DataFrame(expectation_rows(list(models))).set_index("model"))

@@ -12,7 +12,7 @@ from pathlib import Path
 import jupytext
 import pytest
 
-from nbhelpers import bootstrap
+from nbhelpers.tutorials import bootstrap
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
@@ -24,7 +24,7 @@ def _first_code_cell(script: Path) -> str:
 
 
 def test_notebooks_and_readme_agree_with_pyproject():
-    assert bootstrap.disagreements() == [], "run `python -m nbhelpers.bootstrap` and commit the result"
+    assert bootstrap.disagreements() == [], "run `python -m nbhelpers.tutorials.bootstrap` and commit the result"
     assert {p.stem for p in SCRIPTS} == set(bootstrap.NOTEBOOK_EXTRAS)
 
 

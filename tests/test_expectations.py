@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from nbhelpers import expectations
 from nbhelpers.models.random_weights import CLIP_VIT_L_TEXT_CONFIG, SD_VAE_CONFIG, build_random_safety_checker
 from nbhelpers.perf.flops import count_parameters, model_step_flops
+from nbhelpers.tutorials import expectations
 
 
 def test_component_counts_match_the_configs():

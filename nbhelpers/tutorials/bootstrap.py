@@ -11,9 +11,10 @@ them into the cell's text, the same text in every notebook apart from its ``EXTR
   works), then runs ``pip install -e "<checkout>[<extras>]"``;
 - prints what it found and did.
 
-After changing ``[project.urls]``, the dependencies or a notebook's extras, run ``python -m nbhelpers.bootstrap``
-(it rewrites the notebooks' ``.py`` scripts and syncs their ``.ipynb``; ``--check`` only reports);
-``tests/test_bootstrap.py`` fails while a notebook or the README disagrees with pyproject.toml.
+After changing ``[project.urls]``, the dependencies or a notebook's extras, run
+``python -m nbhelpers.tutorials.bootstrap`` (it rewrites the notebooks' ``.py`` scripts and syncs their
+``.ipynb``; ``--check`` only reports); ``tests/test_bootstrap.py`` fails while a notebook or the README
+disagrees with pyproject.toml.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = PROJECT_ROOT / "pyproject.toml"
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 README = PROJECT_ROOT / "README.md"
@@ -55,7 +56,7 @@ COLAB_BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 
 _CELL_TEMPLATE = '''\
 # Set-up: installs what this notebook needs (Colab, Paperspace, a clone or a local Jupyter) and says what it did.
-# Generated from pyproject.toml by `python -m nbhelpers.bootstrap`: the same in every notebook but for EXTRAS.
+# Generated from pyproject.toml by `python -m nbhelpers.tutorials.bootstrap`: the same in every notebook but for EXTRAS.
 EXTRAS = "{extras}"
 NEEDS = {needs}
 MODULES = {modules}
@@ -257,7 +258,7 @@ def disagreements(notebook_dir: Path = NOTEBOOK_DIR, readme: Path = README,
     problems = []
     scripts = sorted(notebook_dir.glob("[0-9][0-9]_*.py"))
     unknown = [p.stem for p in scripts if p.stem not in NOTEBOOK_EXTRAS]
-    problems += [f"{stem}: not in nbhelpers.bootstrap.NOTEBOOK_EXTRAS" for stem in unknown]
+    problems += [f"{stem}: not in nbhelpers.tutorials.bootstrap.NOTEBOOK_EXTRAS" for stem in unknown]
     for path in scripts:
         if path.stem in NOTEBOOK_EXTRAS:
             text = path.read_text(encoding="utf-8")
@@ -296,7 +297,9 @@ def write_all(notebook_dir: Path = NOTEBOOK_DIR, readme: Path = README, pyprojec
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nbhelpers.bootstrap", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m nbhelpers.tutorials.bootstrap", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--check", action="store_true", help="only report files that disagree with pyproject.toml")
     args = parser.parse_args(argv)
     if args.check:
