@@ -8,7 +8,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 from nbhelpers.dreambooth import DreamBoothConfig, DreamBoothTrainer, MemoryPlanError, plan_memory
 from nbhelpers.dreambooth.data import make_synthetic_subject
 from nbhelpers.dreambooth.memory_plan import GIB, count_trained_parameters
-from nbhelpers.models.random_weights import CLIP_VIT_L_TEXT_CONFIG, SD_V1_UNET_CONFIG, SD_VAE_CONFIG
+from nbhelpers.models.configs import CLIP_VIT_L_TEXT_CONFIG, SD_V1_UNET_CONFIG, SD_VAE_CONFIG
 
 CUDA = torch.device("cuda")  # only named: every test passes the budget, so no GPU is touched
 
