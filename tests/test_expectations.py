@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from nbhelpers.models.random_weights import CLIP_VIT_L_TEXT_CONFIG, SD_VAE_CONFIG, build_random_safety_checker
+from nbhelpers.models.configs import CLIP_VIT_L_TEXT_CONFIG, SD_VAE_CONFIG
+from nbhelpers.models.random_weights import build_random_safety_checker
 from nbhelpers.perf.flops import count_parameters, model_step_flops
 from nbhelpers.tutorials import expectations
 

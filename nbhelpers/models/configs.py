@@ -62,7 +62,6 @@ SD_V1_UNET_CONFIG: dict[str, Any] = {
     "cross_attention_dim": 768,
     "attention_head_dim": 8,
 }
-SMALL_SD_UNET_CONFIG: dict[str, Any] = {**SD_V1_UNET_CONFIG, "layers_per_block": 1}
 CLIP_VIT_L_TEXT_CONFIG: dict[str, Any] = {
     "vocab_size": 49408,
     "hidden_size": 768,
