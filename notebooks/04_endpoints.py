@@ -33,6 +33,7 @@ MODULES = {
     "azure-ai-ml": "azure.ai.ml",
     "azure-identity": "azure.identity",
     "azure-ai-contentsafety": "azure.ai.contentsafety",
+    "pyyaml": "yaml",
 }
 
 

@@ -49,6 +49,7 @@ IMPORT_NAMES: dict[str, str] = {
     "azure-identity": "azure.identity",
     "azure-ai-contentsafety": "azure.ai.contentsafety",
     "scikit-image": "skimage",
+    "pyyaml": "yaml",
 }
 
 #: The Colab badge image (Colab's own).
