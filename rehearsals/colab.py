@@ -11,7 +11,8 @@ What it builds, in a temporary folder (``--workdir`` keeps it):
    nbclient to drive it), torch 2.13, numpy, pillow, matplotlib. Nothing of the project.
 3. Per notebook: a copy of ``base/`` (a fresh runtime each, as Colab gives), and the ``.ipynb`` copied alone into
    an empty folder, executed by that environment's own kernel with ``HF_HUB_OFFLINE=1`` and ``NBHELPERS_TINY=1``
-   (the hub is not reachable; the packages come from PyPI). The first cell must clone ``repo/`` and pip-install
+   (the hub is not reachable; the packages come from PyPI), with ``STEPS = 4`` injected after the parameters
+   cell as papermill would (``--set NAME=JSON`` for others). The first cell must clone ``repo/`` and pip-install
    the notebook's extras; every later cell must run.
 
 It prints and saves (``--report``) the time of each phase and what the first cell printed, and exits non-zero if
@@ -23,6 +24,7 @@ environment is installed once and hard-linked into each notebook's runtime; pip 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -40,6 +42,8 @@ from rehearsals.common import (
     write_report,
 )
 
+#: Steps the rehearsal asks for (denoising steps in 01, training steps in 03): tiny mode checks code paths.
+FAST_STEPS = 4
 #: What a Colab runtime already holds, among the packages that matter here (Colab ships them all preinstalled).
 COLAB_PREINSTALLED = ["torch==2.13.0", "numpy", "pillow", "matplotlib", "ipykernel", "nbclient", "nbformat"]
 
@@ -70,7 +74,24 @@ def build_base_environment(folder: Path, timer: Timer) -> Path:
     return python
 
 
-def rehearse_notebook(name: str, base: Path, repo_url: str, workdir: Path, timer: Timer, timeout: int) -> dict:
+def _parameterize(source: Path, target: Path, parameters: dict[str, object]) -> None:
+    """Copy ``source`` to ``target`` with papermill's injected-parameters cell for the ``parameters`` the notebook
+    declares (a learner would edit the parameters cell the same way)."""
+    import nbformat
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    from rehearsals.real_size import declared_parameters
+
+    chosen = {k: v for k, v in parameters.items() if k in declared_parameters(source)}
+    notebook = load_notebook_node(str(source))  # every cell gets the metadata papermill expects
+    if chosen:
+        notebook = parameterize_notebook(notebook, chosen, kernel_name="python3", language="python")
+    nbformat.write(notebook, target)
+
+
+def rehearse_notebook(name: str, base: Path, repo_url: str, workdir: Path, timer: Timer, timeout: int,
+                      parameters: dict[str, object] | None = None) -> dict:
     """Run one notebook alone in a copy of ``base``; return its result record."""
     source = notebook_path(name)
     runtime = workdir / f"runtime-{source.stem}"
@@ -79,7 +100,7 @@ def rehearse_notebook(name: str, base: Path, repo_url: str, workdir: Path, timer
     with timer.phase(f"{source.stem}: fresh runtime (copy of the base environment)"):
         # Hard links: pip replaces files rather than writing into them, so the base stays as it was.
         shutil.copytree(base, runtime, symlinks=True, copy_function=os.link)
-    shutil.copy(source, folder / source.name)
+    _parameterize(source, folder / source.name, parameters)
     env = clean_environment(
         PATH=f"{runtime / 'bin'}:{clean_environment().get('PATH', '')}",
         NBHELPERS_REPO_URL=repo_url,
@@ -114,7 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="keep everything here instead of a temporary folder")
     parser.add_argument("--report", type=Path, default=ROOT / "outputs" / "rehearsals" / "colab.json")
     parser.add_argument("--cell-timeout", type=int, default=900, help="seconds any one cell may take")
+    parser.add_argument("--set", action="append", default=[f"STEPS={FAST_STEPS}"], metavar="NAME=JSON",
+                        help=f"set a parameter the notebook declares (default: STEPS={FAST_STEPS}, few denoising or "
+                             "training steps, as tiny mode needs no more)")
     args = parser.parse_args(argv)
+    parameters = {k: json.loads(v) for k, _, v in (item.partition("=") for item in args.set)}
 
     timer = Timer()
     with tempfile.TemporaryDirectory(prefix="colab-rehearsal-") as scratch:
@@ -123,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         with timer.phase("clone of the working tree"):
             repo = snapshot_clone(workdir / "repo")
         base = build_base_environment(workdir / "base", timer).parent.parent
-        records = [rehearse_notebook(n, base, f"file://{repo}", workdir, timer, args.cell_timeout)
+        records = [rehearse_notebook(n, base, f"file://{repo}", workdir, timer, args.cell_timeout, parameters)
                    for n in args.notebooks]
     report = {"notebooks": records, "seconds": timer.seconds, "preinstalled": COLAB_PREINSTALLED,
               "total_seconds": round(sum(timer.seconds.values()), 1)}
