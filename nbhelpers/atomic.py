@@ -62,13 +62,17 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
 
 
 @contextmanager
-def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_folder(path: str | os.PathLike[str], *, keep_existing: bool = False) -> Iterator[Path]:
     """Yield an empty staging folder beside ``path``; when the block ends cleanly it takes ``path``'s place.
 
     For results made of several files (pipeline folders, training checkpoints): readers see the old folder or
     the complete new one, never a half-written one. If the block raises, the staging folder is removed and
     ``path`` is left as it was. An existing ``path`` is moved aside before the swap and deleted after it, so a
     crash between the two renames leaves a complete folder under one of the two names.
+
+    With ``keep_existing=True`` (caches whose content is the same whoever builds it), a ``path`` that exists
+    when the block ends wins: another process built it meanwhile and may already be reading it, so the staged
+    copy is discarded instead of swapped in.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,6 +80,13 @@ def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield staging
         os.chmod(staging, 0o777 & ~_current_umask())
+        if keep_existing:
+            try:
+                os.rename(staging, path)  # refuses to replace a non-empty folder: the first builder wins
+            except OSError:
+                if not path.is_dir():
+                    raise
+            return
         previous = None
         if path.exists():
             previous = Path(tempfile.mkdtemp(prefix=f".{path.name}-", suffix=".old", dir=path.parent))

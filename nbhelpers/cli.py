@@ -107,6 +107,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     pipe = load_pipeline(
         args.model,
         tiny=True if args.tiny else None,
+        toy=True if args.toy else None,
         device=args.device,
         safety_checker=not args.no_safety_checker,
         scheduler=args.scheduler,
@@ -143,7 +144,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     gen = subparsers.add_parser("generate", help="Generate images from text prompts and save them as PNG.")
     gen.add_argument("prompt", nargs="+", help="One or more prompts (quote each).")
     gen.add_argument("--model", default="deci-v1", help="Catalog name, hub id or local folder (default deci-v1).")
-    gen.add_argument("--tiny", action="store_true", help="Use the offline tiny model (random weights).")
+    stand_in = gen.add_mutually_exclusive_group()
+    stand_in.add_argument("--tiny", action="store_true", help="Use the offline tiny model (random weights).")
+    stand_in.add_argument("--toy", action="store_true",
+                          help="Use the trained toy 'shapes' model (64 px, see `nbhelpers toy-train`).")
     gen.add_argument("--out", default="outputs", help="Output folder (default ./outputs).")
     gen.add_argument("--seed", type=int, default=0, help="Seed of the first image; image i uses seed+i.")
     gen.add_argument("--num-images", type=int, default=1, help="Images per prompt.")

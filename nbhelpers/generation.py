@@ -13,7 +13,7 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 
 from nbhelpers.images import save_image
-from nbhelpers.loading import TINY_MARK, load_info
+from nbhelpers.loading import load_info, stand_in_mark
 
 MAX_STEPS = 1000
 MAX_SIDE = 2048
@@ -33,6 +33,7 @@ class Generation:
         nsfw: per image, ``True`` if the safety checker blacked it out, ``None`` if no checker ran.
         nan: per image, ``True`` if the decoded image held NaNs (fp16 overflow: it shows black or noise).
         tiny: the images come from an offline tiny stand-in with random weights (noise, not results).
+        toy: the images come from a trained toy "shapes" model standing in for the named one.
     """
 
     images: list[Image.Image]
@@ -44,6 +45,7 @@ class Generation:
     nsfw: list[bool | None] = field(default_factory=list)
     nan: list[bool] = field(default_factory=list)
     tiny: bool = False
+    toy: bool = False
 
     def diagnosis(self) -> list[str]:
         """Per image: ``"ok"``, ``"blacked out by the safety checker"`` or ``"NaN (fp16 overflow)"``."""
@@ -58,8 +60,9 @@ class Generation:
         return notes
 
     def labels(self) -> list[str]:
-        """One short caption per image: seed and prompt, marked when the weights are tiny random ones."""
-        mark = f" ({TINY_MARK})" if self.tiny else ""
+        """One short caption per image: seed and prompt, marked when a stand-in made it."""
+        mark = stand_in_mark(self.tiny, self.toy)
+        mark = f" ({mark})" if mark else ""
         return [f"seed {seed}: {prompt}{mark}" for prompt, seed in zip(self.prompts, self.seeds, strict=True)]
 
     def save(self, folder: str | Path, stem: str = "image") -> list[Path]:
@@ -193,4 +196,5 @@ def generate(
         nsfw=nsfw,
         nan=nan,
         tiny=bool(info is not None and info.tiny),
+        toy=bool(info is not None and info.toy),
     )

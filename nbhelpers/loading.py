@@ -28,6 +28,7 @@ from nbhelpers.models.deci_pipeline import DeciDiffusionPipeline
 from nbhelpers.models.flexible_unet import FlexibleUNet2DConditionModel
 from nbhelpers.models.schedulers import swap_scheduler
 from nbhelpers.models.tiny import tiny_pipeline_path, tiny_requested
+from nbhelpers.toy.pipelines import TOY_MARK, toy_pipeline_path, toy_requested
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,12 @@ _NO_HUB_HINT = (
 TINY_MARK = "tiny, random weights"
 
 
+def stand_in_mark(tiny: bool, toy: bool = False) -> str:
+    """The label every output of a stand-in carries: ``"tiny, random weights"``, ``"toy model (shapes)"`` or
+    ``""`` (the real model)."""
+    return TINY_MARK if tiny else TOY_MARK if toy else ""
+
+
 class ModelLoadError(RuntimeError):
     """Raised when a pipeline cannot be loaded; the message says what to do about it."""
 
@@ -60,6 +67,7 @@ class LoadInfo:
         source: hub id or local folder passed to ``from_pretrained``.
         spec: the catalog entry, or ``None`` for a model outside the catalog.
         tiny: whether this is an offline tiny stand-in with random weights.
+        toy: whether this is a trained toy "shapes" model standing in for the catalog entry.
         device: device the pipeline runs on.
         dtype: weight dtype.
         memory_savers: the memory savers turned on (e.g. ``["attention_slicing", "vae_slicing"]``).
@@ -71,12 +79,18 @@ class LoadInfo:
     device: torch.device
     dtype: torch.dtype
     memory_savers: tuple[str, ...]
+    toy: bool = False
+
+    @property
+    def mark(self) -> str:
+        """``"tiny, random weights"``, ``"toy model (shapes)"`` or ``""`` for the real model."""
+        return stand_in_mark(self.tiny, self.toy)
 
     @property
     def label(self) -> str:
-        """Short human-readable name, marked when the weights are random."""
+        """Short human-readable name, marked when a stand-in replaces the real weights."""
         name = self.spec.name if self.spec else self.source
-        return f"{name} ({TINY_MARK})" if self.tiny else name
+        return f"{name} ({self.mark})" if self.mark else name
 
 
 def _folder_kind(folder: Path) -> str:
@@ -103,7 +117,9 @@ def _looks_like_hub_id(name: str) -> bool:
     return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
 
 
-def _resolve_source(model: str | os.PathLike[str], tiny: bool) -> tuple[str, ModelSpec | None, bool]:
+def _resolve_source(
+    model: str | os.PathLike[str], tiny: bool, toy: bool = False
+) -> tuple[str, ModelSpec | None, bool]:
     """Return (from_pretrained source, catalog spec or None, is_local_folder)."""
     path = Path(model).expanduser()
     if path.is_dir():
@@ -114,13 +130,19 @@ def _resolve_source(model: str | os.PathLike[str], tiny: bool) -> tuple[str, Mod
         if "/" in name or name.startswith((".", "~")):
             raise ModelLoadError(f"Folder {name!r} does not exist. Check the path, or give a catalog name or hub id.")
         get_spec(name)  # raises UnknownModelError listing the known names
-    if tiny:
+    if tiny or toy:
+        mode = "Tiny" if tiny else "Toy"
         if spec is None:
             raise UnknownModelError(
-                f"Tiny mode exists only for catalog models ({', '.join(known_model_names())}); "
-                f"{name!r} is not one. Pass a catalog name, or turn tiny mode off."
+                f"{mode} mode exists only for catalog models ({', '.join(known_model_names())}); "
+                f"{name!r} is not one. Pass a catalog name, or turn {mode.lower()} mode off."
             )
-        return str(tiny_pipeline_path(spec.name)), spec, True
+        if tiny:
+            return str(tiny_pipeline_path(spec.name)), spec, True
+        try:
+            return str(toy_pipeline_path(spec)), spec, True
+        except FileNotFoundError as err:
+            raise ModelLoadError(str(err)) from None
     if spec is not None:
         if "/" in name and normalise_name(name) != spec.hub_id.lower():
             logger.warning("%s was removed from the hub; loading %s instead.", name, spec.hub_id)
@@ -192,6 +214,7 @@ def load_pipeline(
     model: str | os.PathLike[str] = "deci-v1",
     *,
     tiny: bool | None = None,
+    toy: bool | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     safety_checker: bool = True,
@@ -207,6 +230,8 @@ def load_pipeline(
         model: catalog name (``"deci-v1"``, ``"sd-v1-5"``, ...; see :mod:`nbhelpers.catalog`), an alias such
             as the removed ``"runwayml/stable-diffusion-v1-5"``, any diffusers hub id, or a local folder.
         tiny: load the offline tiny stand-in with random weights (default: ``NBHELPERS_TINY``).
+        toy: load the trained toy "shapes" model standing in for the catalog entry (default: ``NBHELPERS_TOY``;
+            see :mod:`nbhelpers.toy.pipelines`). Tiny and toy mode exclude each other.
         device: ``"cuda"``, ``"mps"`` or ``"cpu"`` (default: the best available).
         dtype: weight dtype (default: float16 on GPUs, float32 on CPU).
         safety_checker: keep the repo's NSFW safety checker (flagged images come back black).
@@ -225,8 +250,15 @@ def load_pipeline(
         UnknownModelError: the name is not in the catalog and is neither a hub id nor a folder.
         ModelLoadError: the weights could not be found or downloaded (the message says how to go offline).
     """
-    use_tiny = tiny_requested(tiny)
-    source, spec, is_local = _resolve_source(model, use_tiny)
+    # An explicit argument beats the other mode's environment variable (toy=True under NBHELPERS_TINY=1 is toy).
+    use_tiny = tiny_requested(tiny) and not (toy and tiny is None)
+    use_toy = toy_requested(toy) and not (tiny and toy is None)
+    if use_tiny and use_toy:
+        raise ValueError(
+            "Choose one stand-in: tiny (random weights) or toy (trained shapes model), not both. "
+            "Check the tiny=/toy= arguments and the NBHELPERS_TINY / NBHELPERS_TOY variables."
+        )
+    source, spec, is_local = _resolve_source(model, use_tiny, use_toy)
     target_device = pick_device(device)
     torch_dtype = pick_dtype(target_device, dtype)
     kwargs: dict[str, Any] = {"torch_dtype": torch_dtype, **from_pretrained_kwargs}
@@ -259,7 +291,8 @@ def load_pipeline(
         optimize_pipeline(pipe, optimize)
     pipe.set_progress_bar_config(disable=not progress)
     pipe.nbhelpers_info = LoadInfo(
-        source=source, spec=spec, tiny=use_tiny, device=target_device, dtype=torch_dtype, memory_savers=savers
+        source=source, spec=spec, tiny=use_tiny, device=target_device, dtype=torch_dtype, memory_savers=savers,
+        toy=use_toy,
     )
     return pipe
 

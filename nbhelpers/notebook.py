@@ -29,6 +29,12 @@ def model_banner(pipe: DiffusionPipeline) -> str:
             "model. The images below are noise, not model results. Unset `NBHELPERS_TINY` / set `TINY = False` "
             "with hub access for the real model."
         )
+    if info.toy:
+        text += (
+            "\n\n> 🧸 **Toy model (shapes)**: a small model trained on 64 px pictures of one coloured circle, square "
+            "or triangle, in the same pipeline layout and code path as the real model. It follows prompts like "
+            "\"a red circle on a white background\" and nothing else; its pictures are not the real model's."
+        )
     return text
 
 

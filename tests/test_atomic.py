@@ -30,3 +30,20 @@ def test_only_whole_file_modes_are_accepted(tmp_path):
     with pytest.raises(ValueError, match="mode must be 'w' or 'wb'"):
         with atomic_open(tmp_path / "x.txt", "a"):
             pass
+
+
+def test_a_cache_folder_built_twice_at_once_keeps_the_first_and_replace_mode_swaps(tmp_path):
+    from nbhelpers.atomic import atomic_folder
+
+    target = tmp_path / "tiny-model"
+    with atomic_folder(target, keep_existing=True) as slow:  # a second process finishes first, meanwhile
+        (slow / "weights").write_text("second")
+        with atomic_folder(target, keep_existing=True) as fast:
+            (fast / "weights").write_text("first")
+        held_open = (target / "weights").open()  # a reader already using the first copy
+    assert (target / "weights").read_text() == "first" and held_open.read() == "first"
+    held_open.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-model"]  # no staging folder left behind
+    with atomic_folder(target) as newer:  # the default replaces (checkpoints, trained weights)
+        (newer / "weights").write_text("newer")
+    assert (target / "weights").read_text() == "newer"

@@ -54,3 +54,14 @@ def test_console_script_env():
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert '"diffusers"' in result.stdout
+
+
+def test_toy_without_a_trained_toy_model_says_how_to_train_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NBHELPERS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("nbhelpers.toy.pipelines.SHIPPED_TOY_DIR", tmp_path / "shipped")
+    assert main(["generate", "x", "--model", "deci-v1", "--toy", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "nbhelpers toy-train --model deci" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "x", "--tiny", "--toy", "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err

@@ -64,3 +64,19 @@ def test_clean_environment_hides_the_maintainers_checkout(monkeypatch):
     monkeypatch.setenv("VIRTUAL_ENV", "/venv")
     env = clean_environment(HF_HUB_OFFLINE="1")
     assert "PYTHONPATH" not in env and "VIRTUAL_ENV" not in env and env["HF_HUB_OFFLINE"] == "1"
+
+
+def test_colab_rehearsal_injects_declared_parameters_after_the_parameters_cell(tmp_path: Path):
+    import nbformat
+
+    from rehearsals.colab import _parameterize
+
+    target = tmp_path / "01.ipynb"
+    _parameterize(notebook_path("01"), target, {"STEPS": 4, "NOT_DECLARED": 1})
+    cells = nbformat.read(target, as_version=4).cells
+    tags = [c.metadata.get("tags", []) for c in cells]
+    injected = next(i for i, t in enumerate(tags) if "injected-parameters" in t)
+    assert "parameters" in tags[injected - 1]
+    assert "STEPS = 4" in cells[injected].source and "NOT_DECLARED" not in cells[injected].source
+    first_code = next(c for c in cells if c.cell_type == "code")
+    assert "set_up(EXTRAS)" in first_code.source  # the bootstrap cell stays first

@@ -64,20 +64,36 @@ def test_attention_ratio():
         attention_ratio(np.ones((4, 4)), mask)
 
 
-def test_micro_training_run_writes_a_loadable_pipeline(tmp_path):
-    """Three optimiser steps per stage on 16 pictures: the script's whole path, not a trained model."""
+def test_micro_training_run_writes_a_pipeline_that_toy_mode_loads(tmp_path, monkeypatch):
+    """Two optimiser steps per stage on 16 pictures: the script's whole path, not a trained model. Written to the
+    default folder, it is what ``load_pipeline("deci-v1", toy=True)`` finds."""
     from nbhelpers.generation import generate
-    from nbhelpers.loading import load_pipeline
+    from nbhelpers.loading import ModelLoadError, load_pipeline
+    from nbhelpers.toy.pipelines import trained_toy_dir
     from nbhelpers.toy.train import ToyTrainingConfig, train_toy_model
 
-    settings = ToyTrainingConfig(model="deci", output_dir=str(tmp_path / "toy"), num_scenes=16, vae_steps=2,
-                                 unet_steps=2, batch_size=4)
+    monkeypatch.setenv("NBHELPERS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("nbhelpers.toy.pipelines.SHIPPED_TOY_DIR", tmp_path / "shipped")  # whatever ships
+    settings = ToyTrainingConfig(model="deci", num_scenes=16, vae_steps=2, unet_steps=2, batch_size=4)
     folder = train_toy_model(settings, log=lambda _: None)
+    assert folder == trained_toy_dir("deci") == tmp_path / "cache" / "toy" / "shapes-deci"
     assert (folder / "flexible_unet" / "config.json").is_file() and not (folder / "unet").exists()
     training = json.loads((folder / "training.json").read_text())
     assert training["settings"]["unet_steps"] == 2 and np.isfinite(training["final_loss"])
-    pipe = load_pipeline(folder, device="cpu", progress=False)
+
+    pipe = load_pipeline("deci-v1", toy=True, device="cpu", progress=False)
+    info = pipe.nbhelpers_info
+    assert info.toy and not info.tiny and info.source == str(folder) and info.label == "deci-v1 (toy model (shapes))"
+    assert type(pipe.unet).__name__ == "FlexibleUNet2DConditionModel"
     assert pipe.scheduler.config.prediction_type == "v_prediction" and pipe.scheduler.config.rescale_betas_zero_snr
-    assert generate(pipe, "a red circle on a white background", num_inference_steps=2).images[0].size == (64, 64)
+    result = generate(pipe, "a red circle on a white background", num_inference_steps=2)
+    assert result.images[0].size == (64, 64)
+    assert result.labels() == ["seed 0: a red circle on a white background (toy model (shapes))"]
+
+    # SD v1.5's stand-in was not trained here: the error says how to get it.
+    with pytest.raises(ModelLoadError, match="nbhelpers toy-train --model sd"):
+        load_pipeline("sd-v1-5", toy=True, device="cpu")
+    with pytest.raises(ValueError, match="Choose one stand-in"):
+        load_pipeline("deci-v1", toy=True, tiny=True)
     with pytest.raises(ValueError, match="learning_rate must be a positive finite number"):
         ToyTrainingConfig(learning_rate=float("inf")).validate()

@@ -130,7 +130,7 @@ def populate_random_hf_cache(
     def part(key: str, build, *, fp32: bool, fp16: bool) -> Path:
         folder = parts / key
         if not (folder / "config.json").is_file():
-            with atomic_folder(folder) as staging:
+            with atomic_folder(folder, keep_existing=True) as staging:
                 _save_component(build(), staging, fp32=fp32, fp16=fp16)
         return folder
 
@@ -154,7 +154,7 @@ def populate_random_hf_cache(
         if deci:
             components["flexible_unet"] = part("flexible_unet-fp16", partial(build_random_unet, "deci-v1"),
                                                fp32=False, fp16=True)
-        with atomic_folder(snapshot) as staging:
+        with atomic_folder(snapshot, keep_existing=True) as staging:
             for subfolder, source in components.items():
                 _link_tree(source, staging / subfolder)
             build_scheduler(spec).save_pretrained(staging / "scheduler")

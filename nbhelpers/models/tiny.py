@@ -124,7 +124,7 @@ def tiny_pipeline_path(name: str, *, rebuild: bool = False) -> Path:
     target = root / f"{spec.name}-v{TINY_FORMAT_VERSION}"
     if target.exists() and not rebuild and (target / "model_index.json").exists():
         return target
-    with atomic_folder(target) as staging:
+    with atomic_folder(target, keep_existing=not rebuild) as staging:
         build_tiny_pipeline(spec.name, staging)
     return target
 

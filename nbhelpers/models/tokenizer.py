@@ -88,6 +88,6 @@ def load_clip_tokenizer(cache_folder: str | Path) -> CLIPTokenizer:
     """Load the CLIP tokenizer from ``cache_folder``, writing it there first (atomically) if needed."""
     cache_folder = Path(cache_folder)
     if not (cache_folder / "vocab.json").exists():
-        with atomic_folder(cache_folder) as staging:
+        with atomic_folder(cache_folder, keep_existing=True) as staging:
             write_clip_tokenizer(staging)
     return CLIPTokenizer.from_pretrained(cache_folder)

@@ -29,10 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from nbhelpers.atomic import atomic_folder, write_json_atomic
+from nbhelpers.toy.pipelines import trained_toy_dir
 from nbhelpers.toy.shapes import Scene, make_scenes
-
-#: Where the trained toy pipelines ship inside the package, by catalog-style name.
-TOY_MODEL_NAMES = {"sd": "shapes-sd", "deci": "shapes-deci"}
 
 
 @dataclass
@@ -42,7 +40,11 @@ class ToyTrainingConfig:
     model: Literal["sd", "deci"] = field(
         default="sd", metadata={"help": "sd: SD v1-style UNet, epsilon; deci: flexible UNet, v-prediction, zero SNR."}
     )
-    output_dir: str = field(default="toy-models/shapes-sd", metadata={"help": "Folder for the trained pipeline."})
+    output_dir: str | None = field(
+        default=None,
+        metadata={"help": "Folder for the trained pipeline (default: $NBHELPERS_CACHE/toy/shapes-<model>, where "
+                          "load_pipeline(..., toy=True) looks first)."},
+    )
     num_scenes: int = field(default=20000, metadata={"help": "Pictures in the training set (drawn once, seeded)."})
     vae_steps: int = field(default=1500, metadata={"help": "Optimiser steps of the VAE stage."})
     unet_steps: int = field(default=8000, metadata={"help": "Optimiser steps of the denoiser stage."})
@@ -206,7 +208,7 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
     common = {"vae": vae.to(dtype), "text_encoder": text_encoder.to(dtype), "tokenizer": tokenizer,
               "safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
     minutes = (time.perf_counter() - started) / 60
-    output = Path(config.output_dir)
+    output = Path(config.output_dir) if config.output_dir else trained_toy_dir(config.model)
     with atomic_folder(output) as staging:
         if config.model == "deci":
             pipe = DeciDiffusionPipeline(unet=unet.to(dtype), scheduler=DDIMScheduler(**scheduler_config), **common)
