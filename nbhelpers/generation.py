@@ -117,6 +117,13 @@ def validate_settings(
         raise ValueError(f"num_images must be between 1 and 64; got {num_images}.")
 
 
+def _is_plain(value: Any) -> bool:
+    """Whether ``value`` is JSON-like data (a number, string, bool, None, or a list/tuple of them)."""
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
 def generate(
     pipe: DiffusionPipeline,
     prompt: str | list[str],
@@ -161,12 +168,13 @@ def generate(
         "negative_prompt": negative_prompt,
     }
     settings.update({key: value for key, value in given.items() if value is not None})
-    settings.update(pipe_kwargs)
+    # Only plain values describe a picture (and go into its PNG metadata); callbacks and tensors are passed on.
+    settings.update({key: value for key, value in pipe_kwargs.items() if _is_plain(value)})
 
     all_prompts = [p for p in prompts for _ in range(num_images)]
     seeds = [seed + i for _ in prompts for i in range(num_images)]
     generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
-    call_kwargs = dict(settings)
+    call_kwargs = {**settings, **pipe_kwargs}
     if isinstance(negative_prompt, str):
         call_kwargs["negative_prompt"] = [negative_prompt] * len(all_prompts)
     elif negative_prompt is not None:

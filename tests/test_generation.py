@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -107,3 +109,17 @@ def test_captions_of_tiny_images_carry_the_mark(tiny_sd):
     assert result.labels() == ["seed 5: an owl", "seed 5: a horse"]
     assert mark_tiny("Time per image", True) == "Time per image (tiny, random weights)"
     assert mark_tiny("Time per image", False) == "Time per image"
+
+
+def test_a_step_callback_runs_but_stays_out_of_the_settings_and_metadata(tiny_sd, tmp_path):
+    steps_seen = []
+
+    def on_step(pipe, step, timestep, tensors):
+        steps_seen.append(step)
+        return tensors
+
+    result = generate(tiny_sd, "an owl", num_inference_steps=3, callback_on_step_end=on_step, eta=0.0)
+    assert steps_seen == list(range(len(tiny_sd.scheduler.timesteps)))  # PNDM: 3 steps are 4 timesteps
+    assert "callback_on_step_end" not in result.settings and result.settings["eta"] == 0.0
+    saved = read_image_metadata(result.save(tmp_path)[0])
+    assert "callback" not in json.dumps(saved) and saved["eta"] == 0.0

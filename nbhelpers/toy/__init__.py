@@ -1,4 +1,4 @@
-"""Toy "shapes" text-to-image models: small, trained on a CPU, with results a lesson can check.
+"""Toy "shapes" text-to-image models: small enough to train without the hub, with results a lesson can check.
 
 - :mod:`~nbhelpers.toy.shapes`: the data set (one coloured shape on a plain background, with its caption).
 - :mod:`~nbhelpers.toy.evaluate`: read colour, shape and background back from a picture; accuracy; how much of
