@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import ImageFilter
 
 from nbhelpers.toy.evaluate import accuracy, attention_ratio, read_scene
@@ -97,3 +98,56 @@ def test_micro_training_run_writes_a_pipeline_that_toy_mode_loads(tmp_path, monk
         load_pipeline("deci-v1", toy=True, tiny=True)
     with pytest.raises(ValueError, match="learning_rate must be a positive finite number"):
         ToyTrainingConfig(learning_rate=float("inf")).validate()
+
+
+class _Killed(Exception):
+    """Stands in for a run killed mid-way (Ctrl-C, a preempted VM)."""
+
+
+@pytest.mark.parametrize("killed_at", ["VAE step 2/3", "UNet step 3/3"])
+def test_a_killed_toy_run_resumes_to_the_same_weights(tmp_path, killed_at):
+    from safetensors.torch import load_file
+
+    from nbhelpers.toy.train import ToyTrainingConfig, train_toy_model
+
+    def settings(name: str) -> ToyTrainingConfig:
+        return ToyTrainingConfig(model="sd", output_dir=str(tmp_path / name), num_scenes=16, vae_steps=3,
+                                 unet_steps=3, batch_size=4, checkpoint_every=1, fp16=False)
+
+    whole = train_toy_model(settings("whole"), log=lambda _: None)
+
+    def killer(message: str) -> None:
+        if message.startswith(killed_at):
+            raise _Killed(message)
+
+    with pytest.raises(_Killed):
+        train_toy_model(settings("resumed"), log=killer)
+    checkpoint = tmp_path / "resumed.checkpoint.pt"
+    assert checkpoint.is_file() and not (tmp_path / "resumed").exists()
+    messages: list[str] = []
+    resumed = train_toy_model(settings("resumed"), log=messages.append)
+    assert any("resuming at step" in m for m in messages), messages
+    assert not checkpoint.exists()  # deleted once the pipeline folder is complete
+    for component in ("unet", "vae"):
+        expected = load_file(whole / component / "diffusion_pytorch_model.safetensors")
+        got = load_file(resumed / component / "diffusion_pytorch_model.safetensors")
+        assert all(torch.equal(expected[k], got[k]) for k in expected), component
+
+
+def test_a_checkpoint_of_other_settings_is_refused_with_what_to_do(tmp_path):
+    from nbhelpers.toy.train import ToyTrainingConfig, train_toy_model
+
+    def killer(message: str) -> None:
+        if message.startswith("VAE step 2/"):
+            raise _Killed(message)
+
+    first = ToyTrainingConfig(output_dir=str(tmp_path / "run"), num_scenes=16, vae_steps=3, unet_steps=2,
+                              batch_size=4, checkpoint_every=1)
+    with pytest.raises(_Killed):
+        train_toy_model(first, log=killer)
+    changed = ToyTrainingConfig(**{**first.__dict__, "learning_rate": 5e-4})
+    with pytest.raises(ValueError, match=r"other settings \(learning_rate\).*delete the checkpoint"):
+        train_toy_model(changed, log=lambda _: None)
+    (tmp_path / "run.checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match="cannot be read.*Delete it to start over"):
+        train_toy_model(first, log=lambda _: None)

@@ -9,6 +9,11 @@ Two stages, each deterministic for a fixed seed and thread count:
    The text encoder's word embeddings train with it; 10% of captions are dropped so classifier-free guidance
    has an unconditional branch to steer from.
 
+Long runs are resumable: every ``checkpoint_every`` steps the models, optimiser, learning-rate schedule, random
+generator and place in the shuffled data are written atomically to ``<output_dir>.checkpoint.pt``; a run started
+again with the same settings continues from there and ends with the same weights as an uninterrupted run (same
+thread count). The checkpoint is deleted once the pipeline folder is written.
+
 The result is an ordinary pipeline folder in the hub repos' layout (``model_index.json``, ``vae/``,
 ``text_encoder/``, ``tokenizer/``, ``scheduler/``, and ``unet/`` or DeciDiffusion's ``flexible_unet/``),
 written atomically, with ``metrics.json`` (accuracy against the prompts, training time, settings).
@@ -55,12 +60,17 @@ class ToyTrainingConfig:
     seed: int = field(default=0, metadata={"help": "Seed of data, initial weights and noise."})
     threads: int = field(default=2, metadata={"help": "torch CPU threads (results depend on it: keep it fixed)."})
     fp16: bool = field(default=True, metadata={"help": "Store the weights in fp16 (half the size)."})
+    checkpoint_every: int = field(
+        default=200, metadata={"help": "Optimiser steps between resumable checkpoints (0: none)."}
+    )
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the setting that is out of range."""
         for name in ("num_scenes", "vae_steps", "unet_steps", "batch_size", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}.")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be 0 (none) or more; got {self.checkpoint_every}.")
         for name in ("vae_learning_rate", "learning_rate"):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
@@ -75,15 +85,65 @@ def _pictures(scenes: list[Scene]) -> torch.Tensor:
     return torch.from_numpy(array).permute(0, 3, 1, 2) / 127.5 - 1
 
 
-def _batches(count: int, batch_size: int, steps: int, generator: torch.Generator) -> Any:
-    """Index batches over ``count`` items for ``steps`` steps: reshuffled every epoch, seeded."""
-    order = torch.randperm(count, generator=generator)
-    position = 0
-    for _ in range(steps):
-        if position + batch_size > count:
-            order, position = torch.randperm(count, generator=generator), 0
-        yield order[position : position + batch_size]
-        position += batch_size
+class _Batches:
+    """Index batches over ``count`` items: reshuffled every epoch, seeded; its place can be saved and restored."""
+
+    def __init__(self, count: int, batch_size: int, generator: torch.Generator) -> None:
+        self.count, self.batch_size, self.generator = count, batch_size, generator
+        self.order = torch.randperm(count, generator=generator)
+        self.position = 0
+
+    def next(self) -> torch.Tensor:
+        if self.position + self.batch_size > self.count:
+            self.order, self.position = torch.randperm(self.count, generator=self.generator), 0
+        batch = self.order[self.position : self.position + self.batch_size]
+        self.position += self.batch_size
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"order": self.order, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.order, self.position = state["order"], state["position"]
+
+
+class _Checkpoint:
+    """The resumable state of a run, in one file written atomically beside the output folder."""
+
+    def __init__(self, path: Path, config: ToyTrainingConfig) -> None:
+        self.path = path
+        # Everything that changes the result; output_dir and checkpoint_every do not.
+        self.settings = {k: v for k, v in asdict(config).items() if k not in ("output_dir", "checkpoint_every")}
+        self.every = config.checkpoint_every
+        self.state: dict[str, Any] | None = None
+        if path.is_file():
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=False)
+            except Exception as err:  # a damaged file must not end the run: say so and start over
+                raise RuntimeError(
+                    f"The checkpoint {path} cannot be read ({type(err).__name__}: {err}). Delete it to start over."
+                ) from err
+            if state.get("settings") != self.settings:
+                changed = sorted(k for k in self.settings if state.get("settings", {}).get(k) != self.settings[k])
+                raise ValueError(
+                    f"{path} was written by a run with other settings ({', '.join(changed)}). Train with the same "
+                    "settings to resume, or delete the checkpoint (or pass another --output_dir) to start over."
+                )
+            self.state = state
+
+    def resumes(self, stage: str) -> dict[str, Any] | None:
+        """The saved state if the run stopped inside ``stage``, else ``None``."""
+        return self.state if self.state and self.state["stage"] == stage else None
+
+    def done(self, stage: str) -> bool:
+        """Whether the saved run had finished ``stage`` (the VAE stage once the UNet stage began)."""
+        return bool(self.state) and stage == "vae" and self.state["stage"] == "unet"
+
+    def save(self, state: dict[str, Any]) -> None:
+        from nbhelpers.atomic import atomic_open
+
+        with atomic_open(self.path, "wb") as file:
+            torch.save({**state, "settings": self.settings}, file)
 
 
 def _train(
@@ -93,12 +153,24 @@ def _train(
     loss_of_step: Callable[[int], torch.Tensor],
     log: Callable[[str], None],
     label: str,
+    resume: dict[str, Any] | None = None,
+    save: Callable[[int, dict[str, Any], list[float]], None] | None = None,
+    every: int = 0,
 ) -> list[float]:
-    """AdamW with a cosine decay; returns the loss of every step. Stops with an error if the loss diverges."""
+    """AdamW with a cosine decay; returns the loss of every step. Stops with an error if the loss diverges.
+
+    ``resume`` (a saved state) continues from its step; ``save(step, optimiser states, losses)`` is called every
+    ``every`` steps."""
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=learning_rate * 0.05)
     losses: list[float] = []
-    for step in range(steps):
+    first = 0
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        schedule.load_state_dict(resume["lr_schedule"])
+        losses, first = list(resume["losses"]), resume["step"]
+        log(f"{label}: resuming at step {first + 1}/{steps}.")
+    for step in range(first, steps):
         loss = loss_of_step(step)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{label}: the loss became {loss.item()} at step {step}; lower the learning rate.")
@@ -110,6 +182,8 @@ def _train(
         losses.append(loss.item())
         if step % max(1, steps // 20) == 0 or step == steps - 1:
             log(f"{label} step {step + 1}/{steps}: loss {np.mean(losses[-50:]):.4f}")
+        if save is not None and every and (step + 1) % every == 0 and step + 1 < steps:
+            save(step + 1, {"optimizer": optimizer.state_dict(), "lr_schedule": schedule.state_dict()}, losses)
     return losses
 
 
@@ -141,19 +215,35 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
     pictures = _pictures(scenes)
     log(f"Data: {len(scenes)} pictures, e.g. '{scenes[0].caption}'.")
 
+    output = Path(config.output_dir) if config.output_dir else trained_toy_dir(config.model)
+    checkpoint = _Checkpoint(output.with_name(output.name + ".checkpoint.pt"), config)
+
     # Stage 1: the VAE.
     vae = AutoencoderKL(**TOY_VAE_CONFIG)
-
-    vae_batches = _batches(len(scenes), config.batch_size, config.vae_steps, generator)
+    vae_batches = _Batches(len(scenes), config.batch_size, generator)
 
     def vae_loss(step: int) -> torch.Tensor:
-        batch = pictures[next(vae_batches)]
+        batch = pictures[vae_batches.next()]
         posterior = vae.encode(batch).latent_dist
         reconstruction = vae.decode(posterior.sample(generator=generator)).sample
         return F.mse_loss(reconstruction, batch) + 1e-6 * posterior.kl().mean()
 
-    vae.train()
-    _train(list(vae.parameters()), config.vae_steps, config.vae_learning_rate, vae_loss, log, "VAE")
+    def save_vae(step: int, optimiser: dict[str, Any], losses: list[float]) -> None:
+        checkpoint.save({"stage": "vae", "step": step, "vae": vae.state_dict(), **optimiser, "losses": losses,
+                         "generator": generator.get_state(), "batches": vae_batches.state_dict()})
+
+    if checkpoint.done("vae"):
+        vae.load_state_dict(checkpoint.state["vae"])
+        log("VAE: finished in the checkpointed run.")
+    else:
+        resume = checkpoint.resumes("vae")
+        if resume is not None:
+            vae.load_state_dict(resume["vae"])
+            generator.set_state(resume["generator"])
+            vae_batches.load_state_dict(resume["batches"])
+        vae.train()
+        _train(list(vae.parameters()), config.vae_steps, config.vae_learning_rate, vae_loss, log, "VAE",
+               resume=resume, save=save_vae, every=config.checkpoint_every)
     vae.eval()
     with torch.no_grad():
         latents = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in pictures.split(256)])
@@ -182,10 +272,10 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
         return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                          return_tensors="pt").input_ids
 
-    unet_batches = _batches(len(scenes), config.batch_size, config.unet_steps, generator)
+    unet_batches = _Batches(len(scenes), config.batch_size, generator)
 
     def unet_loss(step: int) -> torch.Tensor:
-        index = next(unet_batches)
+        index = unet_batches.next()
         clean = latents[index]
         dropped = torch.rand(len(index), generator=generator) < config.caption_dropout
         texts = ["" if drop else captions[i] for i, drop in zip(index.tolist(), dropped.tolist(), strict=True)]
@@ -197,10 +287,22 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
             clean, noise, timesteps)
         return F.mse_loss(unet(noisy, timesteps, context).sample, target)
 
+    def save_unet(step: int, optimiser: dict[str, Any], losses: list[float]) -> None:
+        checkpoint.save({"stage": "unet", "step": step, "vae": vae.state_dict(), "unet": unet.state_dict(),
+                         "text_encoder": text_encoder.state_dict(), **optimiser, "losses": losses,
+                         "generator": generator.get_state(), "batches": unet_batches.state_dict()})
+
+    resume = checkpoint.resumes("unet")
+    if resume is not None:
+        unet.load_state_dict(resume["unet"])
+        text_encoder.load_state_dict(resume["text_encoder"])
+        generator.set_state(resume["generator"])
+        unet_batches.load_state_dict(resume["batches"])
     unet.train()
     text_encoder.train()
     parameters = list(unet.parameters()) + list(text_encoder.parameters())
-    losses = _train(parameters, config.unet_steps, config.learning_rate, unet_loss, log, "UNet")
+    losses = _train(parameters, config.unet_steps, config.learning_rate, unet_loss, log, "UNet",
+                    resume=resume, save=save_unet, every=config.checkpoint_every)
     unet.eval()
     text_encoder.eval()
 
@@ -208,7 +310,6 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
     common = {"vae": vae.to(dtype), "text_encoder": text_encoder.to(dtype), "tokenizer": tokenizer,
               "safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
     minutes = (time.perf_counter() - started) / 60
-    output = Path(config.output_dir) if config.output_dir else trained_toy_dir(config.model)
     with atomic_folder(output) as staging:
         if config.model == "deci":
             pipe = DeciDiffusionPipeline(unet=unet.to(dtype), scheduler=DDIMScheduler(**scheduler_config), **common)
@@ -225,6 +326,7 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
             "final_loss": float(np.mean(losses[-100:])),
             "torch": torch.__version__,
         })
+    checkpoint.path.unlink(missing_ok=True)  # the pipeline folder is complete: nothing left to resume
     log(f"Trained in {minutes:.1f} min; wrote {output}.")
     return output
 
