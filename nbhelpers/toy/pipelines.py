@@ -10,11 +10,10 @@ shape, colour and background of the prompt, at 64 px, and are labelled "toy mode
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from nbhelpers.catalog import ModelSpec
-from nbhelpers.models.tiny import cache_root
+from nbhelpers.models.tiny import cache_root, mode_requested
 
 #: How every picture, chart and label made with a toy model is marked.
 TOY_MARK = "toy model (shapes)"
@@ -23,14 +22,10 @@ TOY_MODEL_NAMES = {"sd": "shapes-sd", "deci": "shapes-deci"}
 #: Folders shipped with the package.
 SHIPPED_TOY_DIR = Path(__file__).resolve().parent / "models"
 
-_TRUTHY = {"1", "true", "yes", "on"}
-
 
 def toy_requested(toy: bool | None = None) -> bool:
     """Resolve toy mode: an explicit ``toy`` argument wins, else the ``NBHELPERS_TOY`` variable."""
-    if toy is not None:
-        return bool(toy)
-    return os.environ.get("NBHELPERS_TOY", "").strip().lower() in _TRUTHY
+    return mode_requested(toy, "NBHELPERS_TOY")
 
 
 def toy_kind(spec: ModelSpec) -> str:
