@@ -114,12 +114,11 @@ class _Checkpoint:
         self.path = path
         # Everything that changes the result; output_dir and checkpoint_every do not.
         self.settings = {k: v for k, v in asdict(config).items() if k not in ("output_dir", "checkpoint_every")}
-        self.every = config.checkpoint_every
         self.state: dict[str, Any] | None = None
         if path.is_file():
             try:
                 state = torch.load(path, map_location="cpu", weights_only=False)
-            except Exception as err:  # a damaged file must not end the run: say so and start over
+            except Exception as err:  # whatever torch.load raises for a damaged file: name the file and the way out
                 raise RuntimeError(
                     f"The checkpoint {path} cannot be read ({type(err).__name__}: {err}). Delete it to start over."
                 ) from err
@@ -135,9 +134,10 @@ class _Checkpoint:
         """The saved state if the run stopped inside ``stage``, else ``None``."""
         return self.state if self.state and self.state["stage"] == stage else None
 
-    def done(self, stage: str) -> bool:
-        """Whether the saved run had finished ``stage`` (the VAE stage once the UNet stage began)."""
-        return bool(self.state) and stage == "vae" and self.state["stage"] == "unet"
+    @property
+    def vae_finished(self) -> bool:
+        """Whether the saved run had finished the VAE stage (it was inside the UNet stage)."""
+        return bool(self.state) and self.state["stage"] == "unet"
 
     def save(self, state: dict[str, Any]) -> None:
         from nbhelpers.atomic import atomic_open
@@ -232,7 +232,7 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
         checkpoint.save({"stage": "vae", "step": step, "vae": vae.state_dict(), **optimiser, "losses": losses,
                          "generator": generator.get_state(), "batches": vae_batches.state_dict()})
 
-    if checkpoint.done("vae"):
+    if checkpoint.vae_finished:
         vae.load_state_dict(checkpoint.state["vae"])
         log("VAE: finished in the checkpointed run.")
     else:
