@@ -13,7 +13,8 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 
 from nbhelpers.images import save_image
-from nbhelpers.loading import load_info, stand_in_mark
+from nbhelpers.loading import load_info
+from nbhelpers.marks import stand_in_mark
 
 MAX_STEPS = 1000
 MAX_SIDE = 2048

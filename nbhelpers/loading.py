@@ -23,12 +23,13 @@ from diffusers import DiffusionPipeline
 from nbhelpers import flexible_unet as _legacy_flexible_unet_module  # noqa: F401
 from nbhelpers.catalog import ModelSpec, UnknownModelError, find_spec, get_spec, known_model_names, normalise_name
 from nbhelpers.device import pick_device, pick_dtype, total_memory_bytes
+from nbhelpers.marks import stand_in_mark
 from nbhelpers.models.components import pipeline_class
 from nbhelpers.models.deci_pipeline import DeciDiffusionPipeline
 from nbhelpers.models.flexible_unet import FlexibleUNet2DConditionModel
 from nbhelpers.models.schedulers import swap_scheduler
 from nbhelpers.models.tiny import tiny_pipeline_path, tiny_requested
-from nbhelpers.toy.pipelines import TOY_MARK, toy_pipeline_path, toy_requested
+from nbhelpers.toy.pipelines import toy_pipeline_path, toy_requested
 
 logger = logging.getLogger(__name__)
 
@@ -44,15 +45,6 @@ _NO_HUB_HINT = (
     "HF_HUB_OFFLINE=1. Gated or private models also need `huggingface-cli login`."
 )
 
-
-#: How every picture, chart and label made from the offline tiny stand-ins is marked.
-TINY_MARK = "tiny, random weights"
-
-
-def stand_in_mark(tiny: bool, toy: bool = False) -> str:
-    """The label every output of a stand-in carries: ``"tiny, random weights"``, ``"toy model (shapes)"`` or
-    ``""`` (the real model)."""
-    return TINY_MARK if tiny else TOY_MARK if toy else ""
 
 
 class ModelLoadError(RuntimeError):

@@ -6,7 +6,9 @@ from collections.abc import Sequence
 
 from diffusers import DiffusionPipeline
 
-from nbhelpers.loading import TINY_MARK, load_info
+from nbhelpers.loading import load_info
+from nbhelpers.models.tiny import tiny_requested
+from nbhelpers.toy.pipelines import toy_requested
 
 
 def model_banner(pipe: DiffusionPipeline) -> str:
@@ -32,16 +34,29 @@ def model_banner(pipe: DiffusionPipeline) -> str:
     if info.toy:
         text += (
             "\n\n> 🧸 **Toy model (shapes)**: a small model trained on 64 px pictures of one coloured circle, square "
-            "or triangle, in the same pipeline layout and code path as the real model. It follows prompts like "
-            "\"a red circle on a white background\" and nothing else; its pictures are not the real model's."
+            "or triangle, in the same pipeline layout and code path as the real model. It knows prompts like "
+            "\"a red circle on a white background\" and nothing else, and gets them only partly right (README, "
+            "\"Toy models\"); its pictures are not the real model's."
         )
     return text
 
 
-def mark_tiny(text: str, tiny: bool) -> str:
-    """``text`` with "(tiny, random weights)" appended when ``tiny``: for titles and captions of pictures and
-    charts made from the offline stand-ins, so nobody takes them for results."""
-    return f"{text} ({TINY_MARK})" if tiny else text
+def with_mark(text: str, mark: str) -> str:
+    """``text`` with ``(mark)`` appended when there is one: for titles and captions of pictures and charts made
+    from a stand-in (``stand_in_mark(tiny, toy)``: "tiny, random weights" or "toy model (shapes)"), so nobody
+    takes them for the real model's results."""
+    return f"{text} ({mark})" if mark else text
+
+
+def notebook_stand_in(tiny: bool | None = None, toy: bool | None = None) -> tuple[bool, bool]:
+    """Which offline stand-in a notebook uses, as ``(tiny, toy)`` to pass to ``load_pipeline``.
+
+    A notebook asked for an offline stand-in (``TINY = True`` or ``NBHELPERS_TINY=1``) uses the trained toy
+    "shapes" model, whose pictures follow the prompt, rather than random weights; ``TOY = False`` keeps the
+    random-weight tiny model, ``TOY = True`` (or ``NBHELPERS_TOY=1``) asks for the toy model directly.
+    """
+    use_toy = toy if toy is not None else (toy_requested() or tiny_requested(tiny))
+    return tiny_requested(tiny) and not use_toy, use_toy
 
 
 def show_model_banner(pipe: DiffusionPipeline) -> None:

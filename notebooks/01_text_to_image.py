@@ -8,7 +8,8 @@
 # - load DeciDiffusion 1.0 natively on current diffusers (no remote code), and SD v1.4/v1.5 and
 #   small-stable-diffusion the same way;
 # - make results reproducible with seeds, one seed per image;
-# - see what the guidance scale does, swap the scheduler, and use negative prompts;
+# - see what the guidance scale does (offline, on the toy model, measured: how many pictures show what their
+#   prompt says at each scale), swap the scheduler, and use negative prompts;
 # - save images with their prompt, seed, steps and model in the PNG metadata.
 #
 # `%load_ext autotime` prints how long each cell took.
@@ -100,8 +101,11 @@ set_up(EXTRAS)
 # ## What to expect
 #
 # - **GPU**: recommended (a free Colab T4 is enough: every model here needs about 3-4 GiB in fp16). Without one the
-#   notebook runs, slowly with the real models (minutes per image) or quickly in tiny mode (`NBHELPERS_TINY=1`),
-#   whose pictures are random-weight noise and are marked "tiny, random weights".
+#   notebook runs, slowly with the real models (minutes per image) or quickly offline (`NBHELPERS_TINY=1`) on the
+#   **toy model**: a small model in DeciDiffusion's (and SD's) pipeline layout, trained on 64 px pictures of one
+#   coloured circle, square or triangle. It draws prompts like "a red circle on a gray background" and nothing
+#   else; its pictures are marked "toy model (shapes)". `TOY = False` gives the random-weight tiny model instead
+#   (marked "tiny, random weights": noise, only for trying the code).
 # - **Downloads**: DeciDiffusion, then SD v1.5, SD v1.4 and small-stable-diffusion for the comparison at the end:
 #   about 10 GB in all, once (the table gives each; computed from the published configs).
 # - **Time on a T4**: the table's seconds per image are *estimates* computed from each UNet's FLOPs and a
@@ -117,15 +121,18 @@ show_what_to_expect(["deci-v1", "sd-v1-5", "sd-v1-4", "small-sd-v0"])
 # Papermill parameters
 MODEL = "deci-v1"  # catalog name, hub id or local folder
 OTHER_MODELS = ["sd-v1-5", "sd-v1-4", "small-sd-v0"]  # compared on the same prompt and seed at the end
-TINY = None  # None: follow NBHELPERS_TINY; True: offline tiny models with random weights
+TINY = None  # None: follow NBHELPERS_TINY; True: an offline stand-in (the toy model unless TOY = False)
+TOY = None  # None: the trained toy "shapes" model whenever a stand-in is used; False: random-weight tiny model
 PROMPTS = ["A photo of an astronaut riding a horse on Mars", "A big owl with bright shinning eyes"]
+TOY_PROMPTS = ["a red circle on a gray background", "a blue triangle on a white background"]  # what it knows
 SEED = 42
 NUM_IMAGES = 2  # images per prompt
 STEPS = None  # None: the model's default (30 for DeciDiffusion, 50 for SD)
-SIZE = None  # image side in px; None: the model's native 512 (64 in tiny mode)
+SIZE = None  # image side in px; None: the model's native 512 (64 for the toy and tiny models)
 GUIDANCE_SCALES = [1.0, 3.0, 7.5, 12.0]
 SCHEDULERS_TO_TRY = ["ddim", "euler-a", "dpm++"]
 NEGATIVE_PROMPT = "blurry, low quality, deformed, text, watermark"
+TOY_NEGATIVE_PROMPT = "a red square"  # the toy model knows colours and shapes only
 OUTPUT_DIR = "outputs/01_text_to_image"
 
 # %%
@@ -141,10 +148,13 @@ import torch
 from nbhelpers.generation import generate
 from nbhelpers.images import image_grid, read_image_metadata, show_images
 from nbhelpers.loading import load_pipeline
-from nbhelpers.models.tiny import tiny_requested
-from nbhelpers.notebook import bar_chart, mark_tiny, show_model_banner
+from nbhelpers.marks import stand_in_mark
+from nbhelpers.notebook import bar_chart, notebook_stand_in, show_model_banner, with_mark
 
-tiny = tiny_requested(TINY)
+tiny, toy = notebook_stand_in(TINY, TOY)
+mark = stand_in_mark(tiny, toy)  # on every picture and chart made from a stand-in
+prompts = TOY_PROMPTS if toy else PROMPTS
+negative_prompt = TOY_NEGATIVE_PROMPT if toy else NEGATIVE_PROMPT
 size = {"height": SIZE, "width": SIZE} if SIZE else {}  # passed to every generate() call below
 
 # %% [markdown]
@@ -161,7 +171,7 @@ size = {"height": SIZE, "width": SIZE} if SIZE else {}  # passed to every genera
 # weights are still on the hub; `nbhelpers` loads them with its own flexible-UNet class and runs no remote code.
 
 # %%
-pipe = load_pipeline(MODEL, tiny=TINY)
+pipe = load_pipeline(MODEL, tiny=tiny, toy=toy)
 show_model_banner(pipe)
 print(type(pipe).__name__, "with", type(pipe.unet).__name__)
 print(f"UNet parameters: {sum(p.numel() for p in pipe.unet.parameters()):,}")
@@ -172,35 +182,38 @@ print(f"UNet parameters: {sum(p.numel() for p in pipe.unet.parameters()):,}")
 # Once, without `nbhelpers`' loader: the UNet comes from the repo's `flexible_unet/` folder (the repo's `unet/`
 # folder holds a plain SD UNet that the original pipeline threw away), everything else is an ordinary
 # `StableDiffusionPipeline`, and the call passes DeciDiffusion's defaults (30 steps, guidance rescale 0.7). Only the
-# UNet class comes from `nbhelpers`. Same seed, same picture as `load_pipeline`'s pipeline. (In tiny mode the
-# checkpoint is the local tiny folder laid out like the hub repo.) One pipeline is kept in memory at a time.
+# UNet class comes from `nbhelpers`. Same seed, same picture as `load_pipeline`'s pipeline. (Offline, the
+# checkpoint is the toy or tiny folder, laid out like the hub repo.) One pipeline is kept in memory at a time.
 # diffusers warns that it expected a `UNet2DConditionModel`: the flexible UNet takes the same inputs and returns
 # the same output, which is all the pipeline needs.
 
 # %%
 from diffusers import StableDiffusionPipeline
 
+from nbhelpers.catalog import get_spec
 from nbhelpers.models.flexible_unet import FlexibleUNet2DConditionModel
 from nbhelpers.models.tiny import tiny_pipeline_path
+from nbhelpers.toy.pipelines import toy_pipeline_path
 
 if MODEL == "deci-v1":
-    ours = generate(pipe, PROMPTS[0], seed=SEED, num_inference_steps=STEPS, **size).images[0]
+    ours = generate(pipe, prompts[0], seed=SEED, num_inference_steps=STEPS, **size).images[0]
     dtype, device = pipe.nbhelpers_info.dtype, pipe.device  # float16 on a GPU, float32 on a CPU
     del pipe  # one pipeline in memory at a time
     gc.collect()
-    checkpoint = str(tiny_pipeline_path("deci-v1")) if tiny else "Deci/DeciDiffusion-v1-0"
+    checkpoint = (str(tiny_pipeline_path("deci-v1")) if tiny else str(toy_pipeline_path(get_spec("deci-v1"))) if toy
+                  else "Deci/DeciDiffusion-v1-0")
     unet = FlexibleUNet2DConditionModel.from_pretrained(checkpoint, subfolder="flexible_unet", torch_dtype=dtype)
     plain = StableDiffusionPipeline.from_pretrained(checkpoint, unet=unet, torch_dtype=dtype).to(device)
     plain.set_progress_bar_config(disable=True)
-    side = SIZE or (64 if tiny else 512)
-    by_hand = plain(PROMPTS[0], num_inference_steps=STEPS or 30, guidance_rescale=0.7, height=side, width=side,
+    side = SIZE or (64 if tiny or toy else 512)
+    by_hand = plain(prompts[0], num_inference_steps=STEPS or 30, guidance_rescale=0.7, height=side, width=side,
                     generator=torch.Generator().manual_seed(SEED)).images[0]
     gap = np.abs(np.asarray(by_hand, dtype=int) - np.asarray(ours, dtype=int))
     print(f"plain diffusers vs load_pipeline: max pixel difference {gap.max()}/255")
-    show_images([by_hand, ours], [mark_tiny("plain diffusers", tiny), mark_tiny("load_pipeline", tiny)], img_width=256)
+    show_images([by_hand, ours], [with_mark("plain diffusers", mark), with_mark("load_pipeline", mark)], img_width=256)
     del plain, unet
     gc.collect()
-    pipe = load_pipeline(MODEL, tiny=TINY)  # back for the rest of the notebook, from the local cache
+    pipe = load_pipeline(MODEL, tiny=tiny, toy=toy)  # back for the rest of the notebook, from the local cache
 
 # %% [markdown]
 # ## 2. Generate, reproducibly
@@ -212,13 +225,13 @@ if MODEL == "deci-v1":
 # differently (more in fp16 on a GPU).
 
 # %%
-result = generate(pipe, PROMPTS, seed=SEED, num_images=NUM_IMAGES, num_inference_steps=STEPS, **size)
+result = generate(pipe, prompts, seed=SEED, num_images=NUM_IMAGES, num_inference_steps=STEPS, **size)
 print(f"{len(result.images)} images in {result.seconds:.1f} s with {result.settings}")
 show_images(result.images, result.labels(), img_width=256)
 
 # %%
 last = NUM_IMAGES - 1  # the last image of the first prompt, made with seed SEED + last
-again = generate(pipe, PROMPTS[0], seed=SEED + last, num_inference_steps=STEPS, **size)
+again = generate(pipe, prompts[0], seed=SEED + last, num_inference_steps=STEPS, **size)
 difference = np.abs(np.asarray(again.images[0], dtype=int) - np.asarray(result.images[last], dtype=int))
 print(f"Image {last} regenerated alone from seed {SEED + last}: max pixel difference {difference.max()}/255, "
       f"mean {difference.mean():.4f}")
@@ -235,13 +248,33 @@ print("Same picture (mean difference below one level)." if difference.mean() < 1
 # more closely, until colours burn out. Guidance above 1 costs two UNet evaluations per step.
 
 # %%
-sweep = [generate(pipe, PROMPTS[1], seed=SEED, num_inference_steps=STEPS, guidance_scale=g, **size)
+sweep = [generate(pipe, prompts[1], seed=SEED, num_inference_steps=STEPS, guidance_scale=g, **size)
          for g in GUIDANCE_SCALES]
-show_images([s.images[0] for s in sweep], [mark_tiny(f"guidance {g}", tiny) for g in GUIDANCE_SCALES], img_width=200)
+show_images([s.images[0] for s in sweep], [with_mark(f"guidance {g}", mark) for g in GUIDANCE_SCALES], img_width=200)
 ax = bar_chart([str(g) for g in GUIDANCE_SCALES], [s.seconds for s in sweep],
-               title=mark_tiny(f"Time per image by guidance scale ({pipe.device})", tiny), ylabel="seconds per image")
+               title=with_mark(f"Time per image by guidance scale ({pipe.device})", mark), ylabel="seconds per image")
 ax.set_xlabel("guidance scale (1 = one UNet pass per step, above 1 = two)")
 plt.show()
+
+# %% [markdown]
+# With the toy model, "follows the prompt" can be counted: `score_pipeline` draws captions of the kind it was
+# trained on ("a red circle on a gray background", ...; here 12 of the 36, every shape, colour and background)
+# and reads colour, shape and background back from every picture (`read_scene`). The share of pictures with all
+# three words right is the model's adherence. (With the real models this needs a person or a CLIP score; it is
+# skipped there.)
+
+# %%
+if toy:
+    from nbhelpers.toy.evaluate import lesson_scenes, score_pipeline
+
+    scenes = lesson_scenes()[::3]
+    adherence = [score_pipeline(pipe, scenes, seeds=[SEED], guidance_scale=g)["all"] for g in GUIDANCE_SCALES]
+    ax = bar_chart([str(g) for g in GUIDANCE_SCALES], [100 * a for a in adherence], annotate_format="{:.0f}%",
+                   title=with_mark(f"Pictures that show all three words of their prompt ({len(scenes)} prompts)",
+                                   mark),
+                   ylabel="colour, shape and background right (%)")
+    ax.set_xlabel("guidance scale")
+    plt.show()
 
 # %% [markdown]
 # ## 4. Swap the scheduler
@@ -257,9 +290,9 @@ original_scheduler = pipe.scheduler
 swapped = []
 for name in SCHEDULERS_TO_TRY:
     swap_scheduler(pipe, name)
-    swapped.append(generate(pipe, PROMPTS[1], seed=SEED, num_inference_steps=STEPS, **size).images[0])
+    swapped.append(generate(pipe, prompts[1], seed=SEED, num_inference_steps=STEPS, **size).images[0])
 pipe.scheduler = original_scheduler
-show_images(swapped, [mark_tiny(name, tiny) for name in SCHEDULERS_TO_TRY], img_width=200)
+show_images(swapped, [with_mark(name, mark) for name in SCHEDULERS_TO_TRY], img_width=200)
 
 # %% [markdown]
 # ## 5. Negative prompts
@@ -267,10 +300,10 @@ show_images(swapped, [mark_tiny(name, tiny) for name in SCHEDULERS_TO_TRY], img_
 # A negative prompt replaces the empty unconditioned prompt, so guidance pushes away from what it describes.
 
 # %%
-without = generate(pipe, PROMPTS[0], seed=SEED, num_inference_steps=STEPS, **size)
-negative = generate(pipe, PROMPTS[0], seed=SEED, num_inference_steps=STEPS, negative_prompt=NEGATIVE_PROMPT, **size)
+without = generate(pipe, prompts[0], seed=SEED, num_inference_steps=STEPS, **size)
+negative = generate(pipe, prompts[0], seed=SEED, num_inference_steps=STEPS, negative_prompt=negative_prompt, **size)
 show_images(without.images + negative.images,
-            [mark_tiny("no negative prompt", tiny), mark_tiny(f"negative: {NEGATIVE_PROMPT}", tiny)], img_width=256)
+            [with_mark("no negative prompt", mark), with_mark(f"negative: {negative_prompt}", mark)], img_width=256)
 
 # %% [markdown]
 # ## 6. Save with metadata
@@ -288,16 +321,17 @@ read_image_metadata(paths[0])
 #
 # SD v1.5 and v1.4 share the architecture (860M-parameter UNet, 50 PNDM steps); small-stable-diffusion is a
 # distilled version with one layer per block. Each model is freed before the next loads, so this fits a small GPU.
+# (Offline, every SD v1.x name loads the same SD-style toy model, so those pictures are the same model.)
 
 # %%
 del pipe
 gc.collect()
-gallery, labels = [result.images[0]], [mark_tiny(MODEL, tiny)]
+gallery, labels = [result.images[0]], [with_mark(MODEL, mark)]
 for name in OTHER_MODELS:
-    other = load_pipeline(name, tiny=TINY)
-    out = generate(other, PROMPTS[0], seed=SEED, num_inference_steps=STEPS, **size)
+    other = load_pipeline(name, tiny=tiny, toy=toy)
+    out = generate(other, prompts[0], seed=SEED, num_inference_steps=STEPS, **size)
     gallery.append(out.images[0])
-    labels.append(mark_tiny(f"{name} ({out.settings['num_inference_steps']} steps, {out.seconds:.1f} s)", tiny))
+    labels.append(with_mark(f"{name} ({out.settings['num_inference_steps']} steps, {out.seconds:.1f} s)", mark))
     del other
     gc.collect()
     if torch.cuda.is_available():
@@ -307,7 +341,7 @@ grid = image_grid(gallery, rows=1)
 grid.save(f"{OUTPUT_DIR}/models_side_by_side.png")
 plt.figure(figsize=(3 * len(gallery), 3.4))
 plt.imshow(grid)
-plt.title(mark_tiny(" | ".join([MODEL, *OTHER_MODELS]) + f": seed {SEED}", tiny), fontsize=9)
+plt.title(with_mark(" | ".join([MODEL, *OTHER_MODELS]) + f": seed {SEED}", mark), fontsize=9)
 plt.axis("off")
 plt.show()
 

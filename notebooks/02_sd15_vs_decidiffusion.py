@@ -116,8 +116,10 @@ show_what_to_expect(["sd-v1-5", "deci-v1"])
 # %% tags=["parameters"]
 # Papermill parameters
 MODELS = ["sd-v1-5", "deci-v1"]  # add "small-sd-v0" to compare it too
-TINY = None  # None: follow NBHELPERS_TINY; True: offline tiny models with random weights
+TINY = None  # None: follow NBHELPERS_TINY; True: an offline stand-in (the toy models unless TOY = False)
+TOY = None  # None: the trained toy "shapes" models whenever a stand-in is used; False: random-weight tiny models
 PROMPTS = ["A photo of an astronaut riding a horse on Mars", "A big owl with bright shinning eyes"]
+TOY_PROMPTS = ["a red circle on a gray background", "a yellow triangle on a black background"]
 SEEDS = [0, 1]
 OPTIMIZE = ["none"]  # on a CUDA GPU try ["none", "compile"]: the first compiled call takes about a minute
 BATCH_SIZES = [1]
@@ -138,37 +140,41 @@ from nbhelpers.environment import environment_report
 from nbhelpers.generation import generate
 from nbhelpers.images import show_images
 from nbhelpers.loading import load_pipeline
-from nbhelpers.models.tiny import tiny_requested
-from nbhelpers.notebook import bar_chart, mark_tiny, show_model_banner
+from nbhelpers.marks import stand_in_mark
+from nbhelpers.notebook import bar_chart, notebook_stand_in, show_model_banner, with_mark
 from nbhelpers.perf.benchmark import BenchSettings, run_benchmark, save_report
 from nbhelpers.perf.flops import full_size_parameters, model_step_flops
 
-tiny = tiny_requested(TINY)
+tiny, toy = notebook_stand_in(TINY, TOY)
+prompts = TOY_PROMPTS if toy else PROMPTS
+mark = stand_in_mark(tiny, toy)  # on every picture made from a stand-in
 
 # %% [markdown]
 # ## 1. Side by side
 #
 # Each model runs with its published defaults: SD v1.5 50 PNDM steps, DeciDiffusion 30 DDIM steps with
-# guidance rescale 0.7; guidance scale 7.5 for both. Same prompts, same seeds.
+# guidance rescale 0.7; guidance scale 7.5 for both. Same prompts, same seeds. Offline, the two toy models stand in:
+# an SD-style one (epsilon prediction, SD's betas) and a DeciDiffusion-style one (flexible UNet, v-prediction,
+# zero-SNR DDIM), both trained on the same shapes pictures.
 
 # %%
 gallery = {}
 for name in MODELS:
-    pipe = load_pipeline(name, tiny=TINY)
+    pipe = load_pipeline(name, tiny=tiny, toy=toy)
     show_model_banner(pipe)
-    gallery[name] = [generate(pipe, prompt, seed=seed) for prompt in PROMPTS for seed in SEEDS]
+    gallery[name] = [generate(pipe, prompt, seed=seed) for prompt in prompts for seed in SEEDS]
     del pipe
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
 images, labels = [], []
-for index, (prompt, seed) in enumerate((p, s) for p in PROMPTS for s in SEEDS):
+for index, (prompt, seed) in enumerate((p, s) for p in prompts for s in SEEDS):
     for name in MODELS:
         result = gallery[name][index]
         images.append(result.images[0])
-        labels.append(mark_tiny(f"{name}, {result.settings['num_inference_steps']} steps, seed {seed}: {prompt[:30]}",
-                                tiny))
+        labels.append(with_mark(f"{name}, {result.settings['num_inference_steps']} steps, seed {seed}: {prompt[:30]}",
+                                mark))
 show_images(images, labels, img_width=220)
 
 # %% [markdown]
@@ -179,7 +185,9 @@ show_images(images, labels, img_width=220)
 # apart because it pays for compilation and caches. Safety checkers are off for both models.
 
 # %%
-settings = BenchSettings(models=MODELS, weights="tiny" if tiny else "hub", optimize=OPTIMIZE,
+# Offline the timings are of the tiny random-weight models (the report says so): they time the code path, not
+# the real models.
+settings = BenchSettings(models=MODELS, weights="tiny" if tiny or toy else "hub", optimize=OPTIMIZE,
                          batch_sizes=BATCH_SIZES, warmup=WARMUP, repeats=REPEATS)
 report = run_benchmark(settings)
 table = pd.DataFrame(report["results"])
@@ -199,7 +207,7 @@ fig, axes = plt.subplots(1, len(charts), figsize=(4.5 * len(charts), 3.6))
 for ax, (column, title, unit) in zip(axes, charts, strict=True):
     bar_chart(labels, table[column].tolist(), title=title, ylabel=unit, ax=ax)
     ax.set_xlabel("model, pipeline, batch size")
-fig.suptitle(mark_tiny(f"{report['weights']} on {report['device']}", tiny), fontsize=9)
+fig.suptitle(with_mark(f"{report['weights']} on {report['device']}", stand_in_mark(tiny or toy)), fontsize=9)
 fig.tight_layout()
 plt.show()
 
@@ -264,7 +272,7 @@ if {"sd-v1-5", "deci-v1"} <= set(MODELS):
     seconds = table[first_setting].set_index("model")["seconds_per_image"]
     speedup = seconds["sd-v1-5"] / seconds["deci-v1"]
     flop_ratio = compute.loc["sd-v1-5", "TFLOP per image (UNet)"] / compute.loc["deci-v1", "TFLOP per image (UNet)"]
-    where = mark_tiny(f"this notebook, {report['device']}, {report['weights']}", tiny)
+    where = with_mark(f"this notebook, {report['device']}, {report['weights']}", stand_in_mark(tiny or toy))
     claims = pd.DataFrame([
         {"claim": "40% fewer steps", "published": "30 vs 50 steps",
          "ratio here": f"{1 - steps_of['deci-v1'] / steps_of['sd-v1-5']:.0%} fewer", "where": "catalog defaults"},

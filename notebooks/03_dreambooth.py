@@ -11,7 +11,8 @@
 # - train LoRA adapters (the default: a few MB, fits a free GPU) or the whole UNet with `nbhelpers.dreambooth`,
 #   after a memory plan that picks the memory savers your GPU needs and prints the expected peak;
 # - watch a progress bar and the loss curve; small checkpoints let a stopped run resume exactly where it was;
-# - compare images before and after training on the same seeds;
+# - compare images before and after training on the same seeds (offline, the toy "shapes" model is trained on a
+#   red star, a shape it never saw, and the likeness to a star is measured before and after);
 # - save the LoRA (diffusers folder, plus one kohya-layout file for AUTOMATIC1111 and ComfyUI), load it back with
 #   `pipe.load_lora_weights`, and draw new scenes;
 # - see what the model learned: DAAM heat maps of the identifier `sks` before and after fine-tuning.
@@ -110,22 +111,27 @@ set_up(EXTRAS)
 # %% tags=["parameters"]
 # Papermill parameters
 MODEL = "sd-v1-4"  # base model: catalog name, hub id or local folder
-TINY = None  # None: follow NBHELPERS_TINY; True: offline tiny model with random weights and a synthetic subject
-INSTANCE_DIR = None  # your photos; None: the hub's dog photos (or the synthetic subject when tiny)
+TINY = None  # None: follow NBHELPERS_TINY; True: an offline stand-in (the toy model unless TOY = False)
+TOY = None  # None: the trained toy "shapes" model whenever a stand-in is used; False: random-weight tiny model
+INSTANCE_DIR = None  # your photos; None: the hub's dog photos (offline: a drawn star, or the tiny model's critter)
 INSTANCE_PROMPT = "a photo of sks dog"
+TOY_INSTANCE_PROMPT = "a red sks on a white background"  # the toy model knows colours and backgrounds, not stars
 IDENTIFIER = "sks"
 USE_LORA = True  # False: fine-tune the whole UNet (the memory plan says whether it fits your GPU)
 WITH_PRIOR_PRESERVATION = False  # also train on generated "a photo of dog" images, keeping the class prior
 NUM_CLASS_IMAGES = 50
-STEPS = None  # None: 400 for the real model, 30 for the tiny one
-RESOLUTION = None  # None: 512 for the real model, 64 for the tiny one
-LEARNING_RATE = None  # None: 1e-4 for LoRA, 5e-6 for full fine-tuning (tiny LoRA: 1e-2, to see it learn)
+STEPS = None  # None: 400 for the real model, TOY_STEPS for the toy one, 30 for the tiny one
+TOY_STEPS = 150
+RESOLUTION = None  # None: 512 for the real model, 64 for the toy and tiny ones
+LEARNING_RATE = None  # None: 1e-4 for LoRA, 5e-6 for full fine-tuning (toy and tiny LoRA: 1e-2, small models)
 MEMORY = "auto"  # "auto": read the GPU's free memory and pick the savers below; "off": use them as given
 MIXED_PRECISION = "auto"  # "auto": fp16 on CUDA, none elsewhere
 GRADIENT_CHECKPOINTING = None  # None: when needed
 USE_8BIT_ADAM = None  # None: when needed (full fine-tuning; needs bitsandbytes and CUDA)
 SEEDS = [0, 1, 2]
 NEW_PROMPTS = ["a photo of sks dog in a bucket", "a photo of sks dog on the beach", "a watercolor of sks dog"]
+TOY_NEW_PROMPTS = ["a red sks on a black background", "a blue sks on a gray background",
+                   "a yellow sks on a white background"]
 OUTPUT_DIR = "outputs/03_dreambooth"
 
 # %%
@@ -141,17 +147,19 @@ from nbhelpers.dreambooth.config import DreamBoothConfig
 from nbhelpers.dreambooth.data import example_subject, load_images
 from nbhelpers.images import image_grid, show_images
 from nbhelpers.loading import load_pipeline
-from nbhelpers.models.tiny import tiny_requested
-from nbhelpers.notebook import show_model_banner
+from nbhelpers.marks import stand_in_mark
+from nbhelpers.notebook import bar_chart, notebook_stand_in, show_model_banner
 
-tiny = tiny_requested(TINY)
-steps = STEPS or (30 if tiny else 400)
-resolution = RESOLUTION or (64 if tiny else 512)
-learning_rate = LEARNING_RATE or (1e-2 if tiny and USE_LORA else None)
+tiny, toy = notebook_stand_in(TINY, TOY)
+steps = STEPS or (30 if tiny else TOY_STEPS if toy else 400)
+resolution = RESOLUTION or (64 if tiny or toy else 512)
+learning_rate = LEARNING_RATE or (1e-2 if (tiny or toy) and USE_LORA else None)
+instance_prompt = TOY_INSTANCE_PROMPT if toy else INSTANCE_PROMPT
+new_prompts = TOY_NEW_PROMPTS if toy else NEW_PROMPTS
 on_cuda = torch.cuda.is_available()
-run_dir = Path(OUTPUT_DIR) / ("tiny" if tiny else "real")
-mark = " (tiny, random weights)" if tiny else ""  # on every picture and chart made from the tiny model
-print(f"tiny={tiny}  steps={steps}  resolution={resolution}  -> {run_dir}")
+run_dir = Path(OUTPUT_DIR) / ("tiny" if tiny else "toy" if toy else "real")
+mark = f" ({stand_in_mark(tiny, toy)})" if tiny or toy else ""  # on every picture and chart made from a stand-in
+print(f"tiny={tiny}  toy={toy}  steps={steps}  resolution={resolution}  -> {run_dir}")
 
 # %% [markdown]
 # ## 1. The subject photos
@@ -161,10 +169,10 @@ print(f"tiny={tiny}  steps={steps}  resolution={resolution}  -> {run_dir}")
 # training resolution, naming the file.
 
 # %%
-instance_dir = Path(INSTANCE_DIR) if INSTANCE_DIR else example_subject(run_dir / "instance_images", tiny=tiny)
+instance_dir = Path(INSTANCE_DIR) if INSTANCE_DIR else example_subject(run_dir / "instance_images", tiny=tiny, toy=toy)
 photos = load_images(instance_dir, min_side=resolution // 2)
 print(f"{len(photos)} photos in {instance_dir}")
-show_images(photos, [f"{i}: {p.width}x{p.height}" + (" (synthetic)" if tiny else "") for i, p in enumerate(photos)],
+show_images(photos, [f"{i}: {p.width}x{p.height}" + (" (drawn)" if tiny or toy else "") for i, p in enumerate(photos)],
             img_width=160)
 
 # %% [markdown]
@@ -177,10 +185,11 @@ show_images(photos, [f"{i}: {p.width}x{p.height}" + (" (synthetic)" if tiny else
 
 # %%
 inference_dtype = torch.float16 if on_cuda else torch.float32
-pipe = load_pipeline(MODEL, tiny=TINY, dtype=inference_dtype, safety_checker=False, memory_savers="off",
-                     progress=False, **({"variant": "fp16"} if on_cuda and not tiny else {}))
+pipe = load_pipeline(MODEL, tiny=tiny, toy=toy, dtype=inference_dtype, safety_checker=False, memory_savers="off",
+                     progress=False, **({"variant": "fp16"} if on_cuda and not (tiny or toy) else {}))
 show_model_banner(pipe)
-daam_size = max(resolution, 128)  # the tiny UNet attends to text only at coarse sizes: give DAAM a few pixels
+# The tiny UNet attends to text only at coarse sizes: give DAAM a few pixels. The toy one works at its 64 px.
+daam_size = resolution if toy else max(resolution, 128)
 
 
 def draw(pipe, prompt, seeds, size=None):
@@ -192,12 +201,12 @@ def draw(pipe, prompt, seeds, size=None):
 def identifier_heat_map(pipe, seed):
     """The image of the instance prompt and the DAAM heat map of the identifier in it."""
     with torch.no_grad(), trace(pipe) as tc:
-        image = pipe(INSTANCE_PROMPT, height=daam_size, width=daam_size, generator=set_seed(seed)).images[0]
+        image = pipe(instance_prompt, height=daam_size, width=daam_size, generator=set_seed(seed)).images[0]
         heat_map = tc.compute_global_heat_map().compute_word_heat_map(IDENTIFIER)
     return image, heat_map
 
 
-before = draw(pipe, INSTANCE_PROMPT, SEEDS)
+before = draw(pipe, instance_prompt, SEEDS)
 show_images(before, [f"before, seed {s}{mark}" for s in SEEDS], img_width=192)
 daam_before = identifier_heat_map(pipe, SEEDS[0])
 
@@ -220,12 +229,12 @@ daam_before = identifier_heat_map(pipe, SEEDS[0])
 output_dir = run_dir / ("dreambooth-lora" if USE_LORA else "dreambooth-full")
 config = DreamBoothConfig(
     instance_data_dir=str(instance_dir), output_dir=str(output_dir), model=MODEL,
-    tiny=tiny, instance_prompt=INSTANCE_PROMPT, identifier=IDENTIFIER,
+    tiny=tiny, toy=toy, instance_prompt=instance_prompt, identifier=IDENTIFIER,
     with_prior_preservation=WITH_PRIOR_PRESERVATION, num_class_images=NUM_CLASS_IMAGES,
     class_data_dir=str(run_dir / "class_images"), resolution=resolution, use_lora=USE_LORA,
     learning_rate=learning_rate, max_train_steps=steps, memory=MEMORY, mixed_precision=MIXED_PRECISION,
     gradient_checkpointing=GRADIENT_CHECKPOINTING, use_8bit_adam=USE_8BIT_ADAM,
-    checkpointing_steps=max(1, steps // 4), validation_prompts=[NEW_PROMPTS[0]], validation_steps=max(1, steps // 2),
+    checkpointing_steps=max(1, steps // 4), validation_prompts=[new_prompts[0]], validation_steps=max(1, steps // 2),
 )
 trainer = DreamBoothTrainer(config, pipe=pipe)  # prints the memory plan
 trained = sum(p.numel() for p in trainer.trainable_parameters())
@@ -279,14 +288,36 @@ if USE_LORA:
     pipe.unet.delete_adapters("default")  # the adapter trained in place ...
     pipe.load_lora_weights(result.weights_dir)  # ... and the same one read back from disk
     print("loaded", sorted(p.name for p in result.weights_dir.iterdir()), "; A1111/ComfyUI file:", result.kohya_file)
-after = draw(pipe, INSTANCE_PROMPT, SEEDS)
+after = draw(pipe, instance_prompt, SEEDS)
 comparison = image_grid(before + after, rows=2, padding=4)
 comparison.save(run_dir / "before_after.png")
 plt.figure(figsize=(2.5 * len(SEEDS), 5.2))
 plt.imshow(comparison)
-plt.title(f"'{INSTANCE_PROMPT}': before (top) and after (bottom), seeds {SEEDS}" + ("\n" + mark.strip()) * tiny)
+plt.title(f"'{instance_prompt}': before (top) and after (bottom), seeds {SEEDS}" + ("\n" + mark.strip()) * bool(mark))
 plt.axis("off")
 plt.show()
+
+# %% [markdown]
+# With the toy model the likeness can be measured: `shape_likeness` finds the drawn blob and compares its outline
+# with a star stretched over the same box (intersection over union: 1 is the same outline; a circle scores about
+# 0.5, a square about 0.4). Same prompt, same seeds, before and after training. Measured with the shipped SD-style
+# toy model, 150 LoRA steps at learning rate 1e-2 and four seeds: 0.45 before, 0.41 after, so this small model
+# does not learn the star in this budget (its own shapes are still blobs); more steps or a better-trained toy
+# model are the next things to try.
+
+# %%
+if toy:
+    from nbhelpers.toy.evaluate import shape_likeness
+
+    likeness = {"before": [shape_likeness(image) for image in before],
+                "after": [shape_likeness(image) for image in after]}
+    print({label: [round(v, 2) for v in values] for label, values in likeness.items()})
+    ax = bar_chart(list(likeness), [float(np.mean(v)) for v in likeness.values()],
+                   title=f"Likeness to the star, '{instance_prompt}', {len(SEEDS)} seeds{mark}",
+                   ylabel="IoU with a star")
+    ax.set_xlabel("DreamBooth")
+    ax.set_ylim(0, 1)
+    plt.show()
 
 # %% [markdown]
 # ## 6. New scenes
@@ -294,8 +325,8 @@ plt.show()
 # The identifier now means the subject; the rest of the prompt still means what it meant to the base model.
 
 # %%
-scenes = [draw(pipe, prompt, SEEDS[:1])[0] for prompt in NEW_PROMPTS]
-show_images(scenes, [prompt + mark for prompt in NEW_PROMPTS], img_width=192)
+scenes = [draw(pipe, prompt, SEEDS[:1])[0] for prompt in new_prompts]
+show_images(scenes, [prompt + mark for prompt in new_prompts], img_width=192)
 
 # %% [markdown]
 # ## 7. What the model learned: where it looks for `sks`
@@ -315,7 +346,7 @@ for row, (label, (image, heat_map)) in zip(axes, [("before", daam_before), ("aft
     row[0].set_axis_off()
     heat_map.plot_overlay(image, ax=row[1])
     row[1].set_title(f"DAAM heat map of '{IDENTIFIER}', {label}\n{mark.strip()}", fontsize=9)
-fig.suptitle(f"'{INSTANCE_PROMPT}', seed {SEEDS[0]}, {daam_size}x{daam_size} px")
+fig.suptitle(f"'{instance_prompt}', seed {SEEDS[0]}, {daam_size}x{daam_size} px")
 fig.tight_layout()
 fig.savefig(run_dir / "identifier_heat_maps.png")
 plt.show()

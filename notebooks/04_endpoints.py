@@ -99,11 +99,12 @@ set_up(EXTRAS)
 # %% tags=["parameters"]
 # Papermill parameters
 MODEL = "deci-v1"
-TINY = None  # None: follow NBHELPERS_TINY; True: offline tiny model with random weights
+TINY = None  # None: follow NBHELPERS_TINY; True: an offline stand-in (the toy model unless TOY = False)
+TOY = None  # None: the trained toy "shapes" model whenever a stand-in is used; False: random-weight tiny model
 PORT = 5031
 API_KEY = "local-dev-key"
-STEPS = None  # None: the model's default; small values make the demo fast on a CPU
-REQUEST_TIMEOUT_MS = None  # None: Azure's default 5000 ms with the tiny model, 90000 ms (the samples' value) otherwise
+STEPS = None  # None: the model's default online, 20 for the toy model, 4 for the tiny one
+REQUEST_TIMEOUT_MS = None  # None: Azure's default 5000 ms offline (toy/tiny), 90000 ms (the samples' value) otherwise
 OUTPUT_DIR = "outputs/04_endpoints"
 # Azure (optional): leave empty to skip the deployment cells
 AZURE_SUBSCRIPTION_ID = ""
@@ -129,12 +130,16 @@ from nbhelpers.endpoints.client import EndpointClient, EndpointError
 from nbhelpers.endpoints.contract import decode_image
 from nbhelpers.endpoints.serving import local_server
 from nbhelpers.images import show_images
-from nbhelpers.models.tiny import tiny_requested
+from nbhelpers.marks import stand_in_mark
+from nbhelpers.notebook import notebook_stand_in
 
-tiny = tiny_requested(TINY)
-steps = STEPS or (4 if tiny else None)
-request_timeout_ms = REQUEST_TIMEOUT_MS or (5000 if tiny else 90_000)
-mark = " (tiny, random weights)" if tiny else ""  # every picture of the tiny model says so
+tiny, toy = notebook_stand_in(TINY, TOY)
+steps = STEPS or (4 if tiny else 20 if toy else None)  # small models: short requests
+request_timeout_ms = REQUEST_TIMEOUT_MS or (5000 if tiny or toy else 90_000)
+mark = f" ({stand_in_mark(tiny, toy)})" if tiny or toy else ""  # every picture of a stand-in says so
+# The toy model draws one coloured shape from prompts like these, and nothing else:
+prompts = (["a red circle on a white background", "a green triangle on a gray background"] if toy else
+           ["a photograph of an astronaut riding a horse", "lion holding hunted deer in grass fields"])
 output = Path(OUTPUT_DIR)
 output.mkdir(parents=True, exist_ok=True)
 
@@ -155,7 +160,7 @@ output.mkdir(parents=True, exist_ok=True)
 # %%
 servers = ExitStack()
 url = servers.enter_context(local_server(
-    MODEL, port=PORT, tiny=tiny, api_key=API_KEY, max_concurrent_requests_per_instance=1,
+    MODEL, port=PORT, tiny=tiny, toy=toy, api_key=API_KEY, max_concurrent_requests_per_instance=1,
     request_timeout_ms=request_timeout_ms, log_file=output / "server.log", progress=True))
 print("live:", requests.get(url + "/", timeout=10).text, "at", url)
 
@@ -166,7 +171,7 @@ print("live:", requests.get(url + "/", timeout=10).text, "at", url)
 sample = {
     "input_data": {
         "columns": ["prompt"],
-        "data": ["a photograph of an astronaut riding a horse", "lion holding hunted deer in grass fields"],
+        "data": prompts,
         "index": [0, 1],
         "parameters": {"guidance_scale": 7.5, **({"num_inference_steps": steps} if steps else {})},
     }
@@ -198,7 +203,7 @@ for body, headers in [
 # Six requests sent at once:
 
 # %%
-busy = {"input_data": {"data": ["an owl"], "parameters": {"num_inference_steps": 12 if tiny else 50}}}
+busy = {"input_data": {"data": ["an owl"], "parameters": {"num_inference_steps": 12 if tiny or toy else 50}}}
 
 
 def post(_):
@@ -255,7 +260,8 @@ print(f"the next request was served in {time.perf_counter() - start:.1f} s: the 
 
 # %%
 extra = {"num_inference_steps": steps} if steps else {}
-generated = client.generate(["A big owl with bright shinning eyes"], **extra)
+generated = client.generate(["a blue square on a black background" if toy else "A big owl with bright shinning eyes"],
+                            **extra)
 show_images([g.image for g in generated],
             [f"{g.prompt} (nsfw: {g.nsfw_content_detected}){mark}" for g in generated])
 servers.close()  # stops the gateway and the scoring worker
@@ -273,11 +279,14 @@ print("server stopped")
 # %%
 inputs = output / "batch_in"
 inputs.mkdir(exist_ok=True)
-pd.DataFrame({"prompt": ["a red fox in the snow", "a lighthouse at dusk", "a bowl of ramen"]}).to_csv(
-    inputs / "prompts-1.csv", index=False)
-pd.DataFrame({"prompt": ["a watercolor of a cat", "a castle on a hill"]}).to_csv(
-    inputs / "prompts-2.csv", index=False)
-report = run_batch(inputs, output / "batch_out", model=MODEL, tiny=tiny,
+files = ({"prompts-1.csv": ["a red circle on a black background", "a yellow square on a gray background",
+                            "a blue triangle on a white background"],
+          "prompts-2.csv": ["a green circle on a white background", "a red triangle on a black background"]} if toy else
+         {"prompts-1.csv": ["a red fox in the snow", "a lighthouse at dusk", "a bowl of ramen"],
+          "prompts-2.csv": ["a watercolor of a cat", "a castle on a hill"]})
+for name, rows in files.items():
+    pd.DataFrame({"prompt": rows}).to_csv(inputs / name, index=False)
+report = run_batch(inputs, output / "batch_out", model=MODEL, tiny=tiny, toy=toy,
                    parameters={"num_inference_steps": steps} if steps else None)
 print(report)
 predictions = pd.read_csv(report.predictions)

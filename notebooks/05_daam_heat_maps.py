@@ -9,6 +9,8 @@
 # - trace a generation with `nbhelpers.daam` (the reference `daam` API: `trace`, `compute_global_heat_map`,
 #   `compute_word_heat_map`, `plot_overlay`), on current diffusers, for SD and for DeciDiffusion;
 # - compare the same prompt's word maps from SD v1.5 and DeciDiffusion side by side;
+# - check a heat map against the truth: offline, on the toy "shapes" models, measure whether the word "circle"
+#   attends to the circle they drew (with the shipped toy models: not yet, and the notebook shows the number);
 # - plot every word of a prompt at once, and watch attention settle over the denoising steps;
 # - trace any image size, and save maps as arrays and pictures.
 #
@@ -101,12 +103,15 @@ set_up(EXTRAS)
 # %% tags=["parameters"]
 # Papermill parameters
 MODELS = ["sd-v1-5", "deci-v1"]
-TINY = None  # None: follow NBHELPERS_TINY; True: offline tiny models with random weights
+TINY = None  # None: follow NBHELPERS_TINY; True: an offline stand-in (the toy model unless TOY = False)
+TOY = None  # None: the trained toy "shapes" model whenever a stand-in is used; False: random-weight tiny models
 PROMPT = "A big owl with bright shinning eyes sitting on a tree branch"
 WORDS = ["owl", "eyes", "branch"]
+TOY_PROMPT = "a red circle on a gray background"  # the toy model draws one coloured shape, nothing else
+TOY_WORDS = ["circle", "red", "background"]
 SEED = 0
 STEPS = None  # None: each model's default (50 for SD, 30 for DeciDiffusion)
-SIZE = None  # image side in px; None: 512, or 128 in tiny mode
+SIZE = None  # image side in px; None: 512, 64 for the toy model, 128 for the tiny one
 STEP_RANGES = 3  # how many consecutive step ranges to show attention settling over time
 OUTPUT_DIR = "outputs/05_daam"
 
@@ -114,6 +119,7 @@ OUTPUT_DIR = "outputs/05_daam"
 import gc
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 
 from nbhelpers.daam import WordCutOffError, WordNotInPromptError, set_seed, trace
@@ -122,7 +128,10 @@ from nbhelpers.daam.words import word_token_positions
 from nbhelpers.generation import default_settings
 from nbhelpers.images import show_images
 from nbhelpers.loading import load_pipeline
-from nbhelpers.notebook import show_model_banner
+from nbhelpers.notebook import notebook_stand_in, show_model_banner
+
+tiny, toy = notebook_stand_in(TINY, TOY)
+prompt, words = (TOY_PROMPT, TOY_WORDS) if toy else (PROMPT, WORDS)
 
 # %% [markdown]
 # ## 1. Trace one generation per model
@@ -140,7 +149,7 @@ from nbhelpers.notebook import show_model_banner
 
 # %%
 def traced_generation(pipe, height, width):
-    """One generation of PROMPT inside `trace`, with the model's defaults and seed SEED; returns (image, tracer).
+    """One generation of prompt inside `trace`, with the model's defaults and seed SEED; returns (image, tracer).
 
     The tracer keeps its recording after the block: heat maps can be computed from it afterwards.
     """
@@ -148,15 +157,15 @@ def traced_generation(pipe, height, width):
     if STEPS is not None:
         settings["num_inference_steps"] = STEPS
     with torch.no_grad(), trace(pipe) as tc:
-        image = pipe(PROMPT, generator=set_seed(SEED), **settings).images[0]
+        image = pipe(prompt, generator=set_seed(SEED), **settings).images[0]
     return image, tc
 
 
 results = {}
 for name in MODELS:
-    pipe = load_pipeline(name, tiny=TINY)
+    pipe = load_pipeline(name, tiny=tiny, toy=toy)
     show_model_banner(pipe)
-    size = SIZE or (128 if pipe.nbhelpers_info.tiny else 512)
+    size = SIZE or (128 if tiny else 64 if toy else 512)
     image, tc = traced_generation(pipe, size, size)
     global_map = tc.compute_global_heat_map()
     ranges = [list(r) for r in torch.arange(tc.num_steps).tensor_split(STEP_RANGES)]
@@ -175,18 +184,59 @@ show_images([r["image"] for r in results.values()], [r["label"] for r in results
 # most), under the image, which fades where attention is high.
 
 # %%
-fig, axes = plt.subplots(len(results), len(WORDS) + 1, figsize=(3 * (len(WORDS) + 1) + 1, 3 * len(results)),
+fig, axes = plt.subplots(len(results), len(words) + 1, figsize=(3 * (len(words) + 1) + 1, 3 * len(results)),
                          squeeze=False, layout="constrained")
 for row, (name, result) in zip(axes, results.items(), strict=True):
     row[0].imshow(result["image"])
     row[0].set_title(result["label"], fontsize=9)
     row[0].set_axis_off()
-    for ax, word in zip(row[1:], WORDS, strict=True):
+    for ax, word in zip(row[1:], words, strict=True):
         result["map"].compute_word_heat_map(word).plot_overlay(result["image"], ax=ax)
         ax.set_title(f"{name}: {word}")
 fig.colorbar(axes[0, 1].images[0], ax=axes, shrink=0.8, label=COLORBAR_LABEL)
 fig.suptitle(f"Word heat maps: {', '.join(r['label'] for r in results.values())}")
 plt.show()
+
+# %% [markdown]
+# ### With the toy model: does "circle" light up the circle?
+#
+# The toy model's pictures can be read back (`read_scene` finds the drawn shape), so a heat map can be checked
+# instead of believed: the share of the shape word's attention that falls inside the drawn shape, divided by the
+# shape's share of the picture. 1 means the word looks everywhere alike; above 1 it looks at the shape.
+# `shape_word_attention` traces one generation per scene and returns that ratio; below, every shape and colour on
+# a gray background, two seeds each, for each toy model. (Skipped with the real models: there is no ground truth
+# for an owl.) **Measured with the shipped toy models: about 0.9-1.0**, no preference: they learned colour and
+# background far better than shape (see notebook 01's adherence chart), so their shape word steers little. A
+# heat map is a hypothesis about the model; here the check says no.
+
+# %%
+if toy:
+    from nbhelpers.toy.evaluate import shape_word_attention
+    from nbhelpers.toy.shapes import COLOURS, SHAPES, Scene
+
+    scenes = [Scene(shape=shape, colour=colour, background="gray") for shape in SHAPES for colour in COLOURS]
+    fig, ax = plt.subplots(figsize=(7, 3.2), layout="constrained")
+    for offset, name in zip((-0.2, 0.2), MODELS, strict=False):
+        pipe = load_pipeline(name, tiny=tiny, toy=toy)
+        ratios = {shape: [] for shape in SHAPES}
+        for scene in scenes:
+            for seed in (SEED, SEED + 1):
+                try:
+                    ratios[scene.shape].append(shape_word_attention(pipe, scene, seed=seed)[0])
+                except ValueError as err:  # the picture shows no shape: nothing to score
+                    print(err)
+        means = [float(np.mean(ratios[shape])) if ratios[shape] else 0.0 for shape in SHAPES]
+        ax.bar(np.arange(len(SHAPES)) + offset, means, width=0.4, label=pipe.nbhelpers_info.label)
+        print(name, {shape: f"{m:.2f}" for shape, m in zip(SHAPES, means, strict=True)})
+        del pipe
+        gc.collect()
+    ax.axhline(1.0, color="gray", linestyle="--", label="no preference")
+    ax.set_xticks(range(len(SHAPES)), [f"'{shape}'" for shape in SHAPES])
+    ax.set_xlabel("shape word of the prompt")
+    ax.set_ylabel("attention inside the shape / shape's area share")
+    ax.set_title("Where the shape word attends (8 prompts x 2 seeds per bar; toy model (shapes))", fontsize=9)
+    ax.legend(fontsize=8)
+    plt.show()
 
 # %% [markdown]
 # ## 3. Every word of the prompt
@@ -206,7 +256,7 @@ plt.show()
 # Early steps decide the layout, later ones the details. Each column aggregates one range of steps.
 
 # %%
-word = WORDS[0]
+word = words[0]
 fig, axes = plt.subplots(len(results), STEP_RANGES, figsize=(3 * STEP_RANGES + 1, 3 * len(results)),
                          squeeze=False, layout="constrained")
 for row, (name, result) in zip(axes, results.items(), strict=True):
@@ -226,16 +276,16 @@ plt.show()
 # pipeline accepts can be traced: SD takes multiples of 8 px, DeciDiffusion's UNet multiples of 64 px.
 
 # %%
-pipe = load_pipeline(MODELS[0], tiny=TINY)
-height, width = (72, 136) if pipe.nbhelpers_info.tiny else (520, 648)
+pipe = load_pipeline(MODELS[0], tiny=tiny, toy=toy)
+height, width = (72, 136) if tiny or toy else (520, 648)
 image, tc = traced_generation(pipe, height, width)
 odd_map = tc.compute_global_heat_map()
 for index, (h, w) in sorted(tc.layer_sizes.items()):
     print(f"{tc.layer_names[index]:55s} {h:3d} x {w:3d}  factor {tc.layer_factors[index]}")
-print("latent", tc.latent_size, "-> word map", tuple(odd_map.compute_word_heat_map(WORDS[0]).value.shape))
+print("latent", tc.latent_size, "-> word map", tuple(odd_map.compute_word_heat_map(words[0]).value.shape))
 fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
-odd_map.compute_word_heat_map(WORDS[0]).plot_overlay(image, ax=ax, colorbar=True)
-ax.set_title(f"'{WORDS[0]}' at {height}x{width} px\n{pipe.nbhelpers_info.label}", fontsize=10)
+odd_map.compute_word_heat_map(words[0]).plot_overlay(image, ax=ax, colorbar=True)
+ax.set_title(f"'{words[0]}' at {height}x{width} px\n{pipe.nbhelpers_info.label}", fontsize=10)
 plt.show()
 del pipe
 _ = gc.collect()
@@ -255,7 +305,7 @@ try:
     last["map"].compute_word_heat_map("giraffe")
 except WordNotInPromptError as err:
     print("WordNotInPromptError:", err)
-long_prompt = PROMPT + ", " + ", ".join(["highly detailed"] * 40) + ", giraffe"  # 135 tokens: 'giraffe' is past the cut
+long_prompt = prompt + ", " + ", ".join(["highly detailed"] * 40) + ", giraffe"  # 135 tokens: 'giraffe' is past the cut
 try:
     word_token_positions(last["map"].tokenizer, long_prompt, "giraffe")  # what compute_word_heat_map looks up
 except WordCutOffError as err:

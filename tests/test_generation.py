@@ -100,15 +100,39 @@ def test_unknown_scheduler(tiny_sd):
 
 
 def test_captions_of_tiny_images_carry_the_mark(tiny_sd):
-    from nbhelpers.notebook import mark_tiny
+    from nbhelpers.marks import stand_in_mark
+    from nbhelpers.notebook import with_mark
 
     result = generate(tiny_sd, ["an owl", "a horse"], seed=5, num_inference_steps=1)
     assert result.tiny
     assert result.labels() == ["seed 5: an owl (tiny, random weights)", "seed 5: a horse (tiny, random weights)"]
     result.tiny = False
     assert result.labels() == ["seed 5: an owl", "seed 5: a horse"]
-    assert mark_tiny("Time per image", True) == "Time per image (tiny, random weights)"
-    assert mark_tiny("Time per image", False) == "Time per image"
+    assert with_mark("Time per image", stand_in_mark(True)) == "Time per image (tiny, random weights)"
+    assert with_mark("Time per image", stand_in_mark(False, toy=True)) == "Time per image (toy model (shapes))"
+    assert with_mark("Time per image", stand_in_mark(False)) == "Time per image"
+
+
+@pytest.mark.parametrize(
+    ("tiny", "toy", "env", "expected"),
+    [
+        (None, None, {"NBHELPERS_TINY": "1"}, (False, True)),  # offline notebooks: the trained toy model
+        (None, False, {"NBHELPERS_TINY": "1"}, (True, False)),  # TOY = False keeps random weights
+        (True, None, {}, (False, True)),
+        (None, None, {"NBHELPERS_TOY": "1"}, (False, True)),
+        (None, True, {}, (False, True)),
+        (None, None, {}, (False, False)),  # the real model
+        (False, None, {"NBHELPERS_TINY": "1"}, (False, False)),  # TINY = False beats the variable
+    ],
+)
+def test_notebooks_use_the_toy_model_when_a_stand_in_is_asked_for(monkeypatch, tiny, toy, env, expected):
+    from nbhelpers.notebook import notebook_stand_in
+
+    for name in ("NBHELPERS_TINY", "NBHELPERS_TOY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert notebook_stand_in(tiny, toy) == expected
 
 
 def test_a_step_callback_runs_but_stays_out_of_the_settings_and_metadata(tiny_sd, tmp_path):

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import ImageFilter
+from PIL import Image, ImageFilter
 
 from nbhelpers.toy.evaluate import accuracy, attention_ratio, read_scene
 from nbhelpers.toy.shapes import BACKGROUNDS, COLOURS, SHAPES, Scene, all_captions, area_share, make_scenes
@@ -18,8 +18,9 @@ def test_scenes_are_seeded_and_captioned():
     assert first == again and first != other
     assert first[0].caption == f"a {first[0].colour} {first[0].shape} on a {first[0].background} background"
     assert len(all_captions()) == len(COLOURS) * len(SHAPES) * len(BACKGROUNDS) == 36
-    with pytest.raises(ValueError, match="Unknown shape 'star'"):
-        Scene("star", "red", "white")
+    with pytest.raises(ValueError, match="Unknown shape 'hexagon'"):
+        Scene("hexagon", "red", "white")
+    assert "star" not in {scene.shape for scene in make_scenes(500)}  # DreamBooth's new subject, never in the data
 
 
 def test_mask_matches_the_geometry():
@@ -75,7 +76,8 @@ def test_micro_training_run_writes_a_pipeline_that_toy_mode_loads(tmp_path, monk
 
     monkeypatch.setenv("NBHELPERS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("nbhelpers.toy.pipelines.SHIPPED_TOY_DIR", tmp_path / "shipped")  # whatever ships
-    settings = ToyTrainingConfig(model="deci", num_scenes=16, vae_steps=2, unet_steps=2, batch_size=4)
+    settings = ToyTrainingConfig(model="deci", num_scenes=16, vae_steps=2, unet_steps=2, decoder_steps=2, batch_size=4,
+                                 evaluate=False)
     folder = train_toy_model(settings, log=lambda _: None)
     assert folder == trained_toy_dir("deci") == tmp_path / "cache" / "toy" / "shapes-deci"
     assert (folder / "flexible_unet" / "config.json").is_file() and not (folder / "unet").exists()
@@ -112,7 +114,8 @@ def test_a_killed_toy_run_resumes_to_the_same_weights(tmp_path, killed_at):
 
     def settings(name: str) -> ToyTrainingConfig:
         return ToyTrainingConfig(model="sd", output_dir=str(tmp_path / name), num_scenes=16, vae_steps=3,
-                                 unet_steps=3, batch_size=4, checkpoint_every=1, fp16=False)
+                                 unet_steps=3, decoder_steps=2, batch_size=4, checkpoint_every=1, fp16=False,
+                                 evaluate=False)
 
     whole = train_toy_model(settings("whole"), log=lambda _: None)
 
@@ -142,7 +145,7 @@ def test_a_checkpoint_of_other_settings_is_refused_with_what_to_do(tmp_path):
             raise _Killed(message)
 
     first = ToyTrainingConfig(output_dir=str(tmp_path / "run"), num_scenes=16, vae_steps=3, unet_steps=2,
-                              batch_size=4, checkpoint_every=1)
+                              decoder_steps=1, batch_size=4, checkpoint_every=1, evaluate=False)
     with pytest.raises(_Killed):
         train_toy_model(first, log=killer)
     changed = ToyTrainingConfig(**{**first.__dict__, "learning_rate": 5e-4})
@@ -151,3 +154,15 @@ def test_a_checkpoint_of_other_settings_is_refused_with_what_to_do(tmp_path):
     (tmp_path / "run.checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(RuntimeError, match="cannot be read.*Delete it to start over"):
         train_toy_model(first, log=lambda _: None)
+
+
+def test_star_likeness_tells_a_star_from_the_known_shapes():
+    from nbhelpers.toy.evaluate import shape_likeness
+
+    for extent in (0.2, 0.3):
+        scores = {shape: shape_likeness(Scene(shape=shape, colour="red", background="white", centre=(0.4, 0.55),
+                                              extent=extent).render()[0])
+                  for shape in ("star", *SHAPES)}
+        assert scores["star"] > 0.9, scores
+        assert max(scores[shape] for shape in SHAPES) < 0.6, scores
+    assert shape_likeness(Image.new("RGB", (64, 64), "white")) == 0.0  # no shape drawn

@@ -50,6 +50,9 @@ class DreamBoothConfig:
     tiny: bool | None = field(default=None, metadata=_help(
         "Use the offline tiny base model with random weights (default: the NBHELPERS_TINY variable).",
         **_OPTIONAL_SWITCH))
+    toy: bool | None = field(default=None, metadata=_help(
+        "Use the trained toy 'shapes' model as the base (offline, 64 px; default: the NBHELPERS_TOY variable).",
+        **_OPTIONAL_SWITCH))
     instance_prompt: str = field(default="a photo of sks dog",
                                  metadata=_help("Prompt of the subject photos; must contain the identifier."))
     identifier: str = field(default="sks", metadata=_help("The rare token that names the subject."))
@@ -61,7 +64,7 @@ class DreamBoothConfig:
         "Cache of class images, reused across runs (default OUTPUT_DIR/class_images)."))
     num_class_images: int = field(default=100, metadata=_help("Class images to have (missing ones are generated)."))
     prior_loss_weight: float = field(default=1.0, metadata=_help("Weight of the class (prior) loss."))
-    resolution: int = field(default=512, metadata=_help("Training image side in px (512 for SD v1.x, 64 tiny)."))
+    resolution: int = field(default=512, metadata=_help("Training image side in px (512 for SD v1.x, 64 tiny or toy)."))
     center_crop: bool = field(default=True, metadata=_help("Crop the centre (--no_center_crop: a random crop)."))
     random_flip: bool = field(default=False, metadata=_help("Flip images left-right at random."))
     use_lora: bool = field(default=True, metadata=_help(

@@ -197,16 +197,39 @@ def make_synthetic_subject(folder: str | os.PathLike[str], count: int = 6, size:
     return folder
 
 
-def example_subject(folder: str | os.PathLike[str], *, tiny: bool) -> Path:
-    """A folder of subject photos for the tutorial: the hub's dog photos, or offline a synthetic subject.
+def make_toy_subject(folder: str | os.PathLike[str], count: int = 6, seed: int = 0) -> Path:
+    """Draw ``count`` 64 px pictures of a red five-pointed star on a white background, at varied places and sizes.
 
-    With ``tiny`` the photos are drawn by :func:`make_synthetic_subject` (no network); otherwise the dataset
-    ``diffusers/dog-example`` is downloaded into ``folder`` (once; later calls reuse it).
+    The subject for DreamBooth on the toy "shapes" models: a shape they never saw (they know circles, squares
+    and triangles), so whether training taught it can be measured (:func:`nbhelpers.toy.evaluate.shape_likeness`).
+    Returns the folder.
+    """
+    from nbhelpers.toy.shapes import Scene
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    for index in range(count):
+        extent = rng.uniform(0.22, 0.32)
+        centre = (rng.uniform(extent + 0.04, 1 - extent - 0.04), rng.uniform(extent + 0.04, 1 - extent - 0.04))
+        image, _ = Scene(shape="star", colour="red", background="white", centre=centre, extent=extent).render()
+        image.save(folder / f"star-{index:02d}.png")
+    return folder
+
+
+def example_subject(folder: str | os.PathLike[str], *, tiny: bool, toy: bool = False) -> Path:
+    """A folder of subject photos for the tutorial: the hub's dog photos, or offline a drawn subject.
+
+    With ``toy`` the pictures are the star of :func:`make_toy_subject`, with ``tiny`` the critter of
+    :func:`make_synthetic_subject` (no network either way); otherwise the dataset ``diffusers/dog-example`` is
+    downloaded into ``folder`` (once; later calls reuse it).
 
     Raises:
         DreamBoothDataError: the download failed; the message says how to go offline or bring your own photos.
     """
     folder = Path(folder)
+    if toy:
+        return make_toy_subject(folder)
     if tiny:
         return make_synthetic_subject(folder)
     if folder.is_dir() and image_files(folder):

@@ -58,14 +58,17 @@ def kohya_state_dict(layers: dict[str, dict], alpha: float) -> dict[str, torch.T
 
 
 def save_kohya_lora(path: Path, layers: dict[str, dict], *, alpha: float, rank: int, base_model: str,
-                    tiny: bool) -> Path:
-    """Write one kohya-layout ``.safetensors`` file (atomically) with kohya's descriptive metadata."""
+                    stand_in: str = "") -> Path:
+    """Write one kohya-layout ``.safetensors`` file (atomically) with kohya's descriptive metadata.
+
+    ``stand_in``: the base model's stand-in mark ("tiny, random weights", "toy model (shapes)"), recorded so
+    the file is never taken for a LoRA of the real model."""
     from safetensors.torch import save
 
     metadata = {
         "ss_network_module": "networks.lora", "ss_network_dim": str(rank), "ss_network_alpha": str(alpha),
         "ss_base_model_version": "sd_v1", "ss_sd_model_name": base_model,
-        "nbhelpers_weights": "tiny, random base model" if tiny else "trained with nbhelpers.dreambooth",
+        "nbhelpers_weights": f"base model: {stand_in}" if stand_in else "trained with nbhelpers.dreambooth",
     }
     data = save(kohya_state_dict(layers, alpha), metadata=metadata)
     with atomic_open(path, "wb") as file:

@@ -80,7 +80,8 @@ class DreamBoothTrainer:
 
     Args:
         config: the run's settings (validated here).
-        pipe: an already loaded base pipeline (default: ``load_pipeline(config.model, tiny=config.tiny)``); it
+        pipe: an already loaded base pipeline (default: ``load_pipeline(config.model, tiny=config.tiny,
+            toy=config.toy)``); it
             is trained in place: trained weights become fp32, frozen ones the mixed-precision dtype.
     """
 
@@ -105,7 +106,7 @@ class DreamBoothTrainer:
         if pipe is None:
             from nbhelpers.loading import load_pipeline
 
-            pipe = load_pipeline(config.model, tiny=config.tiny, device=device, dtype=torch.float32,
+            pipe = load_pipeline(config.model, tiny=config.tiny, toy=config.toy, device=device, dtype=torch.float32,
                                  safety_checker=False, memory_savers="off", progress=False)
         self.pipe = pipe
         self.unet, self.text_encoder, self.vae = pipe.unet, pipe.text_encoder, pipe.vae
@@ -457,13 +458,19 @@ class DreamBoothTrainer:
         self.unet.train()
         return paths
 
+    def _stand_in_mark(self) -> str:
+        """``"tiny, random weights"``, ``"toy model (shapes)"`` or ``""``: what the base model was."""
+        from nbhelpers.loading import load_info
+
+        info = load_info(self.pipe)
+        return info.mark if info is not None else ""
+
     def _weights_dir(self) -> Path:
         return self.output_dir / ("lora" if self.config.use_lora else "pipeline")
 
     def _save_weights(self) -> tuple[Path, Path | None]:
         """Write the final weights: the LoRA folder and its kohya file, or the whole pipeline folder."""
         from nbhelpers.atomic import atomic_folder
-        from nbhelpers.models.tiny import tiny_requested
 
         unwrap = self.accelerator.unwrap_model
         config = self.config
@@ -475,7 +482,7 @@ class DreamBoothTrainer:
             if config.export_kohya:
                 kohya = save_kohya_lora(self.output_dir / KOHYA_FILE, layers, alpha=config.lora_rank,
                                         rank=config.lora_rank, base_model=config.model,
-                                        tiny=tiny_requested(config.tiny))
+                                        stand_in=self._stand_in_mark())
             return self._weights_dir(), kohya
         self.pipe.unet = unwrap(self.unet)
         if config.train_text_encoder:

@@ -165,6 +165,7 @@ def run_batch(
     pipe: Any = None,
     model: str = "deci-v1",
     tiny: bool | None = None,
+    toy: bool | None = None,
     parameters: dict[str, Any] | None = None,
     seed: int = 0,
     error_threshold: int = 0,
@@ -173,7 +174,7 @@ def run_batch(
     """Generate an image for every row of every CSV in ``input_folder`` into ``output_folder``.
 
     Args:
-        pipe: a loaded pipeline (default: ``load_pipeline(model, tiny=tiny)``).
+        pipe: a loaded pipeline (default: ``load_pipeline(model, tiny=tiny, toy=toy)``).
         parameters: generation settings for every row (e.g. ``{"num_inference_steps": 30}``).
         seed: row ``i`` of a file uses ``seed + i``.
         error_threshold: failed rows tolerated; more raise :class:`BatchFailedError` (``-1``: never).
@@ -196,7 +197,7 @@ def run_batch(
     if todo and pipe is None:
         from nbhelpers.loading import load_pipeline
 
-        pipe = load_pipeline(model, tiny=tiny, progress=False)
+        pipe = load_pipeline(model, tiny=tiny, toy=toy, progress=False)
     succeeded = failed = 0
     with open(journal_path, "a", encoding="utf-8") as journal:
         for (name, row, prompt), key in tqdm(todo, desc="batch", disable=not progress):

@@ -42,6 +42,7 @@ import requests
 
 from nbhelpers.endpoints.gateway import Gateway, GatewayLimits
 from nbhelpers.endpoints.settings import API_KEY_VARIABLE, EndpointSettings, read_api_key
+from nbhelpers.marks import stand_in_mark
 
 SCORING_SCRIPT = Path(__file__).resolve().parent / "scoring" / "online_score.py"
 #: The WSGI app ``azmlinfsrv`` hands to gunicorn (azureml_inference_server_http/amlserver_linux.py).
@@ -122,7 +123,8 @@ async def _serve(args: ServeArguments, limits: GatewayLimits, api_key: str | Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    model = f"{args.model}{' (tiny, random weights)' if args.tiny else ''}"
+    mark = stand_in_mark(args.tiny, args.toy)
+    model = f"{args.model} ({mark})" if mark else args.model
     print(f"nbhelpers: Serving {model} on http://{args.host}:{port} (GET / liveness, POST /score; "
           f"auth {'on' if api_key else 'off'}; at most {args.max_in_flight} requests in flight, "
           f"{args.request_timeout_ms} ms each). Ctrl+C stops.", flush=True)

@@ -14,7 +14,8 @@
 ===============================================  =================================================================
 ``NBHELPERS_MODEL``                              catalog name, hub id or folder (a pipeline folder in
                                                  ``AZUREML_MODEL_DIR``, the deployment's registered model, wins)
-``NBHELPERS_TINY``                               ``1`` for the offline tiny model (tests)
+``NBHELPERS_TINY``                               ``1`` for the offline tiny model (random weights; tests)
+``NBHELPERS_TOY``                                ``1`` for the trained toy "shapes" model (offline, 64 px)
 ``NBHELPERS_MAX_ROWS``                           prompts per request (more get 413)
 ``NBHELPERS_MAX_CONCURRENT_REQUESTS_PER_INSTANCE``  generations at once; as on Azure, up to twice as many
                                                  requests may be in flight, the rest get 429
@@ -63,6 +64,7 @@ class EndpointSettings:
 
     model: str = _setting("deci-v1", "Catalog name, hub id or local pipeline folder.")
     tiny: bool = _setting(False, "Serve the offline tiny model (random weights).")
+    toy: bool = _setting(False, "Serve the trained toy 'shapes' model (offline, 64 px; see nbhelpers toy-train).")
     max_rows: int = _setting(DEFAULT_MAX_ROWS, "Prompts per request; more get 413.")
     max_concurrent_requests_per_instance: int = _setting(1,
         "Generations at once (each with its own scheduler). As on Azure ML, at most twice this many requests "
@@ -72,6 +74,8 @@ class EndpointSettings:
         "request_settings.request_timeout_ms).")
 
     def __post_init__(self) -> None:
+        if self.tiny and self.toy:
+            raise ValueError("Choose one stand-in: tiny (random weights) or toy (trained shapes model), not both.")
         if self.max_rows < 1 or self.max_concurrent_requests_per_instance < 1:
             raise ValueError("max_rows and max_concurrent_requests_per_instance must be at least 1.")
         if self.request_timeout_ms < 1:

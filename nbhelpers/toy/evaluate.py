@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -112,3 +113,92 @@ def attention_ratio(heat_map: np.ndarray, mask: np.ndarray) -> float:
     if heat.sum() == 0 or not mask.any():
         raise ValueError("attention_ratio needs a non-zero heat map and a non-empty mask.")
     return float((heat[mask].sum() / heat.sum()) / mask.mean())
+
+
+def lesson_scenes() -> list[Scene]:
+    """One scene per caption of the data set (36), centred: the prompts the toy models are scored on."""
+    from nbhelpers.toy.shapes import all_captions
+
+    return [Scene(shape=s, colour=c, background=b) for c, s, b in all_captions()]
+
+
+def score_pipeline(
+    pipe: Any,
+    scenes: Sequence[Scene] | None = None,
+    seeds: Sequence[int] = (0, 1),
+    guidance_scale: float = 5.0,
+    num_inference_steps: int = 20,
+    batch_size: int = 36,
+) -> dict[str, float]:
+    """Generate every scene's caption once per seed and return :func:`accuracy` of the pictures.
+
+    ``pipe`` is a toy pipeline (64 px). Each picture's generator is seeded on the CPU with its seed, so a
+    score is the same whatever the batch size.
+    """
+    import torch
+
+    scenes = list(scenes) if scenes is not None else lesson_scenes()
+    jobs = [(scene, seed) for seed in seeds for scene in scenes]
+    images: list[Image.Image] = []
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start : start + batch_size]
+        output = pipe(
+            prompt=[scene.caption for scene, _ in chunk],
+            generator=[torch.Generator().manual_seed(seed) for _, seed in chunk],
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            height=64,
+            width=64,
+        )
+        images.extend(output.images)
+    return accuracy(images, [scene for scene, _ in jobs])
+
+
+def shape_word_attention(
+    pipe: Any,
+    scene: Scene,
+    seed: int = 0,
+    guidance_scale: float = 5.0,
+    num_inference_steps: int = 20,
+    **heat_map_options: Any,
+) -> tuple[float, Image.Image, np.ndarray]:
+    """Generate ``scene``'s caption under a DAAM trace and measure where its shape word attended.
+
+    Returns ``(ratio, image, heat_map)``: :func:`attention_ratio` of the shape word's heat map (upsampled to
+    the picture, ``(64, 64)``) against the shape :func:`read_scene` finds in the generated picture. Raises
+    ``ValueError`` when the picture shows no shape. ``heat_map_options`` go to ``compute_global_heat_map``
+    (e.g. ``factors=``, ``include_mid_block=``).
+    """
+    import torch
+
+    from nbhelpers.daam import set_seed, trace
+
+    with torch.no_grad(), trace(pipe) as tracer:
+        image = pipe(scene.caption, generator=set_seed(seed), num_inference_steps=num_inference_steps,
+                     guidance_scale=guidance_scale, height=64, width=64).images[0]
+    heat_map = tracer.compute_global_heat_map(**heat_map_options).compute_word_heat_map(scene.shape)
+    heat = heat_map.expand_as(image, absolute=True).numpy()
+    reading = read_scene(image)
+    if reading.shape == "none":
+        raise ValueError(f"The picture for {scene.caption!r} (seed {seed}) shows no shape to score attention on.")
+    return attention_ratio(heat, reading.mask), image, heat
+
+
+def shape_likeness(image: Image.Image | np.ndarray, shape: str = "star") -> float:
+    """How much the drawn blob looks like ``shape``: the IoU of :func:`read_scene`'s mask with ``shape``'s outline
+    stretched over the blob's bounding box (1: the same outline; 0: no shape in the picture). Used to check that
+    DreamBooth taught a toy model a shape it never saw (a star)."""
+    from nbhelpers.toy.shapes import Scene
+
+    reading = read_scene(image)
+    if reading.shape == "none":
+        return 0.0
+    rows, cols = np.nonzero(reading.mask)
+    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    _, outline = Scene(shape=shape, colour="red", background="black", extent=0.45).render(size=256)
+    outline_rows, outline_cols = np.nonzero(outline)
+    outline = outline[outline_rows.min() : outline_rows.max() + 1, outline_cols.min() : outline_cols.max() + 1]
+    stretched = Image.fromarray(outline).resize((int(right - left), int(bottom - top)), Image.Resampling.NEAREST)
+    ideal = np.zeros_like(reading.mask)
+    ideal[top:bottom, left:right] = np.asarray(stretched)
+    return float(np.logical_and(ideal, reading.mask).sum() / np.logical_or(ideal, reading.mask).sum())

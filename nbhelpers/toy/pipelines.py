@@ -15,8 +15,6 @@ from pathlib import Path
 from nbhelpers.catalog import ModelSpec
 from nbhelpers.models.tiny import cache_root, mode_requested
 
-#: How every picture, chart and label made with a toy model is marked.
-TOY_MARK = "toy model (shapes)"
 #: Toy pipeline folder name by toy kind (``nbhelpers toy-train --model sd|deci``).
 TOY_MODEL_NAMES = {"sd": "shapes-sd", "deci": "shapes-deci"}
 #: Folders shipped with the package.

@@ -24,6 +24,8 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "yellow": (235, 205, 40),
 }
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+#: Shapes the toy models never saw: new subjects for DreamBooth (notebook 03) to teach them.
+NEW_SUBJECT_SHAPES: tuple[str, ...] = ("star",)
 BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "white": (255, 255, 255),
     "black": (0, 0, 0),
@@ -52,7 +54,7 @@ class Scene:
 
     def __post_init__(self) -> None:
         for value, allowed, what in (
-            (self.shape, SHAPES, "shape"),
+            (self.shape, SHAPES + NEW_SUBJECT_SHAPES, "shape"),
             (self.colour, tuple(COLOURS), "colour"),
             (self.background, tuple(BACKGROUNDS), "background"),
         ):
@@ -75,9 +77,21 @@ class Scene:
                 canvas.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
             elif self.shape == "square":
                 canvas.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fill)
-            else:  # an upright triangle inscribed in the same box
+            elif self.shape == "triangle":  # an upright triangle inscribed in the same box
                 canvas.polygon(((cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)), fill=fill)
+            else:  # a five-pointed star, points on the circle of radius r
+                canvas.polygon(star_points(cx, cy, r), fill=fill)
         return image, np.asarray(mask_image) > 127
+
+
+def star_points(cx: float, cy: float, r: float) -> list[tuple[float, float]]:
+    """The ten corners of an upright five-pointed star with outer radius ``r`` (inner radius 0.45 r)."""
+    corners = []
+    for index in range(10):
+        radius = r if index % 2 == 0 else 0.45 * r
+        angle = -math.pi / 2 + index * math.pi / 5
+        corners.append((cx + radius * math.cos(angle), cy + radius * math.sin(angle)))
+    return corners
 
 
 def all_captions() -> list[tuple[str, str, str]]:
