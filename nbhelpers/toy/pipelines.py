@@ -4,8 +4,9 @@
 (flexible UNet, v-prediction, zero-SNR DDIM) through the same code path as the real repo; every SD v1.x entry
 maps to the SD-style toy model. A toy model is looked for first in ``$NBHELPERS_CACHE/toy/<name>`` (where
 ``nbhelpers toy-train`` writes by default), then among the folders shipped inside the package
-(``nbhelpers/toy/models/<name>``). Unlike the tiny stand-ins, toy models are trained: their pictures show the
-shape, colour and background of the prompt, at 64 px, and are labelled "toy model (shapes)".
+(``nbhelpers/toy/models/<name>``). Unlike the tiny stand-ins, toy models are trained: their 64 px pictures
+follow the prompt's colour, shape and background in part (measured figures in the README and each folder's
+``training.json``), and are labelled "toy model (shapes)".
 """
 
 from __future__ import annotations

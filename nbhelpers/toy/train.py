@@ -313,7 +313,7 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
         decoded = vae.decode(latents[:96]).sample
     reconstructed = ((decoded.clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 1).round().to(torch.uint8).numpy()
     vae_accuracy = accuracy(list(reconstructed), scenes[:96])
-    log(f"VAE reconstructions read back correctly: {vae_accuracy['all']:.0%} of 96.")
+    log(f"VAE reconstructions read back correctly (before the decoder stage): {vae_accuracy['all']:.0%} of 96.")
     # SD scales latents to unit variance with a fixed factor stored in the VAE config (0.18215 for SD v1).
     scaling_factor = float(1 / latents.std())
     vae.register_to_config(scaling_factor=scaling_factor)
