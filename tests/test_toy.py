@@ -156,6 +156,53 @@ def test_a_checkpoint_of_other_settings_is_refused_with_what_to_do(tmp_path):
         train_toy_model(first, log=lambda _: None)
 
 
+def test_min_snr_weight_caps_the_loss_of_nearly_clean_steps():
+    from nbhelpers.toy.train import min_snr_weight
+
+    snr = torch.tensor([0.5, 5.0, 50.0])
+    assert torch.allclose(min_snr_weight(snr, 5.0, epsilon=True), torch.tensor([1.0, 1.0, 0.1]))
+    assert torch.allclose(min_snr_weight(snr, 5.0, epsilon=False), torch.tensor([0.5 / 1.5, 5 / 6, 5 / 51]))
+
+
+def test_continuing_a_trained_toy_model_keeps_its_vae_and_its_record(tmp_path):
+    from safetensors.torch import load_file
+
+    from nbhelpers.toy.train import ToyTrainingConfig, train_toy_model
+
+    small = {"num_scenes": 16, "batch_size": 4, "fp16": False, "evaluate": False}
+    first = train_toy_model(ToyTrainingConfig(model="sd", output_dir=str(tmp_path / "first"), vae_steps=2,
+                                              unet_steps=2, decoder_steps=1, **small), log=lambda _: None)
+    messages: list[str] = []
+    more = ToyTrainingConfig(model="sd", output_dir=str(tmp_path / "more"), continue_from=str(first), vae_steps=2,
+                             unet_steps=3, decoder_steps=0, snr_gamma=5.0, **small)
+    second = train_toy_model(more, log=messages.append)
+    assert any("VAE: kept from" in m for m in messages), messages
+
+    def weights(folder, component):
+        return load_file(folder / component / "diffusion_pytorch_model.safetensors")
+
+    vae_before, vae_after = weights(first, "vae"), weights(second, "vae")
+    assert all(torch.equal(vae_before[k], vae_after[k]) for k in vae_before)
+    unet_before, unet_after = weights(first, "unet"), weights(second, "unet")
+    assert any(not torch.equal(unet_before[k], unet_after[k]) for k in unet_before)
+    record = json.loads((second / "training.json").read_text())
+    earlier = json.loads((first / "training.json").read_text())
+    assert record["continued_from"]["settings"] == earlier["settings"] and record["continued_from"]["folder"] == "first"
+    assert len(record["losses"]["unet"]) == 3 and record["losses"]["vae"] == []
+    assert record["minutes"] >= earlier["minutes"] and record["settings"]["snr_gamma"] == 5.0
+    for config_file in second.glob("*/config.json"):  # no path of the training machine in what ships
+        assert "_name_or_path" not in json.loads(config_file.read_text()), config_file
+    assert json.loads((second / "vae" / "config.json").read_text())["scaling_factor"] == pytest.approx(
+        json.loads((first / "vae" / "config.json").read_text())["scaling_factor"])
+
+    with pytest.raises(ValueError, match="does not hold a toy 'deci' model.*--model deci"):
+        train_toy_model(ToyTrainingConfig(**{**more.__dict__, "model": "deci"}), log=lambda _: None)
+    with pytest.raises(ValueError, match="continue_from must be a trained toy pipeline folder"):
+        ToyTrainingConfig(continue_from=str(tmp_path)).validate()
+    with pytest.raises(ValueError, match="snr_gamma must be 0"):
+        ToyTrainingConfig(snr_gamma=-1).validate()
+
+
 def test_star_likeness_tells_a_star_from_the_known_shapes():
     from nbhelpers.toy.evaluate import shape_likeness
 

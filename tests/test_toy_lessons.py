@@ -1,5 +1,6 @@
 """The lessons, checked on the shipped toy "shapes" models: they load through the real code path, draw their
-prompts (above measured bounds), guidance raises adherence, and the training script reproduces the shipped run.
+prompts (above measured bounds), guidance raises adherence (too much lowers it), the shape word's DAAM map falls
+on the drawn shape, DreamBooth teaches a new shape, and the training script reproduces the start of the shipped run.
 
 Margins, not exact values: the figures measured when the models were trained are in each folder's
 ``training.json`` and in the README ("Toy models"); the thresholds sit well below them so that another CPU's
@@ -20,13 +21,17 @@ from nbhelpers.toy.shapes import Scene
 
 #: The catalog entry each shipped toy model stands in for.
 STANDS_IN_FOR = {"sd": "sd-v1-5", "deci": "deci-v1"}
-#: Lower bounds on the share of pictures (the 36 captions x 2 seeds, guidance 5, 20 DDIM steps) whose colour, shape,
-#: background and all three are right. Measured when the models were trained (``training.json``): DeciDiffusion-style
-#: 0.99 / 0.51 / 1.00 / 0.51; SD-style 0.44 / 0.39 / 0.46 / 0.13. Chance: 0.25 / 0.33 / 0.33 / 0.03; an untrained
-#: model draws no shape at all (0). The SD-style toy is far weaker (see the README); its bounds only say "trained".
+#: The guidance scale each toy model follows its prompts best at (measured over the 36 captions x 2 seeds,
+#: ``training.json`` and the README): the SD-style one at SD's default 7.5, the DeciDiffusion-style one at 2 (it
+#: gets worse above: 0.71 of pictures all right at 2, 0.40 at 5, 0.32 at 12).
+BEST_GUIDANCE = {"sd": 7.5, "deci": 2.0}
+#: Lower bounds on the share of pictures (the 36 captions x 2 seeds, 20 DDIM steps, each model's best guidance)
+#: whose colour, shape, background and all three are right. Measured: DeciDiffusion-style 1.00 / 0.71 / 1.00 /
+#: 0.71; SD-style 0.79 / 0.62 / 0.90 / 0.47. Chance: 0.25 / 0.33 / 0.33 / 0.03; an untrained model draws no shape
+#: at all (0).
 MIN_ACCURACY = {
-    "deci": {"colour": 0.85, "shape": 0.38, "background": 0.9, "all": 0.35},
-    "sd": {"colour": 0.3, "shape": 0.25, "background": 0.3, "all": 0.06},
+    "deci": {"colour": 0.9, "shape": 0.55, "background": 0.9, "all": 0.55},
+    "sd": {"colour": 0.6, "shape": 0.45, "background": 0.7, "all": 0.3},
 }
 
 
@@ -75,21 +80,44 @@ def test_shipped_toy_models_load_through_the_real_code_path(shipped):
 
 def test_toy_models_draw_what_the_prompt_says_and_guidance_raises_adherence(shipped):
     kind, pipe = shipped
-    guided, unguided = _accuracy(pipe, 5.0), _accuracy(pipe, 1.0)
-    print(kind, "guidance 5:", guided, "guidance 1:", unguided)
+    guided, unguided = _accuracy(pipe, BEST_GUIDANCE[kind]), _accuracy(pipe, 1.0)
+    print(kind, f"guidance {BEST_GUIDANCE[kind]}:", guided, "guidance 1:", unguided)
     for word, bound in MIN_ACCURACY[kind].items():
         assert guided[word] >= bound, (word, guided)
     assert guided["all"] > unguided["all"], (guided, unguided)
+    if kind == "deci":  # and too much guidance costs adherence (measured 0.38 at 7.5 against 0.71 at 2)
+        assert _accuracy(pipe, 7.5)["all"] < guided["all"] - 0.15
 
 
-def test_shape_word_attention_is_measured_on_the_drawn_shape(shipped):
-    """The DAAM measurement notebook 05 shows: a 64x64 map of the shape word and a finite ratio against the shape
-    read from the picture. (The lesson itself, a ratio above 1.15, does not hold for these toy models yet: both
-    measure about 0.9-1.0; see the README.)"""
-    _, pipe = shipped
-    ratio, image, heat = shape_word_attention(pipe, Scene(shape="square", colour="yellow", background="black"))
-    assert heat.shape == (64, 64) and image.size == (64, 64)
-    assert np.isfinite(ratio) and ratio > 0
+#: The shape word's attention inside the drawn shape over the shape's area share, at the coarsest maps of the
+#: SD-style toy (its 4x4 mid-block), mean over every shape and colour on gray x seeds 0 and 1. Measured 1.54
+#: (87% of pictures above 1); DAAM's default layers measure 0.95 and the DeciDiffusion-style toy about 1.0.
+MIN_SHAPE_WORD_RATIO = 1.15
+
+
+def test_the_shape_word_attends_to_the_drawn_shape(shipped):
+    """The DAAM lesson of notebook 05, measured: "circle" lights up the circle (in the SD-style toy's coarsest
+    cross-attention). Each call returns a 64x64 map per layer group and a finite ratio for each."""
+    from nbhelpers.toy.evaluate import ATTENTION_VIEWS
+    from nbhelpers.toy.shapes import COLOURS, SHAPES
+
+    kind, pipe = shipped
+    ratios = {view: [] for view in ATTENTION_VIEWS}
+    scenes = [Scene(shape=shape, colour=colour, background="gray") for shape in SHAPES for colour in COLOURS]
+    for scene in scenes if kind == "sd" else scenes[:1]:
+        for seed in (0, 1):
+            try:
+                measured, image, heat_maps = shape_word_attention(pipe, scene, seed=seed)
+            except ValueError:  # no shape in the picture: nothing to measure
+                continue
+            assert image.size == (64, 64) and all(heat.shape == (64, 64) for heat in heat_maps.values())
+            assert all(np.isfinite(r) and r > 0 for r in measured.values()), measured
+            for view, ratio in measured.items():
+                ratios[view].append(ratio)
+    means = {view: float(np.mean(values)) for view, values in ratios.items()}
+    print(kind, {view: f"{mean:.2f} over {len(ratios[view])}" for view, mean in means.items()})
+    if kind == "sd":
+        assert len(ratios["coarsest"]) >= 20 and means["coarsest"] > MIN_SHAPE_WORD_RATIO, means
 
 
 @pytest.mark.parametrize("kind", sorted(TOY_MODEL_NAMES))
@@ -100,6 +128,8 @@ def test_the_training_script_reproduces_the_start_of_the_shipped_run(kind, tmp_p
     from nbhelpers.toy.train import ToyTrainingConfig, train_toy_model
 
     recorded = json.loads((SHIPPED_TOY_DIR / TOY_MODEL_NAMES[kind] / "training.json").read_text())
+    while "continued_from" in recorded:  # the shipped model continued an earlier run: that one trained the VAE
+        recorded = recorded["continued_from"]
     settings = {**recorded["settings"], "output_dir": str(tmp_path / "again"), "checkpoint_every": 5}
     steps = 10
 
@@ -122,3 +152,34 @@ def _stop_past(message: str, steps: int, error: type[Exception]) -> None:
         done = int(message.split()[2].split("/")[0])
         if done > steps:
             raise error
+
+
+def test_dreambooth_teaches_the_sd_style_toy_the_star(tmp_path, monkeypatch):
+    """The DreamBooth lesson of notebook 03, measured: full fine-tuning on six drawn red stars (a shape the toy
+    never saw) raises the likeness to a star of "a red sks on a white background". Measured on seeds 0-3: 0.42,
+    0.47, 0.54, 0.42 before; 0.62, 0.55, 0.36, 0.69 after (mean 0.46 -> 0.55)."""
+    from nbhelpers.dreambooth import DreamBoothTrainer
+    from nbhelpers.dreambooth.config import DreamBoothConfig
+    from nbhelpers.dreambooth.data import make_toy_subject
+    from nbhelpers.loading import load_pipeline
+    from nbhelpers.toy.evaluate import shape_likeness
+
+    monkeypatch.setenv("NBHELPERS_CACHE", str(tmp_path / "empty-cache"))
+    pipe = load_pipeline("sd-v1-4", toy=True, device="cpu", safety_checker=False, memory_savers="off", progress=False)
+    prompt, seeds = "a red sks on a white background", (0, 1, 2, 3)
+
+    def likeness() -> list[float]:
+        return [shape_likeness(pipe(prompt, height=64, width=64, generator=torch.Generator().manual_seed(seed))
+                               .images[0]) for seed in seeds]
+
+    before = likeness()
+    config = DreamBoothConfig(
+        instance_data_dir=str(make_toy_subject(tmp_path / "stars")), output_dir=str(tmp_path / "run"),
+        model="sd-v1-4", toy=True, instance_prompt=prompt, identifier="sks", resolution=64, use_lora=False,
+        learning_rate=2e-4, max_train_steps=600, memory="off", mixed_precision="no", checkpointing_steps=600)
+    DreamBoothTrainer(config, pipe=pipe).train()
+    pipe.to(dtype=torch.float32)
+    after = likeness()
+    print("likeness before", before, "after", after)
+    assert np.mean(after) > np.mean(before) + 0.04, (before, after)
+    assert sum(a > b for a, b in zip(after, before, strict=True)) >= 3, (before, after)

@@ -154,20 +154,25 @@ def score_pipeline(
     return accuracy(images, [scene for scene, _ in jobs])
 
 
+#: The layer groups :func:`shape_word_attention` reads a word's heat map from: ``"default"`` is DAAM's own rule
+#: (the down and up blocks' maps, as the reference aggregates them at 512 px), ``"coarsest"`` the maps of the
+#: coarsest resolution the UNet attends at, mid-block included (4x4 in the 64 px toy models), where a small
+#: model decides its layout.
+ATTENTION_VIEWS = ("default", "coarsest")
+
+
 def shape_word_attention(
     pipe: Any,
     scene: Scene,
     seed: int = 0,
     guidance_scale: float = 5.0,
     num_inference_steps: int = 20,
-    **heat_map_options: Any,
-) -> tuple[float, Image.Image, np.ndarray]:
+) -> tuple[dict[str, float], Image.Image, dict[str, np.ndarray]]:
     """Generate ``scene``'s caption under a DAAM trace and measure where its shape word attended.
 
-    Returns ``(ratio, image, heat_map)``: :func:`attention_ratio` of the shape word's heat map (upsampled to
-    the picture, ``(64, 64)``) against the shape :func:`read_scene` finds in the generated picture. Raises
-    ``ValueError`` when the picture shows no shape. ``heat_map_options`` go to ``compute_global_heat_map``
-    (e.g. ``factors=``, ``include_mid_block=``).
+    Returns ``(ratios, image, heat_maps)``, each keyed by :data:`ATTENTION_VIEWS`: :func:`attention_ratio` of the
+    shape word's heat map from those layers (upsampled to the picture, ``(64, 64)``) against the shape
+    :func:`read_scene` finds in the generated picture. Raises ``ValueError`` when the picture shows no shape.
     """
     import torch
 
@@ -176,12 +181,16 @@ def shape_word_attention(
     with torch.no_grad(), trace(pipe) as tracer:
         image = pipe(scene.caption, generator=set_seed(seed), num_inference_steps=num_inference_steps,
                      guidance_scale=guidance_scale, height=64, width=64).images[0]
-    heat_map = tracer.compute_global_heat_map(**heat_map_options).compute_word_heat_map(scene.shape)
-    heat = heat_map.expand_as(image, absolute=True).numpy()
     reading = read_scene(image)
     if reading.shape == "none":
         raise ValueError(f"The picture for {scene.caption!r} (seed {seed}) shows no shape to score attention on.")
-    return attention_ratio(heat, reading.mask), image, heat
+    options = {"default": {}, "coarsest": {"factors": [max(tracer.factors())], "include_mid_block": True}}
+    heat_maps = {
+        view: tracer.compute_global_heat_map(**options[view]).compute_word_heat_map(scene.shape)
+        .expand_as(image, absolute=True).numpy()
+        for view in ATTENTION_VIEWS
+    }
+    return {view: attention_ratio(heat, reading.mask) for view, heat in heat_maps.items()}, image, heat_maps
 
 
 def shape_likeness(image: Image.Image | np.ndarray, shape: str = "star") -> float:

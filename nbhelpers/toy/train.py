@@ -26,6 +26,7 @@ pictures over the 36 captions at guidance 1 and 5).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from collections.abc import Callable
@@ -54,6 +55,17 @@ class ToyTrainingConfig:
         default=None,
         metadata={"help": "Folder for the trained pipeline (default: $NBHELPERS_CACHE/toy/shapes-<model>, where "
                           "load_pipeline(..., toy=True) looks first)."},
+    )
+    continue_from: str | None = field(
+        default=None,
+        metadata={"help": "A trained toy pipeline folder of the same model to start from: its VAE is kept (the VAE "
+                          "stage is skipped) and its text encoder and denoiser train on for unet_steps with a new "
+                          "learning-rate cycle (a warm restart). training.json keeps the earlier run's record."},
+    )
+    snr_gamma: float = field(
+        default=0.0,
+        metadata={"help": "Min-SNR loss weighting (Hang et al. 2023; diffusers' training scripts' --snr_gamma): "
+                          "weight min(SNR, gamma) / SNR (epsilon) or / (SNR + 1) (v-prediction). 0: off."},
     )
     num_scenes: int = field(default=20000, metadata={"help": "Pictures in the training set (drawn once, seeded)."})
     vae_steps: int = field(default=300, metadata={"help": "Optimiser steps of the VAE stage."})
@@ -96,6 +108,11 @@ class ToyTrainingConfig:
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive finite number; got {value}.")
+        if not math.isfinite(self.snr_gamma) or self.snr_gamma < 0:
+            raise ValueError(f"snr_gamma must be 0 (off) or a positive number; got {self.snr_gamma}.")
+        if self.continue_from is not None and not (Path(self.continue_from) / "model_index.json").is_file():
+            raise ValueError(f"continue_from must be a trained toy pipeline folder (with model_index.json); got "
+                             f"{self.continue_from!r}.")
         if not 0 <= self.caption_dropout < 1:
             raise ValueError(f"caption_dropout must be in [0, 1); got {self.caption_dropout}.")
 
@@ -249,9 +266,45 @@ def _forget_unseen_words(text_encoder: torch.nn.Module, seen_ids: torch.Tensor) 
         embedding[unseen] = 0
 
 
+def min_snr_weight(snr: torch.Tensor, gamma: float, epsilon: bool) -> torch.Tensor:
+    """Min-SNR-gamma loss weight per picture (Hang et al. 2023, as in diffusers' training scripts).
+
+    ``snr`` is ``(batch,)``, from ``diffusers.training_utils.compute_snr``. Written as a weight on the MSE of the
+    model's target, it caps the SNR-weighted loss at ``gamma``: ``min(SNR, gamma) / SNR`` for epsilon prediction
+    (1 on the noisy steps, less on the nearly clean ones, which otherwise dominate: the noisy steps are where a
+    picture's layout and colours are decided) and ``min(SNR, gamma) / (SNR + 1)`` for v-prediction."""
+    return torch.clamp(snr, max=gamma) / (snr if epsilon else snr + 1)
+
+
+def _drop_local_paths(folder: Path) -> None:
+    """Remove ``_name_or_path`` from the components' ``config.json``: a model loaded with ``from_pretrained`` (as
+    ``continue_from`` does) records the folder it came from, a path on the training machine that means nothing
+    where the folder ships."""
+    for config_file in folder.glob("*/config.json"):
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        if config.pop("_name_or_path", None) is not None:
+            write_json_atomic(config_file, config)
+
+
+def _earlier_run(config: ToyTrainingConfig) -> dict[str, Any] | None:
+    """The ``training.json`` of the folder ``config.continue_from`` names (``None`` when starting afresh), after
+    checking that it holds the same kind of model."""
+    if config.continue_from is None:
+        return None
+    folder = Path(config.continue_from)
+    record_path = folder / "training.json"
+    record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
+    recorded_model = record.get("settings", {}).get("model", config.model)
+    if (folder / "flexible_unet").is_dir() != (config.model == "deci") or recorded_model != config.model:
+        raise ValueError(f"{folder} does not hold a toy {config.model!r} model; continue a folder trained with "
+                         f"--model {config.model}.")
+    return {"folder": folder.name, "minutes": float(record.get("minutes", 0.0)), **record}
+
+
 def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = print) -> Path:
     """Train a toy model as ``config`` says and write its pipeline folder; return the folder."""
     from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers.training_utils import compute_snr
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from nbhelpers.models.configs import (
@@ -268,6 +321,7 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
     from nbhelpers.models.tokenizer import load_clip_tokenizer, write_clip_tokenizer
 
     config.validate()
+    earlier = _earlier_run(config)
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -280,8 +334,9 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
     output = Path(config.output_dir) if config.output_dir else trained_toy_dir(config.model)
     checkpoint = _Checkpoint(output.with_name(output.name + ".checkpoint.pt"), config)
 
-    # Stage 1: the VAE.
-    vae = AutoencoderKL(**TOY_VAE_CONFIG)
+    # Stage 1: the VAE (kept as it is when continuing a trained model).
+    vae = (AutoencoderKL.from_pretrained(Path(config.continue_from) / "vae", torch_dtype=torch.float32)
+           if earlier else AutoencoderKL(**TOY_VAE_CONFIG))
     vae_batches = _Batches(len(scenes), config.batch_size, generator)
 
     def vae_loss(step: int) -> torch.Tensor:
@@ -294,7 +349,10 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
         checkpoint.save({"stage": "vae", "step": step, "vae": vae.state_dict(), **optimiser, "losses": losses,
                          "generator": generator.get_state(), "batches": vae_batches.state_dict()})
 
-    if checkpoint.vae_finished:
+    if earlier:
+        vae_losses = []
+        log(f"VAE: kept from {config.continue_from}.")
+    elif checkpoint.vae_finished:
         vae.load_state_dict(checkpoint.state["vae"])
         vae_losses = list(checkpoint.state["vae_losses"])
         log("VAE: finished in the checkpointed run.")
@@ -315,7 +373,7 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
     vae_accuracy = accuracy(list(reconstructed), scenes[:96])
     log(f"VAE reconstructions read back correctly (before the decoder stage): {vae_accuracy['all']:.0%} of 96.")
     # SD scales latents to unit variance with a fixed factor stored in the VAE config (0.18215 for SD v1).
-    scaling_factor = float(1 / latents.std())
+    scaling_factor = vae.config.scaling_factor if earlier else float(1 / latents.std())
     vae.register_to_config(scaling_factor=scaling_factor)
     latents = latents * scaling_factor
     log(f"VAE latents {tuple(latents.shape[1:])}, scaling factor {scaling_factor:.4f}.")
@@ -331,6 +389,11 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
     else:
         unet = UNet2DConditionModel(**TOY_SD_UNET_CONFIG)
         scheduler_config = {**SD_V1_PNDM_SCHEDULER, "skip_prk_steps": None}
+    if earlier:
+        folder = Path(config.continue_from)
+        text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=torch.float32)
+        denoiser = folder / ("flexible_unet" if config.model == "deci" else "unet")
+        unet = type(unet).from_pretrained(denoiser, torch_dtype=torch.float32)
     training_keys = ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps", "prediction_type",
                      "rescale_betas_zero_snr", "trained_betas")
     noise_scheduler = DDPMScheduler(**{k: v for k, v in scheduler_config.items() if k in training_keys})
@@ -350,9 +413,13 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
         noise = torch.randn(clean.shape, generator=generator)
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(index),), generator=generator)
         noisy = noise_scheduler.add_noise(clean, noise, timesteps)
-        target = noise if noise_scheduler.config.prediction_type == "epsilon" else noise_scheduler.get_velocity(
-            clean, noise, timesteps)
-        return F.mse_loss(unet(noisy, timesteps, context).sample, target)
+        epsilon = noise_scheduler.config.prediction_type == "epsilon"
+        target = noise if epsilon else noise_scheduler.get_velocity(clean, noise, timesteps)
+        if not config.snr_gamma:
+            return F.mse_loss(unet(noisy, timesteps, context).sample, target)
+        weight = min_snr_weight(compute_snr(noise_scheduler, timesteps), config.snr_gamma, epsilon)
+        per_picture = F.mse_loss(unet(noisy, timesteps, context).sample, target, reduction="none").mean((1, 2, 3))
+        return (per_picture * weight).mean()
 
     def save_unet(step: int, optimiser: dict[str, Any], losses: list[float]) -> None:
         checkpoint.save({"stage": "unet", "step": step, "vae": vae.state_dict(), "vae_losses": vae_losses,
@@ -374,7 +441,7 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
     unet.eval()
     text_encoder.eval()
     decoder_losses = finetune_decoder(vae, pictures, config, log) if config.decoder_steps else []
-    minutes = (time.perf_counter() - started) / 60
+    minutes = (time.perf_counter() - started) / 60 + (earlier["minutes"] if earlier else 0)
     _forget_unseen_words(text_encoder, ids_of(sorted(set(captions)) + [""]))
 
     common = {"vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer,
@@ -397,6 +464,7 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
             # The hub repo keeps the denoiser in flexible_unet/, which is where the loader looks for it.
             (staging / "unet").rename(staging / "flexible_unet")
         write_clip_tokenizer(staging / "tokenizer")
+        _drop_local_paths(staging)
         write_json_atomic(staging / "training.json", {
             "settings": asdict(config),
             "minutes": round(minutes, 2),
@@ -407,6 +475,7 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
             "final_loss": float(np.mean(losses[-100:])),
             "losses": {"vae": [round(x, 6) for x in vae_losses], "unet": [round(x, 6) for x in losses],
                        "decoder": [round(x, 6) for x in decoder_losses]},
+            **({"continued_from": earlier} if earlier else {}),
         })
     checkpoint.path.unlink(missing_ok=True)  # the pipeline folder is complete: nothing left to resume
     log(f"Trained in {minutes:.1f} min; wrote {output}.")
