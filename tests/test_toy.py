@@ -195,8 +195,15 @@ def test_continuing_a_trained_toy_model_keeps_its_vae_and_its_record(tmp_path):
     assert json.loads((second / "vae" / "config.json").read_text())["scaling_factor"] == pytest.approx(
         json.loads((first / "vae" / "config.json").read_text())["scaling_factor"])
 
-    with pytest.raises(ValueError, match="does not hold a toy 'deci' model.*--model deci"):
+    with pytest.raises(ValueError, match="lacks flexible_unet: .*toy-train --model deci"):
         train_toy_model(ToyTrainingConfig(**{**more.__dict__, "model": "deci"}), log=lambda _: None)
+    (tmp_path / "hub-like").mkdir()
+    (tmp_path / "hub-like" / "model_index.json").write_text("{}")
+    with pytest.raises(ValueError, match="lacks training.json, vae, text_encoder, unet: .*nbhelpers toy-train"):
+        train_toy_model(ToyTrainingConfig(**{**more.__dict__, "continue_from": str(tmp_path / "hub-like")}))
+    (second / "training.json").write_text("{torn")
+    with pytest.raises(ValueError, match="cannot be read"):
+        train_toy_model(ToyTrainingConfig(**{**more.__dict__, "continue_from": str(second)}))
     with pytest.raises(ValueError, match="continue_from must be a trained toy pipeline folder"):
         ToyTrainingConfig(continue_from=str(tmp_path)).validate()
     with pytest.raises(ValueError, match="snr_gamma must be 0"):

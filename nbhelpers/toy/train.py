@@ -292,8 +292,15 @@ def _earlier_run(config: ToyTrainingConfig) -> dict[str, Any] | None:
     if config.continue_from is None:
         return None
     folder = Path(config.continue_from)
-    record_path = folder / "training.json"
-    record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
+    denoiser = "flexible_unet" if config.model == "deci" else "unet"
+    missing = [name for name in ("training.json", "vae", "text_encoder", denoiser) if not (folder / name).exists()]
+    if missing:  # a hub or tiny pipeline folder has other shapes: only a toy-train folder can be continued
+        raise ValueError(f"{folder} lacks {', '.join(missing)}: continue_from takes a folder written by "
+                         f"`nbhelpers toy-train --model {config.model}`.")
+    try:
+        record = json.loads((folder / "training.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{folder / 'training.json'} cannot be read ({err}); train that folder again.") from err
     recorded_model = record.get("settings", {}).get("model", config.model)
     if (folder / "flexible_unet").is_dir() != (config.model == "deci") or recorded_model != config.model:
         raise ValueError(f"{folder} does not hold a toy {config.model!r} model; continue a folder trained with "
