@@ -19,3 +19,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 if "torch" in sys.modules:  # a plugin imported torch before this file: set its pool size directly
     sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+#: Seconds nbval waits for each message a kernel publishes after a cell's reply (its last outputs and the "idle"
+#: status). nbval hard-codes 5 s (computationalmodelling/nbval#136, #231); on the 2-core CI machine, with a second
+#: worker busy, notebook 03's training cell once failed on it after finishing its work. A hung cell is still
+#: stopped by ``--nbval-cell-timeout``.
+NBVAL_OUTPUT_TIMEOUT_S = 120
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if hasattr(item, "output_timeout"):  # nbval's notebook cells
+            item.output_timeout = NBVAL_OUTPUT_TIMEOUT_S
