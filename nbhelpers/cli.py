@@ -66,8 +66,12 @@ def settings_from_args(settings_cls: type[SettingsT], args: argparse.Namespace) 
     return settings_cls(**values)
 
 
-def ensure_writable_folder(folder: str | os.PathLike[str]) -> Path:
+def ensure_writable_folder(folder: str | os.PathLike[str], flag: str = "--out") -> Path:
     """Create ``folder`` if needed and check a file can be written there.
+
+    Args:
+        folder: the folder results will be written to.
+        flag: the option the message tells the user to change.
 
     Raises:
         CommandError: naming the folder and the reason, before any work is done.
@@ -79,7 +83,7 @@ def ensure_writable_folder(folder: str | os.PathLike[str]) -> Path:
             pass
     except OSError as err:
         raise CommandError(
-            f"Cannot write to output folder {path}: {err.strerror or err}. Choose another folder with --out."
+            f"Cannot write to output folder {path}: {err.strerror or err}. Choose another folder with {flag}."
         ) from err
     return path
 

@@ -151,6 +151,7 @@ def test_cli_flags_are_the_config_fields_and_errors_are_one_line(subject, tmp_pa
     existing = tmp_path / "file"
     existing.write_text("")
     for flags, message in ((["--output_dir", str(existing)], "is a file"),
+                           (["--output_dir", str(existing / "run")], "Cannot write to output folder"),
                            (["--output_dir", str(tmp_path / "o"), "--learning_rate", "inf"], "finite number")):
         assert main(["dreambooth", "--instance_data_dir", str(subject), "--tiny", *flags]) == 2
         err = capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -100,6 +101,25 @@ def test_micro_training_run_writes_a_pipeline_that_toy_mode_loads(tmp_path, monk
         load_pipeline("deci-v1", toy=True, tiny=True)
     with pytest.raises(ValueError, match="learning_rate must be a positive finite number"):
         ToyTrainingConfig(learning_rate=float("inf")).validate()
+
+
+def test_toy_train_refuses_bad_settings_before_any_work(tmp_path, capsys):
+    """A negative seed or an output folder that cannot be written: one line naming the flag, exit status 2, before
+    the data set is drawn (not at the first checkpoint, minutes into training)."""
+    from nbhelpers.cli import main
+
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("keep me")
+    logged: list[str] = []
+    for flags, message in ((["--seed", "-1"], "seed must be 0 or more"),
+                           (["--output_dir", str(not_a_folder / "run")], "Cannot write to output folder .*a-file.*"
+                                                                         "Choose another folder with --output_dir")):
+        assert main(["toy-train", "--model", "sd", "--num_scenes", "8", *flags]) == 2
+        out, err = capsys.readouterr()
+        logged.append(out)
+        assert re.search(message, err) and "Traceback" not in err, err
+    assert not any("Data:" in line for line in logged)  # stopped before drawing pictures
+    assert not_a_folder.read_text() == "keep me"
 
 
 class _Killed(Exception):

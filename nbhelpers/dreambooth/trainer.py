@@ -90,9 +90,12 @@ class DreamBoothTrainer:
         from accelerate.utils import set_seed
         from diffusers import DDPMScheduler
 
+        from nbhelpers.cli import ensure_writable_folder
+
         config.validate()
         self.config = config
-        self.output_dir = Path(config.output_dir).expanduser()
+        # Before the model loads: an unwritable folder is reported now, not after loading or training.
+        self.output_dir = ensure_writable_folder(config.output_dir, flag="--output_dir")
         # Mixed precision is applied here (torch.autocast + GradScaler), not by accelerate: accelerate's choice
         # is process-wide and cannot be changed once made (its only reset, AcceleratorState._reset_state, is
         # private), while a notebook may train twice with different precisions in one kernel.

@@ -113,6 +113,8 @@ class ToyTrainingConfig:
         if self.continue_from is not None and not (Path(self.continue_from) / "model_index.json").is_file():
             raise ValueError(f"continue_from must be a trained toy pipeline folder (with model_index.json); got "
                              f"{self.continue_from!r}.")
+        if self.seed < 0:
+            raise ValueError(f"seed must be 0 or more; got {self.seed}.")
         if not 0 <= self.caption_dropout < 1:
             raise ValueError(f"caption_dropout must be in [0, 1); got {self.caption_dropout}.")
 
@@ -314,6 +316,7 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
     from diffusers.training_utils import compute_snr
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    from nbhelpers.cli import ensure_writable_folder
     from nbhelpers.models.configs import (
         DECI_DDIM_SCHEDULER,
         SD_V1_PNDM_SCHEDULER,
@@ -329,6 +332,9 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
 
     config.validate()
     earlier = _earlier_run(config)
+    output = Path(config.output_dir).expanduser() if config.output_dir else trained_toy_dir(config.model)
+    # Checkpoints and the pipeline folder are written beside `output`: fail now, not at the first save.
+    ensure_writable_folder(output.parent, flag="--output_dir")
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -338,7 +344,6 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
     pictures = _pictures(scenes)
     log(f"Data: {len(scenes)} pictures, e.g. '{scenes[0].caption}'.")
 
-    output = Path(config.output_dir) if config.output_dir else trained_toy_dir(config.model)
     checkpoint = _Checkpoint(output.with_name(output.name + ".checkpoint.pt"), config)
 
     # Stage 1: the VAE (kept as it is when continuing a trained model).
