@@ -51,8 +51,8 @@ def shipped(request, tmp_path_factory):
 
 
 #: How far a re-scored share may sit from the one ``training.json`` recorded (5 of the 72 pictures): the record
-#: was taken on the fp32 weights, the test runs on the fp16 files read back as fp32 (measured: at most 1 picture
-#: apart).
+#: was taken on the fp32 weights, the test runs on the fp16 files read back as fp32 (measured at guidance 1: at most 1
+#: picture apart).
 RECORD_MARGIN = 0.07
 
 
