@@ -73,8 +73,12 @@ def percentile(sorted_values: list[float], fraction: float) -> float | None:
 
 def load_run(args: argparse.Namespace) -> dict:
     deadline = time.monotonic() + args.max_seconds
-    with local_server(args.model, tiny=not args.real, max_concurrent_requests_per_instance=args.concurrency,
-                      request_timeout_ms=args.request_timeout_ms) as url:
+    with local_server(
+        args.model,
+        tiny=not args.real,
+        max_concurrent_requests_per_instance=args.concurrency,
+        request_timeout_ms=args.request_timeout_ms,
+    ) as url:
         warm = {"input_data": {"data": ["warm-up"], "parameters": {"num_inference_steps": 1}}}
         requests.post(url + "/score", json=warm, timeout=300)
 
@@ -96,18 +100,24 @@ def load_run(args: argparse.Namespace) -> dict:
         with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
             results = [r for batch in pool.map(client, range(args.clients)) for r in batch]
         wall = time.perf_counter() - start
-        healthy_after = requests.get(url + "/", timeout=10).status_code == 200 and requests.post(
-            url + "/score", json=warm, timeout=300).status_code == 200
+        healthy_after = (
+            requests.get(url + "/", timeout=10).status_code == 200
+            and requests.post(url + "/score", json=warm, timeout=300).status_code == 200
+        )
     ok = sorted(seconds for status, seconds, _ in results if status == 200)
     return {
         "run": "load",
         "model": args.model + ("" if args.real else " (tiny, random weights)"),
-        "steps": args.steps, "clients": args.clients, "requests_per_client": args.requests,
-        "max_concurrent_requests_per_instance": args.concurrency, "request_timeout_ms": args.request_timeout_ms,
+        "steps": args.steps,
+        "clients": args.clients,
+        "requests_per_client": args.requests,
+        "max_concurrent_requests_per_instance": args.concurrency,
+        "request_timeout_ms": args.request_timeout_ms,
         "sent": len(results),
         "status_counts": dict(sorted(collections.Counter(str(status) for status, _, _ in results).items())),
         "ok_checked_bad": sum(problem is not None for _, _, problem in results),
-        "ok_per_second": len(ok) / wall, "wall_seconds": wall,
+        "ok_per_second": len(ok) / wall,
+        "wall_seconds": wall,
         "p50_ms_ok": percentile(ok, 0.5) * 1e3 if ok else None,
         "p95_ms_ok": percentile(ok, 0.95) * 1e3 if ok else None,
         "healthy_after": healthy_after,
@@ -152,8 +162,12 @@ def fault_run(args: argparse.Namespace) -> dict:
         outcome["new_worker_pid_differs"] = scoring_worker_pid(server.process.pid) != worker
     finally:
         server.stop()
-    return {"run": "fault", "model": args.model + ("" if args.real else " (tiny, random weights)"),
-            "killed": "gunicorn worker (SIGKILL) mid-generation", **outcome}
+    return {
+        "run": "fault",
+        "model": args.model + ("" if args.real else " (tiny, random weights)"),
+        "killed": "gunicorn worker (SIGKILL) mid-generation",
+        **outcome,
+    }
 
 
 def main() -> None:

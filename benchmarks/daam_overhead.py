@@ -84,11 +84,12 @@ def main() -> None:
             pipe, steps=steps, height=height, width=width, repeats=args.repeats, device=args.device
         )
         label = "full size, random weights" if args.full_size else "tiny, random weights"
-        results.append({"model": name, "weights": label, "steps": steps, "height": height, "width": width,
-                        **figures})
-        print(f"{name} ({label}, {height}x{width} px, {steps} steps, {args.device}): "
-              f"plain {figures['plain_median_s']:.3f} s, "
-              f"traced {figures['traced_median_s']:.3f} s, overhead x{figures['overhead_ratio']:.2f}")
+        results.append({"model": name, "weights": label, "steps": steps, "height": height, "width": width, **figures})
+        print(
+            f"{name} ({label}, {height}x{width} px, {steps} steps, {args.device}): "
+            f"plain {figures['plain_median_s']:.3f} s, "
+            f"traced {figures['traced_median_s']:.3f} s, overhead x{figures['overhead_ratio']:.2f}"
+        )
         del pipe
     report = {"device": args.device, "environment": environment_report().as_dict(), "results": results}
     out = write_json_atomic(args.out, report)

@@ -34,8 +34,8 @@ _FIXED = {"memory": "off", "cache_text_embeddings": False, "gradient_checkpointi
 MODES = {
     "lora": _FIXED | {"use_lora": True, "mixed_precision": "fp16"},
     "lora-gc": _FIXED | {"use_lora": True, "mixed_precision": "fp16", "gradient_checkpointing": True},
-    "full-gc-8bit": _FIXED | {"use_lora": False, "mixed_precision": "fp16", "gradient_checkpointing": True,
-                              "use_8bit_adam": True},
+    "full-gc-8bit": _FIXED
+    | {"use_lora": False, "mixed_precision": "fp16", "gradient_checkpointing": True, "use_8bit_adam": True},
     "full": _FIXED | {"use_lora": False, "mixed_precision": "fp16"},
 }
 
@@ -44,8 +44,15 @@ def _pipeline(tiny: bool, device: str):
     if tiny:
         from nbhelpers.loading import load_pipeline
 
-        return load_pipeline("sd-v1-4", tiny=True, device=device, dtype=torch.float32, safety_checker=False,
-                             memory_savers="off", progress=False)
+        return load_pipeline(
+            "sd-v1-4",
+            tiny=True,
+            device=device,
+            dtype=torch.float32,
+            safety_checker=False,
+            memory_savers="off",
+            progress=False,
+        )
     from nbhelpers.models.random_weights import build_random_pipeline
 
     return build_random_pipeline("sd-v1-4", device=device, dtype=torch.float32)
@@ -58,9 +65,17 @@ def measure_mode(mode: str, *, tiny: bool, device: str, resolution: int, repeats
         settings.update(mixed_precision="no", use_8bit_adam=False)
     instance = make_synthetic_subject(work / "instance", count=2, size=resolution)
     classes = make_synthetic_subject(work / "class", count=1, size=resolution, seed=1)
-    config = DreamBoothConfig(str(instance), str(work / mode), tiny=tiny, resolution=resolution,
-                              with_prior_preservation=True, class_data_dir=str(classes), num_class_images=1,
-                              train_batch_size=1, **settings)
+    config = DreamBoothConfig(
+        str(instance),
+        str(work / mode),
+        tiny=tiny,
+        resolution=resolution,
+        with_prior_preservation=True,
+        class_data_dir=str(classes),
+        num_class_images=1,
+        train_batch_size=1,
+        **settings,
+    )
     trainer = DreamBoothTrainer(config, pipe=_pipeline(tiny, device))
     batch = next(iter(trainer.dataloader))
     trainer.unet.train()
@@ -76,11 +91,18 @@ def measure_mode(mode: str, *, tiny: bool, device: str, resolution: int, repeats
     peak = peak_memory_bytes(device)
     expected = trainer.plan.estimate.peak
     return {
-        "mode": mode, "settings": settings, "trained_parameters": trained, "optimizer": optimizer.__name__,
+        "mode": mode,
+        "settings": settings,
+        "trained_parameters": trained,
+        "optimizer": optimizer.__name__,
         "batch": f"{batch['num_instance']} instance + {batch['pixels'].shape[0] - batch['num_instance']} class",
-        "resolution": resolution, "step_median_s": timing.median_s, "step_min_s": timing.min_s,
-        "first_step_s": timing.first_call_s, "peak_memory_bytes": peak,
-        "plan_expected_peak_bytes": expected, "plan_estimate": trainer.plan.estimate.describe(),
+        "resolution": resolution,
+        "step_median_s": timing.median_s,
+        "step_min_s": timing.min_s,
+        "first_step_s": timing.first_call_s,
+        "peak_memory_bytes": peak,
+        "plan_expected_peak_bytes": expected,
+        "plan_estimate": trainer.plan.estimate.describe(),
         "measured_over_expected": peak / expected if peak else None,
         "weights": "tiny, random" if tiny else "full-size SD v1.4 architecture, random",
     }
@@ -102,8 +124,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         for mode in args.modes:
             try:
-                figures = measure_mode(mode, tiny=args.tiny, device=args.device, resolution=resolution,
-                                       repeats=args.repeats, work=Path(work))
+                figures = measure_mode(
+                    mode,
+                    tiny=args.tiny,
+                    device=args.device,
+                    resolution=resolution,
+                    repeats=args.repeats,
+                    work=Path(work),
+                )
             except torch.cuda.OutOfMemoryError as err:
                 figures = {"mode": mode, "error": f"out of memory: {err}".splitlines()[0]}
             results.append(figures)
@@ -116,8 +144,10 @@ def main() -> None:
                     ratio = figures["measured_over_expected"]
                     verdict = "within 15%" if abs(ratio - 1) <= 0.15 else "OFF BY MORE THAN 15%"
                     memory += f", measured peak {peak / 2**30:.2f} GiB (x{ratio:.2f}, {verdict})"
-                print(f"{mode} ({figures['weights']}, {resolution}px, {figures['batch']}, {figures['optimizer']}, "
-                      f"{figures['trained_parameters']:,} trained): {figures['step_median_s']:.3f} s/step{memory}")
+                print(
+                    f"{mode} ({figures['weights']}, {resolution}px, {figures['batch']}, {figures['optimizer']}, "
+                    f"{figures['trained_parameters']:,} trained): {figures['step_median_s']:.3f} s/step{memory}"
+                )
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     report = {"device": args.device, "environment": environment_report().as_dict(), "results": results}

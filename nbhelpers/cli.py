@@ -21,7 +21,10 @@ SettingsT = TypeVar("SettingsT")
 
 #: Modules that add sub-commands; each defines ``add_parser(subparsers) -> None``.
 COMMAND_MODULES: tuple[str, ...] = (
-    "nbhelpers.cli", "nbhelpers.perf.benchmark", "nbhelpers.endpoints.serving", "nbhelpers.dreambooth.trainer",
+    "nbhelpers.cli",
+    "nbhelpers.perf.benchmark",
+    "nbhelpers.endpoints.serving",
+    "nbhelpers.dreambooth.trainer",
     "nbhelpers.toy.train",
 )
 
@@ -53,8 +56,12 @@ def add_dataclass_command(
     classes = settings_classes if isinstance(settings_classes, tuple) else (settings_classes,)
     fields = HfArgumentParser(classes, add_help=False)
     command = subparsers.add_parser(
-        name, parents=[fields], help=help, description=description or help,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, **parser_kwargs,
+        name,
+        parents=[fields],
+        help=help,
+        description=description or help,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        **parser_kwargs,
     )
     command.set_defaults(handler=handler)
     return command
@@ -150,8 +157,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--model", default="deci-v1", help="Catalog name, hub id or local folder (default deci-v1).")
     stand_in = gen.add_mutually_exclusive_group()
     stand_in.add_argument("--tiny", action="store_true", help="Use the offline tiny model (random weights).")
-    stand_in.add_argument("--toy", action="store_true",
-                          help="Use the trained toy 'shapes' model (64 px, see `nbhelpers toy-train`).")
+    stand_in.add_argument(
+        "--toy", action="store_true", help="Use the trained toy 'shapes' model (64 px, see `nbhelpers toy-train`)."
+    )
     gen.add_argument("--out", default="outputs", help="Output folder (default ./outputs).")
     gen.add_argument("--seed", type=int, default=0, help="Seed of the first image; image i uses seed+i.")
     gen.add_argument("--num-images", type=int, default=1, help="Images per prompt.")

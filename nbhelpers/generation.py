@@ -70,8 +70,7 @@ class Generation:
         """Save every image as PNG with its prompt, seed, steps and model in the metadata; return the paths."""
         folder = Path(folder)
         return [
-            self.save_one(index, folder / f"{stem}-{index:03d}-seed{seed}.png")
-            for index, seed in enumerate(self.seeds)
+            self.save_one(index, folder / f"{stem}-{index:03d}-seed{seed}.png") for index, seed in enumerate(self.seeds)
         ]
 
     def save_one(self, index: int, path: str | Path, model: str | None = None) -> Path:

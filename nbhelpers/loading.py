@@ -18,9 +18,6 @@ from typing import Any
 import torch
 from diffusers import DiffusionPipeline
 
-# Folders saved by nbhelpers 0.1 name the UNet's module ``nbhelpers.flexible_unet``; diffusers resolves a named
-# module only once it is imported, so the old path is imported with the loader.
-from nbhelpers import flexible_unet as _legacy_flexible_unet_module  # noqa: F401
 from nbhelpers.catalog import ModelSpec, UnknownModelError, find_spec, get_spec, known_model_names, normalise_name
 from nbhelpers.device import pick_device, pick_dtype, total_memory_bytes
 from nbhelpers.marks import stand_in_mark
@@ -44,7 +41,6 @@ _NO_HUB_HINT = (
     "pipeline folder; or download once where you have access (huggingface-cli download {hub_id}) and set "
     "HF_HUB_OFFLINE=1. Gated or private models also need `huggingface-cli login`."
 )
-
 
 
 class ModelLoadError(RuntimeError):
@@ -109,9 +105,7 @@ def _looks_like_hub_id(name: str) -> bool:
     return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
 
 
-def _resolve_source(
-    model: str | os.PathLike[str], tiny: bool, toy: bool = False
-) -> tuple[str, ModelSpec | None, bool]:
+def _resolve_source(model: str | os.PathLike[str], tiny: bool, toy: bool = False) -> tuple[str, ModelSpec | None, bool]:
     """Return (from_pretrained source, catalog spec or None, is_local_folder)."""
     path = Path(model).expanduser()
     if path.is_dir():
@@ -173,8 +167,13 @@ def _load_flexible_unet(
     except ModelLoadError as first_error:
         try:
             return _from_pretrained(
-                FlexibleUNet2DConditionModel, source, is_local, subfolder="flexible_unet", torch_dtype=torch_dtype,
-                variant="fp16", **kwargs,
+                FlexibleUNet2DConditionModel,
+                source,
+                is_local,
+                subfolder="flexible_unet",
+                torch_dtype=torch_dtype,
+                variant="fp16",
+                **kwargs,
             )
         except ModelLoadError:
             raise first_error from None
@@ -283,7 +282,12 @@ def load_pipeline(
         optimize_pipeline(pipe, optimize)
     pipe.set_progress_bar_config(disable=not progress)
     pipe.nbhelpers_info = LoadInfo(
-        source=source, spec=spec, tiny=use_tiny, device=target_device, dtype=torch_dtype, memory_savers=savers,
+        source=source,
+        spec=spec,
+        tiny=use_tiny,
+        device=target_device,
+        dtype=torch_dtype,
+        memory_savers=savers,
         toy=use_toy,
     )
     return pipe

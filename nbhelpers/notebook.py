@@ -20,9 +20,7 @@ def model_banner(pipe: DiffusionPipeline) -> str:
     info = load_info(pipe)
     if info is None:
         return f"**Model:** `{type(pipe).__name__}` (not loaded through nbhelpers)"
-    text = (
-        f"**Model:** `{info.label}` from `{info.source}` on **{info.device}** in `{str(info.dtype).split('.')[-1]}`"
-    )
+    text = f"**Model:** `{info.label}` from `{info.source}` on **{info.device}** in `{str(info.dtype).split('.')[-1]}`"
     if info.memory_savers:
         text += f"; memory savers: {', '.join(info.memory_savers)}"
     if info.tiny:
@@ -35,8 +33,8 @@ def model_banner(pipe: DiffusionPipeline) -> str:
         text += (
             "\n\n> 🧸 **Toy model (shapes)**: a small model trained on 64 px pictures of one coloured circle, square "
             "or triangle, in the same pipeline layout and code path as the real model. It knows prompts like "
-            "\"a red circle on a white background\" and nothing else, and gets them only partly right (README, "
-            "\"Toy models\"); its pictures are not the real model's."
+            '"a red circle on a white background" and nothing else, and gets them only partly right (README, '
+            '"Toy models"); its pictures are not the real model\'s.'
         )
     return text
 
@@ -84,8 +82,13 @@ def bar_chart(
         _, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(labels)), 3.2))
     bars = ax.bar([str(label) for label in labels], values, color="tab:blue")
     for bar, value in zip(bars, values, strict=True):
-        ax.annotate(annotate_format.format(value), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    ha="center", va="bottom", fontsize=9)
+        ax.annotate(
+            annotate_format.format(value),
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=9,
+        )
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     ax.margins(y=0.15)

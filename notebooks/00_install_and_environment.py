@@ -17,12 +17,22 @@
 # Generated from pyproject.toml by `python -m nbhelpers.tutorials.bootstrap`: the same in every notebook but for EXTRAS.
 EXTRAS = "notebooks"
 NEEDS = {
-    "": ["torch>=2.1", "diffusers>=0.35", "transformers>=4.44", "accelerate>=0.33", "safetensors>=0.4",
-        "huggingface-hub>=0.24", "numpy>=1.24", "scipy>=1.10", "pillow>=10", "matplotlib>=3.7", "tqdm>=4.66"],
+    "": [
+        "torch>=2.1",
+        "diffusers>=0.35",
+        "transformers>=4.44",
+        "accelerate>=0.33",
+        "safetensors>=0.4",
+        "huggingface-hub>=0.24",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "pillow>=10",
+        "matplotlib>=3.7",
+        "tqdm>=4.66",
+    ],
     "azure": ["azure-ai-ml>=1.20", "azure-identity>=1.15", "azure-ai-contentsafety>=1.0", "pyyaml>=6"],
     "notebooks": ["ipyplot>=1.1.2", "ipython-autotime>=0.3.2", "ipywidgets>=8", "papermill>=2.5", "pandas>=2.0"],
-    "serving": ["azureml-inference-server-http>=1.3", "gunicorn>=22", "requests>=2.31", "urllib3>=2.2",
-        "pandas>=2.0"],
+    "serving": ["azureml-inference-server-http>=1.3", "gunicorn>=22", "requests>=2.31", "urllib3>=2.2", "pandas>=2.0"],
     "training": ["peft>=0.12"],
 }
 MODULES = {
@@ -68,8 +78,9 @@ def set_up(extras):
 
     repo_url = os.environ.get("NBHELPERS_REPO_URL") or "https://github.com/your-org/diffusion-tutorials"
     here = Path.cwd().resolve()
-    root = next((p for p in [here, *here.parents] if (p / "pyproject.toml").is_file() and (p / "nbhelpers").is_dir()),
-                None)
+    root = next(
+        (p for p in [here, *here.parents] if (p / "pyproject.toml").is_file() and (p / "nbhelpers").is_dir()), None
+    )
     problems = missing()
     if problems:
         print("Missing or too old:", ", ".join(problems))
@@ -79,17 +90,20 @@ def set_up(extras):
                 print(f"Not inside a checkout of the project: cloning {repo_url} into {root}")
                 subprocess.run(["git", "clone", "--depth", "1", repo_url, str(root)], check=True)
         before = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
-        print(f"Installing: pip install -e \"{root}[{extras}]\" (a few minutes on a fresh runtime)")
+        print(f'Installing: pip install -e "{root}[{extras}]" (a few minutes on a fresh runtime)')
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{root}[{extras}]"], check=True)
         sys.path.insert(0, str(root))  # pip's editable install is seen by new processes; this kernel needs the path
         importlib.invalidate_caches()
         after = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
-        changed = [n for n, v in before.items()
-                   if after.get(n) != v and MODULES.get(n, n.replace("-", "_")) in sys.modules]
+        changed = [
+            n for n, v in before.items() if after.get(n) != v and MODULES.get(n, n.replace("-", "_")) in sys.modules
+        ]
         problems = missing()
         if problems or changed:
-            raise RuntimeError(f"Restart the kernel (Colab: Runtime > Restart session), then run this cell again: "
-                               f"still missing {problems}, upgraded after import {changed}.")
+            raise RuntimeError(
+                f"Restart the kernel (Colab: Runtime > Restart session), then run this cell again: "
+                f"still missing {problems}, upgraded after import {changed}."
+            )
     print(f"Ready: nbhelpers and the [{extras}] extras import", f"(checkout {root})" if root else "(installed)")
 
 

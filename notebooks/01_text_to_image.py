@@ -19,12 +19,22 @@
 # Generated from pyproject.toml by `python -m nbhelpers.tutorials.bootstrap`: the same in every notebook but for EXTRAS.
 EXTRAS = "notebooks"
 NEEDS = {
-    "": ["torch>=2.1", "diffusers>=0.35", "transformers>=4.44", "accelerate>=0.33", "safetensors>=0.4",
-        "huggingface-hub>=0.24", "numpy>=1.24", "scipy>=1.10", "pillow>=10", "matplotlib>=3.7", "tqdm>=4.66"],
+    "": [
+        "torch>=2.1",
+        "diffusers>=0.35",
+        "transformers>=4.44",
+        "accelerate>=0.33",
+        "safetensors>=0.4",
+        "huggingface-hub>=0.24",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "pillow>=10",
+        "matplotlib>=3.7",
+        "tqdm>=4.66",
+    ],
     "azure": ["azure-ai-ml>=1.20", "azure-identity>=1.15", "azure-ai-contentsafety>=1.0", "pyyaml>=6"],
     "notebooks": ["ipyplot>=1.1.2", "ipython-autotime>=0.3.2", "ipywidgets>=8", "papermill>=2.5", "pandas>=2.0"],
-    "serving": ["azureml-inference-server-http>=1.3", "gunicorn>=22", "requests>=2.31", "urllib3>=2.2",
-        "pandas>=2.0"],
+    "serving": ["azureml-inference-server-http>=1.3", "gunicorn>=22", "requests>=2.31", "urllib3>=2.2", "pandas>=2.0"],
     "training": ["peft>=0.12"],
 }
 MODULES = {
@@ -70,8 +80,9 @@ def set_up(extras):
 
     repo_url = os.environ.get("NBHELPERS_REPO_URL") or "https://github.com/your-org/diffusion-tutorials"
     here = Path.cwd().resolve()
-    root = next((p for p in [here, *here.parents] if (p / "pyproject.toml").is_file() and (p / "nbhelpers").is_dir()),
-                None)
+    root = next(
+        (p for p in [here, *here.parents] if (p / "pyproject.toml").is_file() and (p / "nbhelpers").is_dir()), None
+    )
     problems = missing()
     if problems:
         print("Missing or too old:", ", ".join(problems))
@@ -81,17 +92,20 @@ def set_up(extras):
                 print(f"Not inside a checkout of the project: cloning {repo_url} into {root}")
                 subprocess.run(["git", "clone", "--depth", "1", repo_url, str(root)], check=True)
         before = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
-        print(f"Installing: pip install -e \"{root}[{extras}]\" (a few minutes on a fresh runtime)")
+        print(f'Installing: pip install -e "{root}[{extras}]" (a few minutes on a fresh runtime)')
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{root}[{extras}]"], check=True)
         sys.path.insert(0, str(root))  # pip's editable install is seen by new processes; this kernel needs the path
         importlib.invalidate_caches()
         after = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
-        changed = [n for n, v in before.items()
-                   if after.get(n) != v and MODULES.get(n, n.replace("-", "_")) in sys.modules]
+        changed = [
+            n for n, v in before.items() if after.get(n) != v and MODULES.get(n, n.replace("-", "_")) in sys.modules
+        ]
         problems = missing()
         if problems or changed:
-            raise RuntimeError(f"Restart the kernel (Colab: Runtime > Restart session), then run this cell again: "
-                               f"still missing {problems}, upgraded after import {changed}.")
+            raise RuntimeError(
+                f"Restart the kernel (Colab: Runtime > Restart session), then run this cell again: "
+                f"still missing {problems}, upgraded after import {changed}."
+            )
     print(f"Ready: nbhelpers and the [{extras}] extras import", f"(checkout {root})" if root else "(installed)")
 
 
@@ -200,14 +214,25 @@ if MODEL == "deci-v1":
     dtype, device = pipe.nbhelpers_info.dtype, pipe.device  # float16 on a GPU, float32 on a CPU
     del pipe  # one pipeline in memory at a time
     gc.collect()
-    checkpoint = (str(tiny_pipeline_path("deci-v1")) if tiny else str(toy_pipeline_path(get_spec("deci-v1"))) if toy
-                  else "Deci/DeciDiffusion-v1-0")
+    checkpoint = (
+        str(tiny_pipeline_path("deci-v1"))
+        if tiny
+        else str(toy_pipeline_path(get_spec("deci-v1")))
+        if toy
+        else "Deci/DeciDiffusion-v1-0"
+    )
     unet = FlexibleUNet2DConditionModel.from_pretrained(checkpoint, subfolder="flexible_unet", torch_dtype=dtype)
     plain = StableDiffusionPipeline.from_pretrained(checkpoint, unet=unet, torch_dtype=dtype).to(device)
     plain.set_progress_bar_config(disable=True)
     side = SIZE or (64 if tiny or toy else 512)
-    by_hand = plain(prompts[0], num_inference_steps=STEPS or 30, guidance_rescale=0.7, height=side, width=side,
-                    generator=torch.Generator().manual_seed(SEED)).images[0]
+    by_hand = plain(
+        prompts[0],
+        num_inference_steps=STEPS or 30,
+        guidance_rescale=0.7,
+        height=side,
+        width=side,
+        generator=torch.Generator().manual_seed(SEED),
+    ).images[0]
     gap = np.abs(np.asarray(by_hand, dtype=int) - np.asarray(ours, dtype=int))
     print(f"plain diffusers vs load_pipeline: max pixel difference {gap.max()}/255")
     show_images([by_hand, ours], [with_mark("plain diffusers", mark), with_mark("load_pipeline", mark)], img_width=256)
@@ -233,12 +258,17 @@ show_images(result.images, result.labels(), img_width=256)
 last = NUM_IMAGES - 1  # the last image of the first prompt, made with seed SEED + last
 again = generate(pipe, prompts[0], seed=SEED + last, num_inference_steps=STEPS, **size)
 difference = np.abs(np.asarray(again.images[0], dtype=int) - np.asarray(result.images[last], dtype=int))
-print(f"Image {last} regenerated alone from seed {SEED + last}: max pixel difference {difference.max()}/255, "
-      f"mean {difference.mean():.4f}")
+print(
+    f"Image {last} regenerated alone from seed {SEED + last}: max pixel difference {difference.max()}/255, "
+    f"mean {difference.mean():.4f}"
+)
 # Reported, not asserted: how far batched and single kernels round apart depends on the GPU and dtype.
-print("Same picture (mean difference below one level)." if difference.mean() < 1.0 else
-      "The pixels differ more than usual: batched and single kernels round differently in "
-      f"{pipe.nbhelpers_info.dtype} on {pipe.device}; compare the two images by eye.")
+print(
+    "Same picture (mean difference below one level)."
+    if difference.mean() < 1.0
+    else "The pixels differ more than usual: batched and single kernels round differently in "
+    f"{pipe.nbhelpers_info.dtype} on {pipe.device}; compare the two images by eye."
+)
 
 # %% [markdown]
 # ## 3. Guidance scale
@@ -248,11 +278,16 @@ print("Same picture (mean difference below one level)." if difference.mean() < 1
 # more closely, until colours burn out. Guidance above 1 costs two UNet evaluations per step.
 
 # %%
-sweep = [generate(pipe, prompts[1], seed=SEED, num_inference_steps=STEPS, guidance_scale=g, **size)
-         for g in GUIDANCE_SCALES]
+sweep = [
+    generate(pipe, prompts[1], seed=SEED, num_inference_steps=STEPS, guidance_scale=g, **size) for g in GUIDANCE_SCALES
+]
 show_images([s.images[0] for s in sweep], [with_mark(f"guidance {g}", mark) for g in GUIDANCE_SCALES], img_width=200)
-ax = bar_chart([str(g) for g in GUIDANCE_SCALES], [s.seconds for s in sweep],
-               title=with_mark(f"Time per image by guidance scale ({pipe.device})", mark), ylabel="seconds per image")
+ax = bar_chart(
+    [str(g) for g in GUIDANCE_SCALES],
+    [s.seconds for s in sweep],
+    title=with_mark(f"Time per image by guidance scale ({pipe.device})", mark),
+    ylabel="seconds per image",
+)
 ax.set_xlabel("guidance scale (1 = one UNet pass per step, above 1 = two)")
 plt.show()
 
@@ -272,10 +307,13 @@ if toy:
 
     scenes = lesson_scenes()[::3]
     adherence = [score_pipeline(pipe, scenes, seeds=[SEED], guidance_scale=g)["all"] for g in GUIDANCE_SCALES]
-    ax = bar_chart([str(g) for g in GUIDANCE_SCALES], [100 * a for a in adherence], annotate_format="{:.0f}%",
-                   title=with_mark(f"Pictures that show all three words of their prompt ({len(scenes)} prompts)",
-                                   mark),
-                   ylabel="colour, shape and background right (%)")
+    ax = bar_chart(
+        [str(g) for g in GUIDANCE_SCALES],
+        [100 * a for a in adherence],
+        annotate_format="{:.0f}%",
+        title=with_mark(f"Pictures that show all three words of their prompt ({len(scenes)} prompts)", mark),
+        ylabel="colour, shape and background right (%)",
+    )
     ax.set_xlabel("guidance scale")
     plt.show()
 
@@ -305,8 +343,11 @@ show_images(swapped, [with_mark(name, mark) for name in SCHEDULERS_TO_TRY], img_
 # %%
 without = generate(pipe, prompts[0], seed=SEED, num_inference_steps=STEPS, **size)
 negative = generate(pipe, prompts[0], seed=SEED, num_inference_steps=STEPS, negative_prompt=negative_prompt, **size)
-show_images(without.images + negative.images,
-            [with_mark("no negative prompt", mark), with_mark(f"negative: {negative_prompt}", mark)], img_width=256)
+show_images(
+    without.images + negative.images,
+    [with_mark("no negative prompt", mark), with_mark(f"negative: {negative_prompt}", mark)],
+    img_width=256,
+)
 
 # %% [markdown]
 # ## 6. Save with metadata

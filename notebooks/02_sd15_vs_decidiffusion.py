@@ -19,12 +19,22 @@
 # Generated from pyproject.toml by `python -m nbhelpers.tutorials.bootstrap`: the same in every notebook but for EXTRAS.
 EXTRAS = "notebooks"
 NEEDS = {
-    "": ["torch>=2.1", "diffusers>=0.35", "transformers>=4.44", "accelerate>=0.33", "safetensors>=0.4",
-        "huggingface-hub>=0.24", "numpy>=1.24", "scipy>=1.10", "pillow>=10", "matplotlib>=3.7", "tqdm>=4.66"],
+    "": [
+        "torch>=2.1",
+        "diffusers>=0.35",
+        "transformers>=4.44",
+        "accelerate>=0.33",
+        "safetensors>=0.4",
+        "huggingface-hub>=0.24",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "pillow>=10",
+        "matplotlib>=3.7",
+        "tqdm>=4.66",
+    ],
     "azure": ["azure-ai-ml>=1.20", "azure-identity>=1.15", "azure-ai-contentsafety>=1.0", "pyyaml>=6"],
     "notebooks": ["ipyplot>=1.1.2", "ipython-autotime>=0.3.2", "ipywidgets>=8", "papermill>=2.5", "pandas>=2.0"],
-    "serving": ["azureml-inference-server-http>=1.3", "gunicorn>=22", "requests>=2.31", "urllib3>=2.2",
-        "pandas>=2.0"],
+    "serving": ["azureml-inference-server-http>=1.3", "gunicorn>=22", "requests>=2.31", "urllib3>=2.2", "pandas>=2.0"],
     "training": ["peft>=0.12"],
 }
 MODULES = {
@@ -70,8 +80,9 @@ def set_up(extras):
 
     repo_url = os.environ.get("NBHELPERS_REPO_URL") or "https://github.com/your-org/diffusion-tutorials"
     here = Path.cwd().resolve()
-    root = next((p for p in [here, *here.parents] if (p / "pyproject.toml").is_file() and (p / "nbhelpers").is_dir()),
-                None)
+    root = next(
+        (p for p in [here, *here.parents] if (p / "pyproject.toml").is_file() and (p / "nbhelpers").is_dir()), None
+    )
     problems = missing()
     if problems:
         print("Missing or too old:", ", ".join(problems))
@@ -81,17 +92,20 @@ def set_up(extras):
                 print(f"Not inside a checkout of the project: cloning {repo_url} into {root}")
                 subprocess.run(["git", "clone", "--depth", "1", repo_url, str(root)], check=True)
         before = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
-        print(f"Installing: pip install -e \"{root}[{extras}]\" (a few minutes on a fresh runtime)")
+        print(f'Installing: pip install -e "{root}[{extras}]" (a few minutes on a fresh runtime)')
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{root}[{extras}]"], check=True)
         sys.path.insert(0, str(root))  # pip's editable install is seen by new processes; this kernel needs the path
         importlib.invalidate_caches()
         after = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
-        changed = [n for n, v in before.items()
-                   if after.get(n) != v and MODULES.get(n, n.replace("-", "_")) in sys.modules]
+        changed = [
+            n for n, v in before.items() if after.get(n) != v and MODULES.get(n, n.replace("-", "_")) in sys.modules
+        ]
         problems = missing()
         if problems or changed:
-            raise RuntimeError(f"Restart the kernel (Colab: Runtime > Restart session), then run this cell again: "
-                               f"still missing {problems}, upgraded after import {changed}.")
+            raise RuntimeError(
+                f"Restart the kernel (Colab: Runtime > Restart session), then run this cell again: "
+                f"still missing {problems}, upgraded after import {changed}."
+            )
     print(f"Ready: nbhelpers and the [{extras}] extras import", f"(checkout {root})" if root else "(installed)")
 
 
@@ -173,8 +187,9 @@ for index, (prompt, seed) in enumerate((p, s) for p in prompts for s in SEEDS):
     for name in MODELS:
         result = gallery[name][index]
         images.append(result.images[0])
-        labels.append(with_mark(f"{name}, {result.settings['num_inference_steps']} steps, seed {seed}: {prompt[:30]}",
-                                mark))
+        labels.append(
+            with_mark(f"{name}, {result.settings['num_inference_steps']} steps, seed {seed}: {prompt[:30]}", mark)
+        )
 show_images(images, labels, img_width=220)
 
 # %% [markdown]
@@ -187,20 +202,41 @@ show_images(images, labels, img_width=220)
 # %%
 # Offline the timings are of the tiny random-weight models (the report says so): they time the code path, not
 # the real models.
-settings = BenchSettings(models=MODELS, weights="tiny" if tiny or toy else "hub", optimize=OPTIMIZE,
-                         batch_sizes=BATCH_SIZES, warmup=WARMUP, repeats=REPEATS)
+settings = BenchSettings(
+    models=MODELS,
+    weights="tiny" if tiny or toy else "hub",
+    optimize=OPTIMIZE,
+    batch_sizes=BATCH_SIZES,
+    warmup=WARMUP,
+    repeats=REPEATS,
+)
 report = run_benchmark(settings)
 table = pd.DataFrame(report["results"])
 print("Weights:", report["weights"], "| device:", report["device"], "| dtype:", report["dtype"])
-table[["model", "optimize", "batch_size", "steps", "seconds_per_image", "images_per_second", "unet_step_ms",
-       "first_call_seconds", "peak_memory_gib", "max_abs_pixel_difference_vs_first_mode"]].round(4)
+table[
+    [
+        "model",
+        "optimize",
+        "batch_size",
+        "steps",
+        "seconds_per_image",
+        "images_per_second",
+        "unet_step_ms",
+        "first_call_seconds",
+        "peak_memory_gib",
+        "max_abs_pixel_difference_vs_first_mode",
+    ]
+].round(4)
 
 # %%
 # One bar per (model, fast path, batch size): "plain" is the pipeline as loaded, "compile" the fast path.
 path_names = {"none": "plain", "compile": "compiled"}
 labels = [f"{r.model}\n{path_names.get(r.optimize, r.optimize)}, batch of {r.batch_size}" for r in table.itertuples()]
-charts = [("seconds_per_image", "Latency", "s / image"), ("images_per_second", "Throughput", "images / s"),
-          ("unet_step_ms", "UNet step (guided)", "ms")]
+charts = [
+    ("seconds_per_image", "Latency", "s / image"),
+    ("images_per_second", "Throughput", "images / s"),
+    ("unet_step_ms", "UNet step (guided)", "ms"),
+]
 if table["peak_memory_gib"].notna().all():
     charts.append(("peak_memory_gib", "Peak GPU memory", "GiB"))
 fig, axes = plt.subplots(1, len(charts), figsize=(4.5 * len(charts), 3.6))
@@ -222,15 +258,26 @@ rows = []
 for name in MODELS:
     spec = get_spec(name)
     gflop = model_step_flops(name) / 1e9
-    rows.append({"model": name, "UNet params (M)": full_size_parameters(name) / 1e6,
-                 "GFLOP per guided step": gflop, "steps": spec.num_inference_steps,
-                 "TFLOP per image (UNet)": gflop * spec.num_inference_steps / 1e3})
+    rows.append(
+        {
+            "model": name,
+            "UNet params (M)": full_size_parameters(name) / 1e6,
+            "GFLOP per guided step": gflop,
+            "steps": spec.num_inference_steps,
+            "TFLOP per image (UNet)": gflop * spec.num_inference_steps / 1e3,
+        }
+    )
 compute = pd.DataFrame(rows).set_index("model")
 baseline = compute["TFLOP per image (UNet)"].iloc[0]
 compute["compute vs first model"] = compute["TFLOP per image (UNet)"] / baseline
 fig, ax = plt.subplots(figsize=(5, 3.2))
-bar_chart(compute.index.tolist(), compute["TFLOP per image (UNet)"].tolist(),
-          title="UNet work per 512px image (full-size architectures, counted)", ylabel="TFLOP per image", ax=ax)
+bar_chart(
+    compute.index.tolist(),
+    compute["TFLOP per image (UNet)"].tolist(),
+    title="UNet work per 512px image (full-size architectures, counted)",
+    ylabel="TFLOP per image",
+    ax=ax,
+)
 ax.set_xlabel("model (default steps)")
 plt.show()
 compute.round(3)
@@ -273,16 +320,34 @@ if {"sd-v1-5", "deci-v1"} <= set(MODELS):
     speedup = seconds["sd-v1-5"] / seconds["deci-v1"]
     flop_ratio = compute.loc["sd-v1-5", "TFLOP per image (UNet)"] / compute.loc["deci-v1", "TFLOP per image (UNet)"]
     where = with_mark(f"this notebook, {report['device']}, {report['weights']}", stand_in_mark(tiny or toy))
-    claims = pd.DataFrame([
-        {"claim": "40% fewer steps", "published": "30 vs 50 steps",
-         "ratio here": f"{1 - steps_of['deci-v1'] / steps_of['sd-v1-5']:.0%} fewer", "where": "catalog defaults"},
-        {"claim": "about 3x faster", "published": "3x (Infery); 2.95 s / 1.29 s = 2.3x (PyTorch, A10)",
-         "ratio here": f"{speedup:.2f}x", "where": where},
-        {"claim": "about 3x faster", "published": "UNet work (FLOPs x steps)",
-         "ratio here": f"{flop_ratio:.2f}x", "where": "counted on the full-size architectures"},
-        {"claim": "66% lower cost per 10k images", "published": "66%",
-         "ratio here": f"{1 - 1 / speedup:.0%} lower", "where": where},
-    ]).set_index("claim")
+    claims = pd.DataFrame(
+        [
+            {
+                "claim": "40% fewer steps",
+                "published": "30 vs 50 steps",
+                "ratio here": f"{1 - steps_of['deci-v1'] / steps_of['sd-v1-5']:.0%} fewer",
+                "where": "catalog defaults",
+            },
+            {
+                "claim": "about 3x faster",
+                "published": "3x (Infery); 2.95 s / 1.29 s = 2.3x (PyTorch, A10)",
+                "ratio here": f"{speedup:.2f}x",
+                "where": where,
+            },
+            {
+                "claim": "about 3x faster",
+                "published": "UNet work (FLOPs x steps)",
+                "ratio here": f"{flop_ratio:.2f}x",
+                "where": "counted on the full-size architectures",
+            },
+            {
+                "claim": "66% lower cost per 10k images",
+                "published": "66%",
+                "ratio here": f"{1 - 1 / speedup:.0%} lower",
+                "where": where,
+            },
+        ]
+    ).set_index("claim")
 else:
     claims = pd.DataFrame()
     print("Add both 'sd-v1-5' and 'deci-v1' to MODELS to compare the claims.")

@@ -33,12 +33,22 @@
 # Generated from pyproject.toml by `python -m nbhelpers.tutorials.bootstrap`: the same in every notebook but for EXTRAS.
 EXTRAS = "notebooks,training"
 NEEDS = {
-    "": ["torch>=2.1", "diffusers>=0.35", "transformers>=4.44", "accelerate>=0.33", "safetensors>=0.4",
-        "huggingface-hub>=0.24", "numpy>=1.24", "scipy>=1.10", "pillow>=10", "matplotlib>=3.7", "tqdm>=4.66"],
+    "": [
+        "torch>=2.1",
+        "diffusers>=0.35",
+        "transformers>=4.44",
+        "accelerate>=0.33",
+        "safetensors>=0.4",
+        "huggingface-hub>=0.24",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "pillow>=10",
+        "matplotlib>=3.7",
+        "tqdm>=4.66",
+    ],
     "azure": ["azure-ai-ml>=1.20", "azure-identity>=1.15", "azure-ai-contentsafety>=1.0", "pyyaml>=6"],
     "notebooks": ["ipyplot>=1.1.2", "ipython-autotime>=0.3.2", "ipywidgets>=8", "papermill>=2.5", "pandas>=2.0"],
-    "serving": ["azureml-inference-server-http>=1.3", "gunicorn>=22", "requests>=2.31", "urllib3>=2.2",
-        "pandas>=2.0"],
+    "serving": ["azureml-inference-server-http>=1.3", "gunicorn>=22", "requests>=2.31", "urllib3>=2.2", "pandas>=2.0"],
     "training": ["peft>=0.12"],
 }
 MODULES = {
@@ -84,8 +94,9 @@ def set_up(extras):
 
     repo_url = os.environ.get("NBHELPERS_REPO_URL") or "https://github.com/your-org/diffusion-tutorials"
     here = Path.cwd().resolve()
-    root = next((p for p in [here, *here.parents] if (p / "pyproject.toml").is_file() and (p / "nbhelpers").is_dir()),
-                None)
+    root = next(
+        (p for p in [here, *here.parents] if (p / "pyproject.toml").is_file() and (p / "nbhelpers").is_dir()), None
+    )
     problems = missing()
     if problems:
         print("Missing or too old:", ", ".join(problems))
@@ -95,17 +106,20 @@ def set_up(extras):
                 print(f"Not inside a checkout of the project: cloning {repo_url} into {root}")
                 subprocess.run(["git", "clone", "--depth", "1", repo_url, str(root)], check=True)
         before = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
-        print(f"Installing: pip install -e \"{root}[{extras}]\" (a few minutes on a fresh runtime)")
+        print(f'Installing: pip install -e "{root}[{extras}]" (a few minutes on a fresh runtime)')
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{root}[{extras}]"], check=True)
         sys.path.insert(0, str(root))  # pip's editable install is seen by new processes; this kernel needs the path
         importlib.invalidate_caches()
         after = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
-        changed = [n for n, v in before.items()
-                   if after.get(n) != v and MODULES.get(n, n.replace("-", "_")) in sys.modules]
+        changed = [
+            n for n, v in before.items() if after.get(n) != v and MODULES.get(n, n.replace("-", "_")) in sys.modules
+        ]
         problems = missing()
         if problems or changed:
-            raise RuntimeError(f"Restart the kernel (Colab: Runtime > Restart session), then run this cell again: "
-                               f"still missing {problems}, upgraded after import {changed}.")
+            raise RuntimeError(
+                f"Restart the kernel (Colab: Runtime > Restart session), then run this cell again: "
+                f"still missing {problems}, upgraded after import {changed}."
+            )
     print(f"Ready: nbhelpers and the [{extras}] extras import", f"(checkout {root})" if root else "(installed)")
 
 
@@ -135,8 +149,11 @@ GRADIENT_CHECKPOINTING = None  # None: when needed
 USE_8BIT_ADAM = None  # None: when needed (full fine-tuning; needs bitsandbytes and CUDA)
 SEEDS = [0, 1, 2]
 NEW_PROMPTS = ["a photo of sks dog in a bucket", "a photo of sks dog on the beach", "a watercolor of sks dog"]
-TOY_NEW_PROMPTS = ["a red sks on a black background", "a blue sks on a gray background",
-                   "a yellow sks on a white background"]
+TOY_NEW_PROMPTS = [
+    "a red sks on a black background",
+    "a blue sks on a gray background",
+    "a yellow sks on a white background",
+]
 OUTPUT_DIR = "outputs/03_dreambooth"
 
 # %%
@@ -178,8 +195,11 @@ print(f"tiny={tiny}  toy={toy}  LoRA={use_lora}  steps={steps}  resolution={reso
 instance_dir = Path(INSTANCE_DIR) if INSTANCE_DIR else example_subject(run_dir / "instance_images", tiny=tiny, toy=toy)
 photos = load_images(instance_dir, min_side=resolution // 2)
 print(f"{len(photos)} photos in {instance_dir}")
-show_images(photos, [f"{i}: {p.width}x{p.height}" + (" (drawn)" if tiny or toy else "") for i, p in enumerate(photos)],
-            img_width=160)
+show_images(
+    photos,
+    [f"{i}: {p.width}x{p.height}" + (" (drawn)" if tiny or toy else "") for i, p in enumerate(photos)],
+    img_width=160,
+)
 
 # %% [markdown]
 # ## 2. Before training
@@ -191,8 +211,16 @@ show_images(photos, [f"{i}: {p.width}x{p.height}" + (" (drawn)" if tiny or toy e
 
 # %%
 inference_dtype = torch.float16 if on_cuda else torch.float32
-pipe = load_pipeline(MODEL, tiny=tiny, toy=toy, dtype=inference_dtype, safety_checker=False, memory_savers="off",
-                     progress=False, **({"variant": "fp16"} if on_cuda and not (tiny or toy) else {}))
+pipe = load_pipeline(
+    MODEL,
+    tiny=tiny,
+    toy=toy,
+    dtype=inference_dtype,
+    safety_checker=False,
+    memory_savers="off",
+    progress=False,
+    **({"variant": "fp16"} if on_cuda and not (tiny or toy) else {}),
+)
 show_model_banner(pipe)
 # The tiny UNet attends to text only at coarse sizes: give DAAM a few pixels. The toy one works at its 64 px.
 daam_size = resolution if toy else max(resolution, 128)
@@ -200,8 +228,10 @@ daam_size = resolution if toy else max(resolution, 128)
 
 def draw(pipe, prompt, seeds, size=None):
     size = size or resolution
-    return [pipe(prompt, height=size, width=size, generator=torch.Generator("cpu").manual_seed(seed)).images[0]
-            for seed in seeds]
+    return [
+        pipe(prompt, height=size, width=size, generator=torch.Generator("cpu").manual_seed(seed)).images[0]
+        for seed in seeds
+    ]
 
 
 def identifier_heat_map(pipe, seed):
@@ -234,13 +264,27 @@ daam_before = identifier_heat_map(pipe, SEEDS[0])
 # %%
 output_dir = run_dir / ("dreambooth-lora" if use_lora else "dreambooth-full")
 config = DreamBoothConfig(
-    instance_data_dir=str(instance_dir), output_dir=str(output_dir), model=MODEL,
-    tiny=tiny, toy=toy, instance_prompt=instance_prompt, identifier=IDENTIFIER,
-    with_prior_preservation=WITH_PRIOR_PRESERVATION, num_class_images=NUM_CLASS_IMAGES,
-    class_data_dir=str(run_dir / "class_images"), resolution=resolution, use_lora=use_lora,
-    learning_rate=learning_rate, max_train_steps=steps, memory=MEMORY, mixed_precision=MIXED_PRECISION,
-    gradient_checkpointing=GRADIENT_CHECKPOINTING, use_8bit_adam=USE_8BIT_ADAM,
-    checkpointing_steps=max(1, steps // 4), validation_prompts=[new_prompts[0]], validation_steps=max(1, steps // 2),
+    instance_data_dir=str(instance_dir),
+    output_dir=str(output_dir),
+    model=MODEL,
+    tiny=tiny,
+    toy=toy,
+    instance_prompt=instance_prompt,
+    identifier=IDENTIFIER,
+    with_prior_preservation=WITH_PRIOR_PRESERVATION,
+    num_class_images=NUM_CLASS_IMAGES,
+    class_data_dir=str(run_dir / "class_images"),
+    resolution=resolution,
+    use_lora=use_lora,
+    learning_rate=learning_rate,
+    max_train_steps=steps,
+    memory=MEMORY,
+    mixed_precision=MIXED_PRECISION,
+    gradient_checkpointing=GRADIENT_CHECKPOINTING,
+    use_8bit_adam=USE_8BIT_ADAM,
+    checkpointing_steps=max(1, steps // 4),
+    validation_prompts=[new_prompts[0]],
+    validation_steps=max(1, steps // 2),
 )
 trainer = DreamBoothTrainer(config, pipe=pipe)  # prints the memory plan
 trained = sum(p.numel() for p in trainer.trainable_parameters())
@@ -266,7 +310,7 @@ window = max(1, len(losses) // 10)
 smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
 fig, ax = plt.subplots(figsize=(7, 3))
 ax.plot(steps_logged, losses, alpha=0.35, label="loss per step")
-ax.plot(steps_logged[window - 1:], smooth, label=f"moving average ({window} steps)")
+ax.plot(steps_logged[window - 1 :], smooth, label=f"moving average ({window} steps)")
 ax.set_xlabel("training step (optimizer updates)")
 ax.set_ylabel("MSE of the noise prediction (unitless)")
 ax.set_title("DreamBooth training loss" + mark)
@@ -317,12 +361,17 @@ plt.show()
 if toy:
     from nbhelpers.toy.evaluate import shape_likeness
 
-    likeness = {"before": [shape_likeness(image) for image in before],
-                "after": [shape_likeness(image) for image in after]}
+    likeness = {
+        "before": [shape_likeness(image) for image in before],
+        "after": [shape_likeness(image) for image in after],
+    }
     print({label: [round(v, 2) for v in values] for label, values in likeness.items()})
-    ax = bar_chart(list(likeness), [float(np.mean(v)) for v in likeness.values()],
-                   title=f"Likeness to the star, '{instance_prompt}', {len(SEEDS)} seeds{mark}",
-                   ylabel="IoU with a star")
+    ax = bar_chart(
+        list(likeness),
+        [float(np.mean(v)) for v in likeness.values()],
+        title=f"Likeness to the star, '{instance_prompt}', {len(SEEDS)} seeds{mark}",
+        ylabel="IoU with a star",
+    )
     ax.set_xlabel("DreamBooth")
     ax.set_ylim(0, 1)
     plt.show()

@@ -18,12 +18,22 @@
 # Generated from pyproject.toml by `python -m nbhelpers.tutorials.bootstrap`: the same in every notebook but for EXTRAS.
 EXTRAS = "notebooks,serving,azure"
 NEEDS = {
-    "": ["torch>=2.1", "diffusers>=0.35", "transformers>=4.44", "accelerate>=0.33", "safetensors>=0.4",
-        "huggingface-hub>=0.24", "numpy>=1.24", "scipy>=1.10", "pillow>=10", "matplotlib>=3.7", "tqdm>=4.66"],
+    "": [
+        "torch>=2.1",
+        "diffusers>=0.35",
+        "transformers>=4.44",
+        "accelerate>=0.33",
+        "safetensors>=0.4",
+        "huggingface-hub>=0.24",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "pillow>=10",
+        "matplotlib>=3.7",
+        "tqdm>=4.66",
+    ],
     "azure": ["azure-ai-ml>=1.20", "azure-identity>=1.15", "azure-ai-contentsafety>=1.0", "pyyaml>=6"],
     "notebooks": ["ipyplot>=1.1.2", "ipython-autotime>=0.3.2", "ipywidgets>=8", "papermill>=2.5", "pandas>=2.0"],
-    "serving": ["azureml-inference-server-http>=1.3", "gunicorn>=22", "requests>=2.31", "urllib3>=2.2",
-        "pandas>=2.0"],
+    "serving": ["azureml-inference-server-http>=1.3", "gunicorn>=22", "requests>=2.31", "urllib3>=2.2", "pandas>=2.0"],
     "training": ["peft>=0.12"],
 }
 MODULES = {
@@ -69,8 +79,9 @@ def set_up(extras):
 
     repo_url = os.environ.get("NBHELPERS_REPO_URL") or "https://github.com/your-org/diffusion-tutorials"
     here = Path.cwd().resolve()
-    root = next((p for p in [here, *here.parents] if (p / "pyproject.toml").is_file() and (p / "nbhelpers").is_dir()),
-                None)
+    root = next(
+        (p for p in [here, *here.parents] if (p / "pyproject.toml").is_file() and (p / "nbhelpers").is_dir()), None
+    )
     problems = missing()
     if problems:
         print("Missing or too old:", ", ".join(problems))
@@ -80,17 +91,20 @@ def set_up(extras):
                 print(f"Not inside a checkout of the project: cloning {repo_url} into {root}")
                 subprocess.run(["git", "clone", "--depth", "1", repo_url, str(root)], check=True)
         before = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
-        print(f"Installing: pip install -e \"{root}[{extras}]\" (a few minutes on a fresh runtime)")
+        print(f'Installing: pip install -e "{root}[{extras}]" (a few minutes on a fresh runtime)')
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{root}[{extras}]"], check=True)
         sys.path.insert(0, str(root))  # pip's editable install is seen by new processes; this kernel needs the path
         importlib.invalidate_caches()
         after = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
-        changed = [n for n, v in before.items()
-                   if after.get(n) != v and MODULES.get(n, n.replace("-", "_")) in sys.modules]
+        changed = [
+            n for n, v in before.items() if after.get(n) != v and MODULES.get(n, n.replace("-", "_")) in sys.modules
+        ]
         problems = missing()
         if problems or changed:
-            raise RuntimeError(f"Restart the kernel (Colab: Runtime > Restart session), then run this cell again: "
-                               f"still missing {problems}, upgraded after import {changed}.")
+            raise RuntimeError(
+                f"Restart the kernel (Colab: Runtime > Restart session), then run this cell again: "
+                f"still missing {problems}, upgraded after import {changed}."
+            )
     print(f"Ready: nbhelpers and the [{extras}] extras import", f"(checkout {root})" if root else "(installed)")
 
 
@@ -138,8 +152,11 @@ steps = STEPS or (4 if tiny else 20 if toy else None)  # small models: short req
 request_timeout_ms = REQUEST_TIMEOUT_MS or (5000 if tiny or toy else 90_000)
 mark = f" ({stand_in_mark(tiny, toy)})" if tiny or toy else ""  # every picture of a stand-in says so
 # The toy model draws one coloured shape from prompts like these, and nothing else:
-prompts = (["a red circle on a white background", "a green triangle on a gray background"] if toy else
-           ["a photograph of an astronaut riding a horse", "lion holding hunted deer in grass fields"])
+prompts = (
+    ["a red circle on a white background", "a green triangle on a gray background"]
+    if toy
+    else ["a photograph of an astronaut riding a horse", "lion holding hunted deer in grass fields"]
+)
 output = Path(OUTPUT_DIR)
 output.mkdir(parents=True, exist_ok=True)
 
@@ -159,9 +176,19 @@ output.mkdir(parents=True, exist_ok=True)
 
 # %%
 servers = ExitStack()
-url = servers.enter_context(local_server(
-    MODEL, port=PORT, tiny=tiny, toy=toy, api_key=API_KEY, max_concurrent_requests_per_instance=1,
-    request_timeout_ms=request_timeout_ms, log_file=output / "server.log", progress=True))
+url = servers.enter_context(
+    local_server(
+        MODEL,
+        port=PORT,
+        tiny=tiny,
+        toy=toy,
+        api_key=API_KEY,
+        max_concurrent_requests_per_instance=1,
+        request_timeout_ms=request_timeout_ms,
+        log_file=output / "server.log",
+        progress=True,
+    )
+)
 print("live:", requests.get(url + "/", timeout=10).text, "at", url)
 
 # %% [markdown]
@@ -238,8 +265,12 @@ print(f"{len(results)} of 6 answered with images in {time.perf_counter() - start
 # slot is free at once. A client that retries a 408 only helps if the next try is faster; it says why it gave up:
 
 # %%
-heavy = {"input_data": {"data": ["a castle", "a forest", "a lake", "a city"],
-                        "parameters": {"num_inference_steps": 150, "height": 512, "width": 512}}}
+heavy = {
+    "input_data": {
+        "data": ["a castle", "a forest", "a lake", "a city"],
+        "parameters": {"num_inference_steps": 150, "height": 512, "width": 512},
+    }
+}
 print(f"request_timeout_ms = {request_timeout_ms}")
 start = time.perf_counter()
 r = requests.post(url + "/score", json=heavy, headers=auth, timeout=600)
@@ -260,10 +291,10 @@ print(f"the next request was served in {time.perf_counter() - start:.1f} s: the 
 
 # %%
 extra = {"num_inference_steps": steps} if steps else {}
-generated = client.generate(["a blue square on a black background" if toy else "A big owl with bright shinning eyes"],
-                            **extra)
-show_images([g.image for g in generated],
-            [f"{g.prompt} (nsfw: {g.nsfw_content_detected}){mark}" for g in generated])
+generated = client.generate(
+    ["a blue square on a black background" if toy else "A big owl with bright shinning eyes"], **extra
+)
+show_images([g.image for g in generated], [f"{g.prompt} (nsfw: {g.nsfw_content_detected}){mark}" for g in generated])
 servers.close()  # stops the gateway and the scoring worker
 print("server stopped")
 
@@ -279,15 +310,31 @@ print("server stopped")
 # %%
 inputs = output / "batch_in"
 inputs.mkdir(exist_ok=True)
-files = ({"prompts-1.csv": ["a red circle on a black background", "a yellow square on a gray background",
-                            "a blue triangle on a white background"],
-          "prompts-2.csv": ["a green circle on a white background", "a red triangle on a black background"]} if toy else
-         {"prompts-1.csv": ["a red fox in the snow", "a lighthouse at dusk", "a bowl of ramen"],
-          "prompts-2.csv": ["a watercolor of a cat", "a castle on a hill"]})
+files = (
+    {
+        "prompts-1.csv": [
+            "a red circle on a black background",
+            "a yellow square on a gray background",
+            "a blue triangle on a white background",
+        ],
+        "prompts-2.csv": ["a green circle on a white background", "a red triangle on a black background"],
+    }
+    if toy
+    else {
+        "prompts-1.csv": ["a red fox in the snow", "a lighthouse at dusk", "a bowl of ramen"],
+        "prompts-2.csv": ["a watercolor of a cat", "a castle on a hill"],
+    }
+)
 for name, rows in files.items():
     pd.DataFrame({"prompt": rows}).to_csv(inputs / name, index=False)
-report = run_batch(inputs, output / "batch_out", model=MODEL, tiny=tiny, toy=toy,
-                   parameters={"num_inference_steps": steps} if steps else None)
+report = run_batch(
+    inputs,
+    output / "batch_out",
+    model=MODEL,
+    tiny=tiny,
+    toy=toy,
+    parameters={"num_inference_steps": steps} if steps else None,
+)
 print(report)
 predictions = pd.read_csv(report.predictions)
 predictions
@@ -295,8 +342,11 @@ predictions
 # %%
 from PIL import Image
 
-show_images([Image.open(output / "batch_out" / name) for name in predictions["image"]],
-            [prompt + mark for prompt in predictions["prompt"]], img_width=160)
+show_images(
+    [Image.open(output / "batch_out" / name) for name in predictions["image"]],
+    [prompt + mark for prompt in predictions["prompt"]],
+    img_width=160,
+)
 
 # %% [markdown]
 # ## 6. Deploy to Azure ML (needs a workspace)
@@ -319,14 +369,19 @@ from nbhelpers.endpoints.azure_deploy import (
 from nbhelpers.endpoints.settings import EndpointSettings
 
 endpoint = online_endpoint(ONLINE_ENDPOINT_NAME)
-deployment = online_deployment(ONLINE_ENDPOINT_NAME, instance_type="Standard_NC6s_v3",
-                               settings=EndpointSettings(model=MODEL, request_timeout_ms=90_000))
+deployment = online_deployment(
+    ONLINE_ENDPOINT_NAME,
+    instance_type="Standard_NC6s_v3",
+    settings=EndpointSettings(model=MODEL, request_timeout_ms=90_000),
+)
 print(json.dumps(as_yaml_dict(deployment), indent=2, default=str)[:1500])
 
 # %%
 if not (AZURE_SUBSCRIPTION_ID and AZURE_RESOURCE_GROUP and AZURE_WORKSPACE):
-    print("Skipped: set AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP and AZURE_WORKSPACE to deploy "
-          "(this needs an Azure subscription with GPU quota; nothing is created otherwise).")
+    print(
+        "Skipped: set AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP and AZURE_WORKSPACE to deploy "
+        "(this needs an Azure subscription with GPU quota; nothing is created otherwise)."
+    )
 else:
     from azure.ai.ml import Input, MLClient
     from azure.identity import DefaultAzureCredential
@@ -343,7 +398,9 @@ else:
 
     ml.batch_endpoints.begin_create_or_update(batch_endpoint(BATCH_ENDPOINT_NAME)).result()
     ml.batch_deployments.begin_create_or_update(
-        batch_deployment(BATCH_ENDPOINT_NAME, model="azureml:deci-pipeline:1", compute=BATCH_COMPUTE)).result()
-    job = ml.batch_endpoints.invoke(endpoint_name=BATCH_ENDPOINT_NAME,
-                                    inputs={"data": Input(type="uri_folder", path=str(inputs))})
+        batch_deployment(BATCH_ENDPOINT_NAME, model="azureml:deci-pipeline:1", compute=BATCH_COMPUTE)
+    ).result()
+    job = ml.batch_endpoints.invoke(
+        endpoint_name=BATCH_ENDPOINT_NAME, inputs={"data": Input(type="uri_folder", path=str(inputs))}
+    )
     print("batch job:", job.name)

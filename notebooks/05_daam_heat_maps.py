@@ -22,12 +22,22 @@
 # Generated from pyproject.toml by `python -m nbhelpers.tutorials.bootstrap`: the same in every notebook but for EXTRAS.
 EXTRAS = "notebooks"
 NEEDS = {
-    "": ["torch>=2.1", "diffusers>=0.35", "transformers>=4.44", "accelerate>=0.33", "safetensors>=0.4",
-        "huggingface-hub>=0.24", "numpy>=1.24", "scipy>=1.10", "pillow>=10", "matplotlib>=3.7", "tqdm>=4.66"],
+    "": [
+        "torch>=2.1",
+        "diffusers>=0.35",
+        "transformers>=4.44",
+        "accelerate>=0.33",
+        "safetensors>=0.4",
+        "huggingface-hub>=0.24",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "pillow>=10",
+        "matplotlib>=3.7",
+        "tqdm>=4.66",
+    ],
     "azure": ["azure-ai-ml>=1.20", "azure-identity>=1.15", "azure-ai-contentsafety>=1.0", "pyyaml>=6"],
     "notebooks": ["ipyplot>=1.1.2", "ipython-autotime>=0.3.2", "ipywidgets>=8", "papermill>=2.5", "pandas>=2.0"],
-    "serving": ["azureml-inference-server-http>=1.3", "gunicorn>=22", "requests>=2.31", "urllib3>=2.2",
-        "pandas>=2.0"],
+    "serving": ["azureml-inference-server-http>=1.3", "gunicorn>=22", "requests>=2.31", "urllib3>=2.2", "pandas>=2.0"],
     "training": ["peft>=0.12"],
 }
 MODULES = {
@@ -73,8 +83,9 @@ def set_up(extras):
 
     repo_url = os.environ.get("NBHELPERS_REPO_URL") or "https://github.com/your-org/diffusion-tutorials"
     here = Path.cwd().resolve()
-    root = next((p for p in [here, *here.parents] if (p / "pyproject.toml").is_file() and (p / "nbhelpers").is_dir()),
-                None)
+    root = next(
+        (p for p in [here, *here.parents] if (p / "pyproject.toml").is_file() and (p / "nbhelpers").is_dir()), None
+    )
     problems = missing()
     if problems:
         print("Missing or too old:", ", ".join(problems))
@@ -84,17 +95,20 @@ def set_up(extras):
                 print(f"Not inside a checkout of the project: cloning {repo_url} into {root}")
                 subprocess.run(["git", "clone", "--depth", "1", repo_url, str(root)], check=True)
         before = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
-        print(f"Installing: pip install -e \"{root}[{extras}]\" (a few minutes on a fresh runtime)")
+        print(f'Installing: pip install -e "{root}[{extras}]" (a few minutes on a fresh runtime)')
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{root}[{extras}]"], check=True)
         sys.path.insert(0, str(root))  # pip's editable install is seen by new processes; this kernel needs the path
         importlib.invalidate_caches()
         after = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
-        changed = [n for n, v in before.items()
-                   if after.get(n) != v and MODULES.get(n, n.replace("-", "_")) in sys.modules]
+        changed = [
+            n for n, v in before.items() if after.get(n) != v and MODULES.get(n, n.replace("-", "_")) in sys.modules
+        ]
         problems = missing()
         if problems or changed:
-            raise RuntimeError(f"Restart the kernel (Colab: Runtime > Restart session), then run this cell again: "
-                               f"still missing {problems}, upgraded after import {changed}.")
+            raise RuntimeError(
+                f"Restart the kernel (Colab: Runtime > Restart session), then run this cell again: "
+                f"still missing {problems}, upgraded after import {changed}."
+            )
     print(f"Ready: nbhelpers and the [{extras}] extras import", f"(checkout {root})" if root else "(installed)")
 
 
@@ -147,6 +161,7 @@ prompt, words = (TOY_PROMPT, TOY_WORDS) if toy else (PROMPT, WORDS)
 # other notebooks, and each model runs with its published defaults (`default_settings`), so the traced picture
 # is the one `generate(pipe, PROMPT, seed=SEED)` makes, on a GPU as on the CPU.
 
+
 # %%
 def traced_generation(pipe, height, width):
     """One generation of prompt inside `trace`, with the model's defaults and seed SEED; returns (image, tracer).
@@ -170,8 +185,14 @@ for name in MODELS:
     global_map = tc.compute_global_heat_map()
     ranges = [list(r) for r in torch.arange(tc.num_steps).tensor_split(STEP_RANGES)]
     by_range = [tc.compute_global_heat_map(steps=[int(s) for s in r]) for r in ranges]
-    results[name] = {"image": image, "map": global_map, "by_range": by_range, "ranges": ranges,
-                     "factors": sorted(tc.factors()), "label": pipe.nbhelpers_info.label}
+    results[name] = {
+        "image": image,
+        "map": global_map,
+        "by_range": by_range,
+        "ranges": ranges,
+        "factors": sorted(tc.factors()),
+        "label": pipe.nbhelpers_info.label,
+    }
     print(f"{name}: {tc.num_steps} UNet calls, map factors recorded {sorted(tc.factors())}")
     del pipe
     gc.collect()
@@ -184,8 +205,13 @@ show_images([r["image"] for r in results.values()], [r["label"] for r in results
 # most), under the image, which fades where attention is high.
 
 # %%
-fig, axes = plt.subplots(len(results), len(words) + 1, figsize=(3 * (len(words) + 1) + 1, 3 * len(results)),
-                         squeeze=False, layout="constrained")
+fig, axes = plt.subplots(
+    len(results),
+    len(words) + 1,
+    figsize=(3 * (len(words) + 1) + 1, 3 * len(results)),
+    squeeze=False,
+    layout="constrained",
+)
 for row, (name, result) in zip(axes, results.items(), strict=True):
     row[0].imshow(result["image"])
     row[0].set_title(result["label"], fontsize=9)
@@ -243,8 +269,7 @@ if toy:
     fig, ax = plt.subplots(figsize=(8, 3.4), layout="constrained")
     width = 0.8 / len(bars)
     for index, ((name, view), means) in enumerate(bars.items()):
-        ax.bar(np.arange(len(SHAPES)) - 0.4 + width * (index + 0.5), means, width=width,
-               label=f"{name}, {view} layers")
+        ax.bar(np.arange(len(SHAPES)) - 0.4 + width * (index + 0.5), means, width=width, label=f"{name}, {view} layers")
     ax.axhline(1.0, color="gray", linestyle="--", label="no preference")
     ax.set_xticks(range(len(SHAPES)), [f"'{shape}'" for shape in SHAPES])
     ax.set_xlabel("shape word of the prompt")
@@ -272,8 +297,9 @@ plt.show()
 
 # %%
 word = words[0]
-fig, axes = plt.subplots(len(results), STEP_RANGES, figsize=(3 * STEP_RANGES + 1, 3 * len(results)),
-                         squeeze=False, layout="constrained")
+fig, axes = plt.subplots(
+    len(results), STEP_RANGES, figsize=(3 * STEP_RANGES + 1, 3 * len(results)), squeeze=False, layout="constrained"
+)
 for row, (name, result) in zip(axes, results.items(), strict=True):
     for ax, heat_map, steps in zip(row, result["by_range"], result["ranges"], strict=True):
         heat_map.compute_word_heat_map(word).plot_overlay(result["image"], ax=ax)

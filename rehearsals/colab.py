@@ -69,8 +69,11 @@ def build_base_environment(folder: Path, timer: Timer) -> Path:
     with timer.phase("base environment: venv + " + " ".join(COLAB_PREINSTALLED)):
         subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
         python = folder / "bin" / "python"
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *COLAB_PREINSTALLED], check=True,
-                       env=clean_environment(PIP_NO_COMPILE="1"))
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", *COLAB_PREINSTALLED],
+            check=True,
+            env=clean_environment(PIP_NO_COMPILE="1"),
+        )
     return python
 
 
@@ -90,8 +93,15 @@ def _parameterize(source: Path, target: Path, parameters: dict[str, object]) -> 
     nbformat.write(notebook, target)
 
 
-def rehearse_notebook(name: str, base: Path, repo_url: str, workdir: Path, timer: Timer, timeout: int,
-                      parameters: dict[str, object] | None = None) -> dict:
+def rehearse_notebook(
+    name: str,
+    base: Path,
+    repo_url: str,
+    workdir: Path,
+    timer: Timer,
+    timeout: int,
+    parameters: dict[str, object] | None = None,
+) -> dict:
     """Run one notebook alone in a copy of ``base``; return its result record."""
     source = notebook_path(name)
     runtime = workdir / f"runtime-{source.stem}"
@@ -116,12 +126,19 @@ def rehearse_notebook(name: str, base: Path, repo_url: str, workdir: Path, timer
     with timer.phase(f"{source.stem}: first cell (clone + pip install) and every other cell"):
         result = subprocess.run(
             [str(runtime / "bin" / "python"), "-c", _DRIVER, str(folder / source.name), str(timeout), str(folder)],
-            cwd=folder, env=env, capture_output=True, text=True,
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
         )
     first_cell = result.stdout.partition("FIRST CELL OUTPUT:")[2].strip()
     print(first_cell, "\n")
-    record = {"notebook": source.stem, "ok": result.returncode == 0, "first_cell_output": first_cell,
-              "seconds": timer.seconds[f"{source.stem}: first cell (clone + pip install) and every other cell"]}
+    record = {
+        "notebook": source.stem,
+        "ok": result.returncode == 0,
+        "first_cell_output": first_cell,
+        "seconds": timer.seconds[f"{source.stem}: first cell (clone + pip install) and every other cell"],
+    }
     if result.returncode != 0:
         record["error"] = result.stderr[-4000:]
         print(record["error"], file=sys.stderr)
@@ -135,9 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="keep everything here instead of a temporary folder")
     parser.add_argument("--report", type=Path, default=ROOT / "outputs" / "rehearsals" / "colab.json")
     parser.add_argument("--cell-timeout", type=int, default=900, help="seconds any one cell may take")
-    parser.add_argument("--set", action="append", default=[f"STEPS={FAST_STEPS}"], metavar="NAME=JSON",
-                        help=f"set a parameter the notebook declares (default: STEPS={FAST_STEPS}, few denoising or "
-                             "training steps, as tiny mode needs no more)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[f"STEPS={FAST_STEPS}"],
+        metavar="NAME=JSON",
+        help=f"set a parameter the notebook declares (default: STEPS={FAST_STEPS}, few denoising or "
+        "training steps, as tiny mode needs no more)",
+    )
     args = parser.parse_args(argv)
     parameters = {k: json.loads(v) for k, _, v in (item.partition("=") for item in args.set)}
 
@@ -148,10 +170,16 @@ def main(argv: list[str] | None = None) -> int:
         with timer.phase("clone of the working tree"):
             repo = snapshot_clone(workdir / "repo")
         base = build_base_environment(workdir / "base", timer).parent.parent
-        records = [rehearse_notebook(n, base, f"file://{repo}", workdir, timer, args.cell_timeout, parameters)
-                   for n in args.notebooks]
-    report = {"notebooks": records, "seconds": timer.seconds, "preinstalled": COLAB_PREINSTALLED,
-              "total_seconds": round(sum(timer.seconds.values()), 1)}
+        records = [
+            rehearse_notebook(n, base, f"file://{repo}", workdir, timer, args.cell_timeout, parameters)
+            for n in args.notebooks
+        ]
+    report = {
+        "notebooks": records,
+        "seconds": timer.seconds,
+        "preinstalled": COLAB_PREINSTALLED,
+        "total_seconds": round(sum(timer.seconds.values()), 1),
+    }
     print(f"Saved {write_report(report, args.report)}")
     failed = [r["notebook"] for r in records if not r["ok"]]
     print(dumps({"seconds": timer.seconds, "failed": failed}))

@@ -33,18 +33,27 @@ def snapshot_clone(target: Path) -> Path:
     working tree's tracked and untracked (not ignored) files are copied over and committed.
     """
     subprocess.run(["git", "clone", "-q", "--no-local", str(ROOT), str(target)], check=True)
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout.split("\0")
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.split("\0")
     for relative in filter(None, listed):
         source = ROOT / relative
         if source.is_file():
             (target / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / relative)
-    identity = {"GIT_AUTHOR_NAME": "rehearsal", "GIT_AUTHOR_EMAIL": "rehearsal@localhost",
-                "GIT_COMMITTER_NAME": "rehearsal", "GIT_COMMITTER_EMAIL": "rehearsal@localhost"}
+    identity = {
+        "GIT_AUTHOR_NAME": "rehearsal",
+        "GIT_AUTHOR_EMAIL": "rehearsal@localhost",
+        "GIT_COMMITTER_NAME": "rehearsal",
+        "GIT_COMMITTER_EMAIL": "rehearsal@localhost",
+    }
     subprocess.run(["git", "add", "-A"], cwd=target, check=True)
-    subprocess.run(["git", "commit", "-q", "--allow-empty", "-m", "working tree"], cwd=target, check=True,
-                   env={**os.environ, **identity})
+    subprocess.run(
+        ["git", "commit", "-q", "--allow-empty", "-m", "working tree"],
+        cwd=target,
+        check=True,
+        env={**os.environ, **identity},
+    )
     return target
 
 

@@ -134,8 +134,20 @@ def run_notebook(name: str, cache: Path, workdir: Path, timeout: int) -> dict:
         MPLBACKEND="Agg",
         TOKENIZERS_PARALLELISM="false",
     )
-    command = [sys.executable, "-m", "papermill", str(source), str(folder / source.name), "--cwd", str(folder),
-               "--execution-timeout", str(timeout), "--no-progress-bar", "-k", "python3"]
+    command = [
+        sys.executable,
+        "-m",
+        "papermill",
+        str(source),
+        str(folder / source.name),
+        "--cwd",
+        str(folder),
+        "--execution-timeout",
+        str(timeout),
+        "--no-progress-bar",
+        "-k",
+        "python3",
+    ]
     for key, value in parameters.items():
         command += ["-y", json.dumps({key: value})]
     start = time.perf_counter()
@@ -147,13 +159,21 @@ def run_notebook(name: str, cache: Path, workdir: Path, timeout: int) -> dict:
     seconds = time.perf_counter() - start
     opened, twice = weight_opens(log, cache)
     written = folder_bytes(folder) - (folder / source.name).stat().st_size if (folder / source.name).exists() else 0
-    biggest = sorted(((p.stat().st_size, str(p.relative_to(folder))) for p in folder.rglob("*") if p.is_file()),
-                     reverse=True)[:5]
+    biggest = sorted(
+        ((p.stat().st_size, str(p.relative_to(folder))) for p in folder.rglob("*") if p.is_file()), reverse=True
+    )[:5]
     record = {
-        "notebook": source.stem, "ok": process.returncode == 0 and not twice, "seconds": round(seconds, 1),
-        "peak_memory_bytes": peak, "peak_memory": human(peak), "bytes_written": written, "written": human(written),
-        "largest_files": [f"{human(size)} {path}" for size, path in biggest], "parameters": parameters,
-        "weight_files_opened": opened, "weights_fetched_twice": twice,
+        "notebook": source.stem,
+        "ok": process.returncode == 0 and not twice,
+        "seconds": round(seconds, 1),
+        "peak_memory_bytes": peak,
+        "peak_memory": human(peak),
+        "bytes_written": written,
+        "written": human(written),
+        "largest_files": [f"{human(size)} {path}" for size, path in biggest],
+        "parameters": parameters,
+        "weight_files_opened": opened,
+        "weights_fetched_twice": twice,
         "weight_file_opens": len(log.read_text(encoding="utf-8").splitlines()) if log.is_file() else 0,
     }
     if process.returncode != 0:
@@ -163,15 +183,21 @@ def run_notebook(name: str, cache: Path, workdir: Path, timeout: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rehearsals.real_size", description=__doc__.split("\n\n")[0])
-    parser.add_argument("notebooks", nargs="*", default=DEFAULT_NOTEBOOKS,
-                        help="numbers or names (default: 01 03 04 05)")
+    parser.add_argument(
+        "notebooks", nargs="*", default=DEFAULT_NOTEBOOKS, help="numbers or names (default: 01 03 04 05)"
+    )
     parser.add_argument("--models", nargs="*", help="catalog models to write into the cache (default: all four)")
     parser.add_argument("--cache", type=Path, help="hub cache folder (default: $NBHELPERS_CACHE/real-size-hub)")
     parser.add_argument("--workdir", type=Path, help="keep the executed notebooks and outputs here")
     parser.add_argument("--report", type=Path, default=ROOT / "outputs" / "rehearsals" / "real_size.json")
     parser.add_argument("--cell-timeout", type=int, default=1800, help="seconds any one cell may take")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=JSON",
-                        help='override a notebook parameter, e.g. --set \'OTHER_MODELS=[]\'')
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="override a notebook parameter, e.g. --set 'OTHER_MODELS=[]'",
+    )
     args = parser.parse_args(argv)
     for item in args.set:
         key, _, value = item.partition("=")
@@ -184,10 +210,17 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     before = folder_bytes(cache) if cache.exists() else 0
     populate_random_hf_cache(args.models, cache)
-    checkpoints = {"seconds": round(time.perf_counter() - start, 1), "folder": str(cache),
-                   "bytes_written": folder_bytes(cache) - before, "bytes_total": folder_bytes(cache)}
-    print(f"Random-weight hub cache: {human(checkpoints['bytes_total'])} in {cache} "
-          f"({human(checkpoints['bytes_written'])} written now, {checkpoints['seconds']} s)", flush=True)
+    checkpoints = {
+        "seconds": round(time.perf_counter() - start, 1),
+        "folder": str(cache),
+        "bytes_written": folder_bytes(cache) - before,
+        "bytes_total": folder_bytes(cache),
+    }
+    print(
+        f"Random-weight hub cache: {human(checkpoints['bytes_total'])} in {cache} "
+        f"({human(checkpoints['bytes_written'])} written now, {checkpoints['seconds']} s)",
+        flush=True,
+    )
     records = []
     with tempfile.TemporaryDirectory(prefix="real-size-rehearsal-") as scratch:
         workdir = args.workdir or Path(scratch)
@@ -195,9 +228,12 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.notebooks:
             record = run_notebook(name, cache, workdir, args.cell_timeout)
             records.append(record)
-            print(f"{record['notebook']}: {'ok' if record['ok'] else 'FAILED'} in {record['seconds']} s, peak memory "
-                  f"{record['peak_memory']}, wrote {record['written']}, opened "
-                  f"{sum(len(v) for v in record['weight_files_opened'].values())} weight files", flush=True)
+            print(
+                f"{record['notebook']}: {'ok' if record['ok'] else 'FAILED'} in {record['seconds']} s, peak memory "
+                f"{record['peak_memory']}, wrote {record['written']}, opened "
+                f"{sum(len(v) for v in record['weight_files_opened'].values())} weight files",
+                flush=True,
+            )
             for problem in record["weights_fetched_twice"]:
                 print("  fetched twice:", problem)
             if "error" in record:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
-_SITECUSTOMIZE = '''
+_SITECUSTOMIZE = """
 import os
 
 if os.environ.get("REHEARSAL_OPEN_LOG"):
@@ -56,7 +56,7 @@ if os.environ.get("REHEARSAL_OPEN_LOG"):
         safetensors.torch.safe_open = safe_open
     except ImportError:
         pass
-'''
+"""
 
 
 def write_sitecustomize(folder: Path) -> Path:

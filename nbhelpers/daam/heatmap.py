@@ -194,7 +194,10 @@ class GlobalHeatMap:
         cols = min(cols, len(chosen))
         rows = math.ceil(len(chosen) / cols)
         figure, axes = plt.subplots(
-            rows, cols, figsize=(size * cols + (1.0 if colorbar else 0.0), size * rows), squeeze=False,
+            rows,
+            cols,
+            figsize=(size * cols + (1.0 if colorbar else 0.0), size * rows),
+            squeeze=False,
             layout="constrained",
         )
         for ax in axes.flat[len(chosen) :]:

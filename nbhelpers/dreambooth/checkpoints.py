@@ -133,8 +133,9 @@ def load_trained_parameters(parameters: dict[str, torch.Tensor], folder: Path) -
         raise UnreadableCheckpoint(f"{path.name} holds other parameters (missing {missing[:3]}, extra {extra[:3]})")
     for name, tensor in parameters.items():
         if saved[name].shape != tensor.shape:
-            raise UnreadableCheckpoint(f"{path.name}: {name} is {tuple(saved[name].shape)}, "
-                                       f"the run's is {tuple(tensor.shape)}")
+            raise UnreadableCheckpoint(
+                f"{path.name}: {name} is {tuple(saved[name].shape)}, the run's is {tuple(tensor.shape)}"
+            )
     with torch.no_grad():
         for name, tensor in parameters.items():
             tensor.copy_(saved[name])
@@ -186,7 +187,7 @@ def tidy_after_crash(output_dir: str | os.PathLike[str]) -> None:
     if not folder.is_dir():
         return
     for stale in folder.glob(".checkpoint-*"):
-        for kept in (stale.glob("checkpoint-*") if stale.name.endswith(".old") else []):
+        for kept in stale.glob("checkpoint-*") if stale.name.endswith(".old") else []:
             if _NAME.fullmatch(kept.name) and not (folder / kept.name).exists():
                 os.replace(kept, folder / kept.name)
         shutil.rmtree(stale, ignore_errors=True)

@@ -30,8 +30,11 @@ def image_files(folder: str | os.PathLike[str]) -> list[Path]:
     """The JPEG/PNG/WebP files of ``folder``, sorted by name."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DreamBoothDataError(f"Image folder {folder} does not exist." if not folder.exists()
-                                  else f"{folder} is a file; give the folder that holds the photos.")
+        raise DreamBoothDataError(
+            f"Image folder {folder} does not exist."
+            if not folder.exists()
+            else f"{folder} is a file; give the folder that holds the photos."
+        )
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
@@ -62,8 +65,14 @@ def load_images(folder: str | os.PathLike[str], *, min_side: int) -> list[Image.
     return images
 
 
-def preprocess(image: Image.Image, resolution: int, *, center_crop: bool = True, flip: bool = False,
-               rng: random.Random | None = None) -> torch.Tensor:
+def preprocess(
+    image: Image.Image,
+    resolution: int,
+    *,
+    center_crop: bool = True,
+    flip: bool = False,
+    rng: random.Random | None = None,
+) -> torch.Tensor:
     """Resize (short side to ``resolution``), crop to a square, optionally flip; ``(3, R, R)`` in ``[-1, 1]``."""
     rng = rng or random.Random(0)
     scale = resolution / min(image.size)
@@ -96,9 +105,19 @@ class DreamBoothDataset(torch.utils.data.Dataset):
     sees the same augmented pixels as an uninterrupted one (``set_epoch`` is called by accelerate's loader).
     """
 
-    def __init__(self, instance_images: list[Image.Image], instance_prompt: str, tokenizer, resolution: int, *,
-                 class_images: list[Image.Image] | None = None, class_prompt: str | None = None,
-                 center_crop: bool = True, random_flip: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self,
+        instance_images: list[Image.Image],
+        instance_prompt: str,
+        tokenizer,
+        resolution: int,
+        *,
+        class_images: list[Image.Image] | None = None,
+        class_prompt: str | None = None,
+        center_crop: bool = True,
+        random_flip: bool = False,
+        seed: int = 0,
+    ) -> None:
         self.instance_images = instance_images
         self.class_images = class_images or []
         self.resolution = resolution
@@ -111,8 +130,9 @@ class DreamBoothDataset(torch.utils.data.Dataset):
 
     @staticmethod
     def _tokenize(tokenizer, prompt: str) -> torch.Tensor:
-        return tokenizer(prompt, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
-                         return_tensors="pt").input_ids[0]
+        return tokenizer(
+            prompt, padding="max_length", truncation=True, max_length=tokenizer.model_max_length, return_tensors="pt"
+        ).input_ids[0]
 
     def __len__(self) -> int:
         return len(self.instance_images)
@@ -186,13 +206,17 @@ def make_synthetic_subject(folder: str | os.PathLike[str], count: int = 6, size:
         cx, cy = rng.randint(radius, size - radius), rng.randint(radius, size - radius)
         for side in (-1, 1):
             ear = (cx + side * radius * 0.6, cy - radius * 0.9)
-            draw.ellipse([ear[0] - radius * 0.3, ear[1] - radius * 0.3, ear[0] + radius * 0.3, ear[1] + radius * 0.3],
-                         fill=(20, 20, 20))
+            draw.ellipse(
+                [ear[0] - radius * 0.3, ear[1] - radius * 0.3, ear[0] + radius * 0.3, ear[1] + radius * 0.3],
+                fill=(20, 20, 20),
+            )
         draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=(240, 130, 20))
         for side in (-1, 1):
             eye = (cx + side * radius * 0.35, cy - radius * 0.15)
-            draw.ellipse([eye[0] - radius * 0.12, eye[1] - radius * 0.12, eye[0] + radius * 0.12,
-                          eye[1] + radius * 0.12], fill=(0, 0, 0))
+            draw.ellipse(
+                [eye[0] - radius * 0.12, eye[1] - radius * 0.12, eye[0] + radius * 0.12, eye[1] + radius * 0.12],
+                fill=(0, 0, 0),
+            )
         image.save(folder / f"subject-{index:02d}.png")
     return folder
 
@@ -237,8 +261,12 @@ def example_subject(folder: str | os.PathLike[str], *, tiny: bool, toy: bool = F
     from huggingface_hub import snapshot_download
 
     try:
-        snapshot_download(EXAMPLE_SUBJECT_REPO, repo_type="dataset", local_dir=folder,
-                          allow_patterns=[f"*{suffix}" for suffix in IMAGE_SUFFIXES])
+        snapshot_download(
+            EXAMPLE_SUBJECT_REPO,
+            repo_type="dataset",
+            local_dir=folder,
+            allow_patterns=[f"*{suffix}" for suffix in IMAGE_SUFFIXES],
+        )
     except Exception as err:  # noqa: BLE001 - offline, auth, HTTP: every failure gets the same advice
         raise DreamBoothDataError(
             f"Could not download the example photos {EXAMPLE_SUBJECT_REPO!r} ({type(err).__name__}: {err}). "

@@ -37,7 +37,8 @@ def save_diffusers_lora(folder: Path, layers: dict[str, dict]) -> Path:
     text_layers = layers.get("text_encoder")
     with atomic_folder(folder) as staging:
         StableDiffusionPipeline.save_lora_weights(
-            staging, unet_lora_layers=convert_state_dict_to_diffusers(layers["unet"]),
+            staging,
+            unet_lora_layers=convert_state_dict_to_diffusers(layers["unet"]),
             text_encoder_lora_layers=convert_state_dict_to_diffusers(text_layers) if text_layers else None,
         )
     return folder
@@ -53,12 +54,15 @@ def kohya_state_dict(layers: dict[str, dict], alpha: float) -> dict[str, torch.T
 
     prefixed = {f"{prefix}.{name}": tensor for prefix, state in layers.items() for name, tensor in state.items()}
     converted = convert_state_dict_to_kohya(prefixed)
-    return {name: (torch.tensor(float(alpha)) if name.endswith(".alpha") else tensor.detach().contiguous().cpu())
-            for name, tensor in converted.items()}
+    return {
+        name: (torch.tensor(float(alpha)) if name.endswith(".alpha") else tensor.detach().contiguous().cpu())
+        for name, tensor in converted.items()
+    }
 
 
-def save_kohya_lora(path: Path, layers: dict[str, dict], *, alpha: float, rank: int, base_model: str,
-                    stand_in: str = "") -> Path:
+def save_kohya_lora(
+    path: Path, layers: dict[str, dict], *, alpha: float, rank: int, base_model: str, stand_in: str = ""
+) -> Path:
     """Write one kohya-layout ``.safetensors`` file (atomically) with kohya's descriptive metadata.
 
     ``stand_in``: the base model's stand-in mark ("tiny, random weights", "toy model (shapes)"), recorded so
@@ -66,8 +70,11 @@ def save_kohya_lora(path: Path, layers: dict[str, dict], *, alpha: float, rank: 
     from safetensors.torch import save
 
     metadata = {
-        "ss_network_module": "networks.lora", "ss_network_dim": str(rank), "ss_network_alpha": str(alpha),
-        "ss_base_model_version": "sd_v1", "ss_sd_model_name": base_model,
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(rank),
+        "ss_network_alpha": str(alpha),
+        "ss_base_model_version": "sd_v1",
+        "ss_sd_model_name": base_model,
         "nbhelpers_weights": f"base model: {stand_in}" if stand_in else "trained with nbhelpers.dreambooth",
     }
     data = save(kohya_state_dict(layers, alpha), metadata=metadata)

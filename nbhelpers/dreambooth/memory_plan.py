@@ -84,8 +84,9 @@ class MemoryEstimate:
         return self.weights + self.optimizer + max(self.activations + self.autocast_copies, self.gradients)
 
     def describe(self) -> str:
-        parts = ", ".join(f"{name.replace('_', ' ')} {value / GIB:.2f}"
-                          for name, value in dataclasses.asdict(self).items())
+        parts = ", ".join(
+            f"{name.replace('_', ' ')} {value / GIB:.2f}" for name, value in dataclasses.asdict(self).items()
+        )
         return f"expected peak {self.peak / GIB:.2f} GiB ({parts} GiB)"
 
 
@@ -135,6 +136,7 @@ def bitsandbytes_available() -> bool:
 
 # -- counting ------------------------------------------------------------------------------------------------
 
+
 def lora_targets(module: torch.nn.Module, target_modules: list[str] | tuple[str, ...]) -> list[torch.nn.Linear]:
     """The linear layers peft's LoRA adapts: the module's name equals a target or ends with ``.target`` (after
     an adapter is added, the linear layer is the peft wrapper's ``base_layer``)."""
@@ -146,16 +148,20 @@ def lora_targets(module: torch.nn.Module, target_modules: list[str] | tuple[str,
     return found
 
 
-def count_trained_parameters(unet: torch.nn.Module, text_encoder: torch.nn.Module | None,
-                             config: DreamBoothConfig) -> int:
+def count_trained_parameters(
+    unet: torch.nn.Module, text_encoder: torch.nn.Module | None, config: DreamBoothConfig
+) -> int:
     """Parameters the optimizer will update: LoRA's ``rank x (in + out)`` per adapted layer, or whole modules."""
     modules = [(unet, config.lora_target_modules)]
     if config.train_text_encoder and text_encoder is not None:
         modules.append((text_encoder, TEXT_ENCODER_LORA_MODULES))
     if not config.use_lora:
         return sum(p.numel() for module, _ in modules for p in module.parameters())
-    return sum(config.lora_rank * (layer.in_features + layer.out_features)
-               for module, targets in modules for layer in lora_targets(module, targets))
+    return sum(
+        config.lora_rank * (layer.in_features + layer.out_features)
+        for module, targets in modules
+        for layer in lora_targets(module, targets)
+    )
 
 
 class _SdpaSavesLikeFusedKernels(torch.autograd.Function):
@@ -209,8 +215,15 @@ class ActivationCount:
         return self.saved_outside_checkpoints + self.largest_block if gradient_checkpointing else self.saved
 
 
-def count_activation_bytes(unet: torch.nn.Module, *, batch: int, resolution: int, compute_dtype: torch.dtype,
-                           trained: str, lora_target_modules: list[str] | tuple[str, ...] = ()) -> ActivationCount:
+def count_activation_bytes(
+    unet: torch.nn.Module,
+    *,
+    batch: int,
+    resolution: int,
+    compute_dtype: torch.dtype,
+    trained: str,
+    lora_target_modules: list[str] | tuple[str, ...] = (),
+) -> ActivationCount:
     """Count what one training forward pass of ``unet``'s architecture saves for backward, on the meta device.
 
     Args:
@@ -262,10 +275,14 @@ def count_activation_bytes(unet: torch.nn.Module, *, batch: int, resolution: int
         if blocks is not None:
             for name, module in meta.named_modules():
                 if isinstance(module, (ResnetBlock2D, BasicTransformerBlock)):
-                    handles.append(module.register_forward_pre_hook(
-                        lambda _m, _a, name=name: blocks.__setitem__(name, -_saved())))
-                    handles.append(module.register_forward_hook(
-                        lambda _m, _a, _o, name=name: blocks.__setitem__(name, blocks[name] + _saved())))
+                    handles.append(
+                        module.register_forward_pre_hook(lambda _m, _a, name=name: blocks.__setitem__(name, -_saved()))
+                    )
+                    handles.append(
+                        module.register_forward_hook(
+                            lambda _m, _a, _o, name=name: blocks.__setitem__(name, blocks[name] + _saved())
+                        )
+                    )
         sample = torch.zeros(batch, meta.config.in_channels, latent, latent, device=device, dtype=compute_dtype)
         context = torch.zeros(batch, 77, meta.config.cross_attention_dim, device=device, dtype=compute_dtype)
         timesteps = torch.zeros(batch, dtype=torch.long, device=device)
@@ -290,6 +307,7 @@ def _identity(tensor: Any) -> Any:
 
 # -- estimate and plan ---------------------------------------------------------------------------------------
 
+
 def module_bytes(module: torch.nn.Module | None, dtype: torch.dtype | None = None) -> int:
     """Bytes of a module's parameters and buffers (at ``dtype`` if given, else as they are)."""
     if module is None:
@@ -310,42 +328,78 @@ class PlanInputs:
     vae: torch.nn.Module
     trained_parameters: int
 
-    def activations(self, *, batch: int, resolution: int, compute_dtype: torch.dtype, trained: str,
-                    lora_target_modules: list[str] | tuple[str, ...]) -> ActivationCount:
+    def activations(
+        self,
+        *,
+        batch: int,
+        resolution: int,
+        compute_dtype: torch.dtype,
+        trained: str,
+        lora_target_modules: list[str] | tuple[str, ...],
+    ) -> ActivationCount:
         targets = tuple(lora_target_modules) if trained == "lora" else ()
-        key = (type(self.unet).__qualname__, json.dumps(dict(self.unet.config), sort_keys=True, default=str),
-               batch, resolution, str(compute_dtype), trained, targets)
+        key = (
+            type(self.unet).__qualname__,
+            json.dumps(dict(self.unet.config), sort_keys=True, default=str),
+            batch,
+            resolution,
+            str(compute_dtype),
+            trained,
+            targets,
+        )
         if key not in _ACTIVATION_COUNTS:  # one architecture and shape always saves the same bytes
-            _ACTIVATION_COUNTS[key] = count_activation_bytes(self.unet, batch=batch, resolution=resolution,
-                                                             compute_dtype=compute_dtype, trained=trained,
-                                                             lora_target_modules=targets)
+            _ACTIVATION_COUNTS[key] = count_activation_bytes(
+                self.unet,
+                batch=batch,
+                resolution=resolution,
+                compute_dtype=compute_dtype,
+                trained=trained,
+                lora_target_modules=targets,
+            )
         return _ACTIVATION_COUNTS[key]
 
 
 _ACTIVATION_COUNTS: dict[tuple, ActivationCount] = {}
 
 
-def estimate_peak(inputs: PlanInputs, config: DreamBoothConfig, *, mixed_precision: str,
-                  gradient_checkpointing: bool, use_8bit_adam: bool, cache_text_embeddings: bool,
-                  resolution: int | None = None, use_lora: bool | None = None) -> MemoryEstimate:
+def estimate_peak(
+    inputs: PlanInputs,
+    config: DreamBoothConfig,
+    *,
+    mixed_precision: str,
+    gradient_checkpointing: bool,
+    use_8bit_adam: bool,
+    cache_text_embeddings: bool,
+    resolution: int | None = None,
+    use_lora: bool | None = None,
+) -> MemoryEstimate:
     """The expected training peak of ``config`` with these memory settings (``resolution``/``use_lora`` override
     the config's, to price alternatives)."""
     resolution = resolution or config.resolution
     use_lora = config.use_lora if use_lora is None else use_lora
     trained = inputs.trained_parameters
     if use_lora != config.use_lora:
-        trained = count_trained_parameters(inputs.unet, inputs.text_encoder,
-                                           dataclasses.replace(config, use_lora=use_lora))
+        trained = count_trained_parameters(
+            inputs.unet, inputs.text_encoder, dataclasses.replace(config, use_lora=use_lora)
+        )
     half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision)
     frozen_dtype = half or torch.float32
     unet_bytes = module_bytes(inputs.unet, frozen_dtype) if use_lora else module_bytes(inputs.unet, torch.float32)
-    text_bytes = 0 if cache_text_embeddings else module_bytes(
-        inputs.text_encoder, torch.float32 if config.train_text_encoder and not use_lora else frozen_dtype)
+    text_bytes = (
+        0
+        if cache_text_embeddings
+        else module_bytes(
+            inputs.text_encoder, torch.float32 if config.train_text_encoder and not use_lora else frozen_dtype
+        )
+    )
     weights = unet_bytes + text_bytes + module_bytes(inputs.vae, frozen_dtype) + (4 * trained if use_lora else 0)
     batch = config.train_batch_size * (2 if config.with_prior_preservation else 1)
     counted = inputs.activations(
-        batch=batch, resolution=config.resolution, compute_dtype=frozen_dtype,
-        trained="lora" if use_lora else "full", lora_target_modules=config.lora_target_modules,
+        batch=batch,
+        resolution=config.resolution,
+        compute_dtype=frozen_dtype,
+        trained="lora" if use_lora else "full",
+        lora_target_modules=config.lora_target_modules,
     ).kept(gradient_checkpointing)
     # another resolution (pricing an alternative) scales with the pixel count: every saved tensor has one entry
     # per latent pixel (attention is fused), apart from the small 77-token text side
@@ -368,9 +422,16 @@ def device_budget(device: torch.device, held_bytes: int) -> int | None:
     return int(USABLE_SHARE * (free + held_bytes))
 
 
-def plan_memory(config: DreamBoothConfig, unet: torch.nn.Module, text_encoder: torch.nn.Module,
-                vae: torch.nn.Module, device: torch.device, *, budget: int | None = None,
-                eight_bit_available: bool | None = None) -> MemoryPlan:
+def plan_memory(
+    config: DreamBoothConfig,
+    unet: torch.nn.Module,
+    text_encoder: torch.nn.Module,
+    vae: torch.nn.Module,
+    device: torch.device,
+    *,
+    budget: int | None = None,
+    eight_bit_available: bool | None = None,
+) -> MemoryPlan:
     """Choose the memory settings of a run and estimate its peak.
 
     Settings the config fixes are kept; those left automatic (``None``, ``mixed_precision="auto"``) are turned
@@ -390,8 +451,10 @@ def plan_memory(config: DreamBoothConfig, unet: torch.nn.Module, text_encoder: t
     """
     on_cuda = device.type == "cuda"
     if budget is None:
-        budget = device_budget(device, sum(module_bytes(m) for m in (unet, text_encoder, vae)
-                                           if next(m.parameters()).device.type == "cuda"))
+        budget = device_budget(
+            device,
+            sum(module_bytes(m) for m in (unet, text_encoder, vae) if next(m.parameters()).device.type == "cuda"),
+        )
     if eight_bit_available is None:
         eight_bit_available = on_cuda and bitsandbytes_available()
     notes: list[str] = []
@@ -403,8 +466,11 @@ def plan_memory(config: DreamBoothConfig, unet: torch.nn.Module, text_encoder: t
     mixed_precision = config.mixed_precision
     if mixed_precision == "auto":
         mixed_precision = "fp16" if on_cuda else "no"
-        notes.append("mixed precision: fp16 on CUDA (frozen weights in fp16, trained ones fp32)" if on_cuda
-                     else "mixed precision: none off CUDA")
+        notes.append(
+            "mixed precision: fp16 on CUDA (frozen weights in fp16, trained ones fp32)"
+            if on_cuda
+            else "mixed precision: none off CUDA"
+        )
     settings = {
         "gradient_checkpointing": config.gradient_checkpointing,
         "use_8bit_adam": config.use_8bit_adam,
@@ -420,8 +486,7 @@ def plan_memory(config: DreamBoothConfig, unet: torch.nn.Module, text_encoder: t
     if (config.use_lora or not eight_bit_available) and "use_8bit_adam" in ladder:
         ladder.remove("use_8bit_adam")  # LoRA's optimizer state is tiny; without bitsandbytes there is none
     chosen = {name: bool(value) for name, value in settings.items()}
-    inputs = PlanInputs(unet, text_encoder, vae,
-                        count_trained_parameters(unet, text_encoder, config))
+    inputs = PlanInputs(unet, text_encoder, vae, count_trained_parameters(unet, text_encoder, config))
 
     def estimate(**overrides: Any) -> MemoryEstimate:
         return estimate_peak(inputs, config, mixed_precision=mixed_precision, **(chosen | overrides))
@@ -440,22 +505,45 @@ def plan_memory(config: DreamBoothConfig, unet: torch.nn.Module, text_encoder: t
         notes.append(message)
     attention_slicing = bool(config.attention_slicing)
     if config.attention_slicing is None:
-        notes.append("attention slicing: off; PyTorch 2's scaled_dot_product_attention already avoids the "
-                     "tokens x tokens matrix (https://huggingface.co/docs/diffusers/optimization/memory)")
-    return MemoryPlan(str(device), budget, mixed_precision, chosen["gradient_checkpointing"], chosen["use_8bit_adam"],
-                      chosen["cache_text_embeddings"], attention_slicing, current, notes)
+        notes.append(
+            "attention slicing: off; PyTorch 2's scaled_dot_product_attention already avoids the "
+            "tokens x tokens matrix (https://huggingface.co/docs/diffusers/optimization/memory)"
+        )
+    return MemoryPlan(
+        str(device),
+        budget,
+        mixed_precision,
+        chosen["gradient_checkpointing"],
+        chosen["use_8bit_adam"],
+        chosen["cache_text_embeddings"],
+        attention_slicing,
+        current,
+        notes,
+    )
 
 
-def _does_not_fit(config: DreamBoothConfig, inputs: PlanInputs, mixed_precision: str, chosen: dict[str, bool],
-                  current: MemoryEstimate, budget: int, eight_bit_available: bool) -> str:
+def _does_not_fit(
+    config: DreamBoothConfig,
+    inputs: PlanInputs,
+    mixed_precision: str,
+    chosen: dict[str, bool],
+    current: MemoryEstimate,
+    budget: int,
+    eight_bit_available: bool,
+) -> str:
     """Explain a plan that does not fit and price the alternatives that would."""
     mode = "LoRA" if config.use_lora else "full fine-tuning"
     savers = [name.replace("_", " ") for name, on in chosen.items() if on] or ["no memory savers"]
-    lines = [f"DreamBooth {mode} at {config.resolution} px needs about {current.peak / GIB:.1f} GiB "
-             f"({', '.join(savers)}; mixed precision {mixed_precision}) but about {budget / GIB:.1f} GiB is usable "
-             "on this GPU. What would fit:"]
-    allowed = {"gradient_checkpointing": True, "cache_text_embeddings": not config.train_text_encoder,
-               "use_8bit_adam": eight_bit_available}
+    lines = [
+        f"DreamBooth {mode} at {config.resolution} px needs about {current.peak / GIB:.1f} GiB "
+        f"({', '.join(savers)}; mixed precision {mixed_precision}) but about {budget / GIB:.1f} GiB is usable "
+        "on this GPU. What would fit:"
+    ]
+    allowed = {
+        "gradient_checkpointing": True,
+        "cache_text_embeddings": not config.train_text_encoder,
+        "use_8bit_adam": eight_bit_available,
+    }
     best = {name: chosen[name] or allowed[name] for name in chosen}
     fixes: list[str] = []
 
@@ -466,8 +554,10 @@ def _does_not_fit(config: DreamBoothConfig, inputs: PlanInputs, mixed_precision:
             fixes.append(f"{label} (about {peak / GIB:.1f} GiB)")
 
     if best != chosen or mixed_precision == "no":
-        price("--mixed_precision fp16 --gradient_checkpointing --cache_text_embeddings"
-              + (" --use_8bit_adam" if eight_bit_available and not config.use_lora else ""))
+        price(
+            "--mixed_precision fp16 --gradient_checkpointing --cache_text_embeddings"
+            + (" --use_8bit_adam" if eight_bit_available and not config.use_lora else "")
+        )
     if not config.use_lora:
         price("LoRA instead of full fine-tuning (--use_lora)", use_lora=True)
         if not eight_bit_available:

@@ -37,8 +37,6 @@ from nbhelpers.generation import Generation, generate
 
 logger = logging.getLogger(__name__)
 
-latest_checkpoint = ckpt.latest_checkpoint  # public name kept from before the checkpoints module
-
 
 class TrainingDiverged(RuntimeError):
     """The loss or the trained weights stopped being finite; the message names the step and the kept checkpoint."""
@@ -99,8 +97,9 @@ class DreamBoothTrainer:
         # Mixed precision is applied here (torch.autocast + GradScaler), not by accelerate: accelerate's choice
         # is process-wide and cannot be changed once made (its only reset, AcceleratorState._reset_state, is
         # private), while a notebook may train twice with different precisions in one kernel.
-        self.accelerator = Accelerator(mixed_precision="no",
-                                       gradient_accumulation_steps=config.gradient_accumulation_steps)
+        self.accelerator = Accelerator(
+            mixed_precision="no", gradient_accumulation_steps=config.gradient_accumulation_steps
+        )
         check_launch(self.accelerator.num_processes)
         set_seed(config.seed)
         min_side = max(8, config.resolution // 2)
@@ -109,8 +108,16 @@ class DreamBoothTrainer:
         if pipe is None:
             from nbhelpers.loading import load_pipeline
 
-            pipe = load_pipeline(config.model, tiny=config.tiny, toy=config.toy, device=device, dtype=torch.float32,
-                                 safety_checker=False, memory_savers="off", progress=False)
+            pipe = load_pipeline(
+                config.model,
+                tiny=config.tiny,
+                toy=config.toy,
+                device=device,
+                dtype=torch.float32,
+                safety_checker=False,
+                memory_savers="off",
+                progress=False,
+            )
         self.pipe = pipe
         self.unet, self.text_encoder, self.vae = pipe.unet, pipe.text_encoder, pipe.vae
         self.plan = plan_memory(config, self.unet, self.text_encoder, self.vae, device)
@@ -124,24 +131,37 @@ class DreamBoothTrainer:
         self._cast_frozen_weights()
         class_images = self._class_images(min_side) if config.with_prior_preservation else None
         self.dataset = DreamBoothDataset(
-            instance_images, config.instance_prompt, pipe.tokenizer, config.resolution, class_images=class_images,
-            class_prompt=config.effective_class_prompt, center_crop=config.center_crop,
-            random_flip=config.random_flip, seed=config.seed,
+            instance_images,
+            config.instance_prompt,
+            pipe.tokenizer,
+            config.resolution,
+            class_images=class_images,
+            class_prompt=config.effective_class_prompt,
+            center_crop=config.center_crop,
+            random_flip=config.random_flip,
+            seed=config.seed,
         )
         self.dataloader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=config.train_batch_size, sampler=EpochShuffleSampler(len(self.dataset),
-                                                                                         config.seed),
-            collate_fn=collate, drop_last=False)
+            self.dataset,
+            batch_size=config.train_batch_size,
+            sampler=EpochShuffleSampler(len(self.dataset), config.seed),
+            collate_fn=collate,
+            drop_last=False,
+        )
         self.prompt_embeddings = self._encode_prompts() if self.plan.cache_text_embeddings else None
         optimizer = self._optimizer()
         from diffusers.optimization import get_scheduler
 
-        self.lr_scheduler = get_scheduler(config.lr_scheduler, optimizer=optimizer,
-                                          num_warmup_steps=config.lr_warmup_steps,
-                                          num_training_steps=config.max_train_steps)
+        self.lr_scheduler = get_scheduler(
+            config.lr_scheduler,
+            optimizer=optimizer,
+            num_warmup_steps=config.lr_warmup_steps,
+            num_training_steps=config.max_train_steps,
+        )
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.plan.mixed_precision == "fp16")
-        prepared = self.accelerator.prepare(self.unet, optimizer, self.dataloader,
-                                            *([self.text_encoder] if config.train_text_encoder else []))
+        prepared = self.accelerator.prepare(
+            self.unet, optimizer, self.dataloader, *([self.text_encoder] if config.train_text_encoder else [])
+        )
         self.unet, self.optimizer, self.dataloader = prepared[:3]
         if config.train_text_encoder:
             self.text_encoder = prepared[3]
@@ -170,10 +190,15 @@ class DreamBoothTrainer:
 
     def _render(self, prompt: str, seed: int, **settings: Any) -> Generation:
         """One image at the training resolution with the model's published defaults (under autocast)."""
-        with torch.no_grad(), self._autocast(), sliced_attention(self.pipe.unet, self.plan.attention_slicing), \
-                self._text_encoder_on_device():
-            return generate(self.pipe, prompt, seed=seed, height=self.config.resolution,
-                            width=self.config.resolution, **settings)
+        with (
+            torch.no_grad(),
+            self._autocast(),
+            sliced_attention(self.pipe.unet, self.plan.attention_slicing),
+            self._text_encoder_on_device(),
+        ):
+            return generate(
+                self.pipe, prompt, seed=seed, height=self.config.resolution, width=self.config.resolution, **settings
+            )
 
     def _class_images(self, min_side: int) -> list:
         """Class images from the cache folder, generating the missing ones with the base model first."""
@@ -185,7 +210,8 @@ class DreamBoothTrainer:
             start = len(image_files(folder))
             for index in range(start, start + missing):
                 self._render(config.effective_class_prompt, config.seed + index).save_one(
-                    0, folder / f"class-{index:05d}.png")
+                    0, folder / f"class-{index:05d}.png"
+                )
         self.accelerator.wait_for_everyone()
         return load_images(folder, min_side=min_side)[: config.num_class_images]
 
@@ -198,20 +224,31 @@ class DreamBoothTrainer:
         self.unet.requires_grad_(not config.use_lora)
         if config.use_lora:
             names = [name for name, _ in self.unet.named_modules()]
-            missing = [m for m in config.lora_target_modules
-                       if not any(n == m or n.endswith("." + m) for n in names)]  # peft's matching rule
+            missing = [
+                m for m in config.lora_target_modules if not any(n == m or n.endswith("." + m) for n in names)
+            ]  # peft's matching rule
             if missing:
                 raise DreamBoothConfigError(
                     f"lora_target_modules {missing} name no module of the UNet; use attention projections such "
                     "as to_q, to_k, to_v, to_out.0 (or proj_in, proj_out, ff.net.2)."
                 )
-            self.unet.add_adapter(LoraConfig(r=config.lora_rank, lora_alpha=config.lora_rank,
-                                             init_lora_weights="gaussian",
-                                             target_modules=list(config.lora_target_modules)))
+            self.unet.add_adapter(
+                LoraConfig(
+                    r=config.lora_rank,
+                    lora_alpha=config.lora_rank,
+                    init_lora_weights="gaussian",
+                    target_modules=list(config.lora_target_modules),
+                )
+            )
             if config.train_text_encoder:
-                self.text_encoder.add_adapter(LoraConfig(r=config.lora_rank, lora_alpha=config.lora_rank,
-                                                         init_lora_weights="gaussian",
-                                                         target_modules=list(TEXT_ENCODER_LORA_MODULES)))
+                self.text_encoder.add_adapter(
+                    LoraConfig(
+                        r=config.lora_rank,
+                        lora_alpha=config.lora_rank,
+                        init_lora_weights="gaussian",
+                        target_modules=list(TEXT_ENCODER_LORA_MODULES),
+                    )
+                )
         if self.plan.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
             if config.train_text_encoder:
@@ -263,8 +300,12 @@ class DreamBoothTrainer:
         modules = {"unet": unwrap(self.unet)}
         if self.config.train_text_encoder:
             modules["text_encoder"] = unwrap(self.text_encoder)
-        return {f"{prefix}.{name}": p for prefix, module in modules.items()
-                for name, p in module.named_parameters() if p.requires_grad}
+        return {
+            f"{prefix}.{name}": p
+            for prefix, module in modules.items()
+            for name, p in module.named_parameters()
+            if p.requires_grad
+        }
 
     def _optimizer(self) -> torch.optim.Optimizer:
         parameters = self.trainable_parameters()
@@ -275,8 +316,9 @@ class DreamBoothTrainer:
 
                 return bnb.optim.AdamW8bit(parameters, lr=learning_rate, weight_decay=1e-2)
             except ImportError:
-                logger.warning("use_8bit_adam: bitsandbytes is not installed (pip install bitsandbytes); "
-                               "using torch.optim.AdamW.")
+                logger.warning(
+                    "use_8bit_adam: bitsandbytes is not installed (pip install bitsandbytes); using torch.optim.AdamW."
+                )
         # fused: one kernel per step and no whole-model temporaries (what the memory plan assumes) on CUDA
         fused = self.accelerator.device.type == "cuda"
         return torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=1e-2, fused=fused)
@@ -293,9 +335,13 @@ class DreamBoothTrainer:
         models.clear()  # loaded above; accelerate must not look for whole-model files
 
     # -- one step ------------------------------------------------------------------------------------------
-    def compute_loss(self, batch: dict[str, Any], noise: torch.Tensor | None = None,
-                     timesteps: torch.Tensor | None = None, generator: torch.Generator | None = None
-                     ) -> torch.Tensor:
+    def compute_loss(
+        self,
+        batch: dict[str, Any],
+        noise: torch.Tensor | None = None,
+        timesteps: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """The DreamBooth loss of one batch: noise-prediction MSE, plus the weighted class (prior) loss.
 
         ``noise`` ``(N, 4, R/8, R/8)`` and ``timesteps`` ``(N,)`` may be fixed (tests); otherwise they, and the
@@ -308,8 +354,13 @@ class DreamBoothTrainer:
         if noise is None:
             noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
         if timesteps is None:
-            timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
-                                      device=device, generator=generator)
+            timesteps = torch.randint(
+                0,
+                self.noise_scheduler.config.num_train_timesteps,
+                (latents.shape[0],),
+                device=device,
+                generator=generator,
+            )
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         count = batch["num_instance"]
         with self._autocast():
@@ -372,10 +423,15 @@ class DreamBoothTrainer:
     def _run_settings(self) -> dict[str, Any]:
         """The settings a checkpoint records and a resume must match (see ``checkpoints.MUST_MATCH``)."""
         config = self.config
-        return {"use_lora": config.use_lora, "lora_rank": config.lora_rank if config.use_lora else None,
-                "lora_target_modules": list(config.lora_target_modules) if config.use_lora else [],
-                "train_text_encoder": config.train_text_encoder, "model": config.model,
-                "resolution": config.resolution, "seed": config.seed}
+        return {
+            "use_lora": config.use_lora,
+            "lora_rank": config.lora_rank if config.use_lora else None,
+            "lora_target_modules": list(config.lora_target_modules) if config.use_lora else [],
+            "train_text_encoder": config.train_text_encoder,
+            "model": config.model,
+            "resolution": config.resolution,
+            "seed": config.seed,
+        }
 
     def _stop_if_diverged(self, finite: bool, what: str, step: int) -> None:
         """Stop every process together when ``finite`` is false on any of them."""
@@ -383,11 +439,15 @@ class DreamBoothTrainer:
         if bool(flags.all()):
             return
         kept = ckpt.latest_checkpoint(self.output_dir)
-        where = (f"the last good checkpoint, {kept[1]}, is kept and a new run resumes from it" if kept
-                 else "no checkpoint had been written yet")
+        where = (
+            f"the last good checkpoint, {kept[1]}, is kept and a new run resumes from it"
+            if kept
+            else "no checkpoint had been written yet"
+        )
         raise TrainingDiverged(
             f"The {what} became non-finite (NaN or inf) at step {step}; training stopped without saving it: "
-            f"{where}. Lower learning_rate (now {self.config.effective_learning_rate:g}) and run again.")
+            f"{where}. Lower learning_rate (now {self.config.effective_learning_rate:g}) and run again."
+        )
 
     def _save_checkpoint(self, step: int, data_order: dict[str, int]) -> None:
         """Write ``checkpoints/checkpoint-<step>`` (only finite weights), then drop checkpoints beyond the limit."""
@@ -397,8 +457,15 @@ class DreamBoothTrainer:
         with ckpt.staged_checkpoint(self.accelerator, target) as staging:
             self.accelerator.save_state(str(staging))
             if self.accelerator.is_main_process:
-                ckpt.write_run_state(staging, {"step": step, "data_order": data_order,
-                                               "dataset_size": len(self.dataset), "settings": self._run_settings()})
+                ckpt.write_run_state(
+                    staging,
+                    {
+                        "step": step,
+                        "data_order": data_order,
+                        "dataset_size": len(self.dataset),
+                        "settings": self._run_settings(),
+                    },
+                )
         if self.accelerator.is_main_process:
             ckpt.prune_checkpoints(self.output_dir, self.config.checkpoints_total_limit)
         self.accelerator.wait_for_everyone()
@@ -427,7 +494,8 @@ class DreamBoothTrainer:
                     raise ckpt.CheckpointError(
                         f"Cannot resume from {folder}: {'; '.join(conflicts)}. Run again with the checkpoint's "
                         "settings, or start fresh with another output_dir (or resume=False / --no_resume, which "
-                        "replaces these checkpoints).")
+                        "replaces these checkpoints)."
+                    )
                 try:
                     self.accelerator.load_state(str(folder))
                     self._check_data_order(state, folder)
@@ -441,21 +509,27 @@ class DreamBoothTrainer:
         if unreadable:
             raise ckpt.CheckpointError(
                 f"No readable checkpoint in {ckpt.checkpoint_folder(self.output_dir)} ({len(unreadable)} unreadable). "
-                "Start fresh with resume=False (--no_resume), or remove the broken folders.")
+                "Start fresh with resume=False (--no_resume), or remove the broken folders."
+            )
         return None
 
     def _check_data_order(self, state: dict[str, Any], folder: Path) -> None:
         if state.get("dataset_size") != len(self.dataset):
-            logger.warning("%s was trained on %s instance images, this run has %s: the data order after the "
-                           "resume differs from an uninterrupted run's.", folder.name, state.get("dataset_size"),
-                           len(self.dataset))
+            logger.warning(
+                "%s was trained on %s instance images, this run has %s: the data order after the "
+                "resume differs from an uninterrupted run's.",
+                folder.name,
+                state.get("dataset_size"),
+                len(self.dataset),
+            )
 
     def _validate(self, step: int) -> list[Path]:
         paths = []
         self.unet.eval()
         for index, prompt in enumerate(self.config.validation_prompts):
-            result = self._render(prompt, self.config.seed + index,
-                                  num_inference_steps=self.config.validation_inference_steps)
+            result = self._render(
+                prompt, self.config.seed + index, num_inference_steps=self.config.validation_inference_steps
+            )
             path = self.output_dir / "validation" / f"step{step:06d}-{index:02d}.png"
             paths.append(result.save_one(0, path, model=f"{result.model} + DreamBooth step {step}"))
         self.unet.train()
@@ -478,14 +552,20 @@ class DreamBoothTrainer:
         unwrap = self.accelerator.unwrap_model
         config = self.config
         if config.use_lora:
-            layers = peft_state_dicts(unwrap(self.unet),
-                                      unwrap(self.text_encoder) if config.train_text_encoder else None)
+            layers = peft_state_dicts(
+                unwrap(self.unet), unwrap(self.text_encoder) if config.train_text_encoder else None
+            )
             save_diffusers_lora(self._weights_dir(), layers)
             kohya = None
             if config.export_kohya:
-                kohya = save_kohya_lora(self.output_dir / KOHYA_FILE, layers, alpha=config.lora_rank,
-                                        rank=config.lora_rank, base_model=config.model,
-                                        stand_in=self._stand_in_mark())
+                kohya = save_kohya_lora(
+                    self.output_dir / KOHYA_FILE,
+                    layers,
+                    alpha=config.lora_rank,
+                    rank=config.lora_rank,
+                    base_model=config.model,
+                    stand_in=self._stand_in_mark(),
+                )
             return self._weights_dir(), kohya
         self.pipe.unet = unwrap(self.unet)
         if config.train_text_encoder:
@@ -561,8 +641,9 @@ class DreamBoothTrainer:
         accelerator.wait_for_everyone()
         weights_dir, kohya = self._save_weights() if main else (self._weights_dir(), None)
         accelerator.wait_for_everyone()
-        return TrainingResult(self.output_dir, weights_dir, step, start_step, losses, validation_images, kohya,
-                              self.plan)
+        return TrainingResult(
+            self.output_dir, weights_dir, step, start_step, losses, validation_images, kohya, self.plan
+        )
 
 
 def train_dreambooth(config: DreamBoothConfig, pipe: Any = None, progress: bool = True) -> TrainingResult:
@@ -581,8 +662,10 @@ def _run_dreambooth(args: argparse.Namespace) -> int:
         raise CommandError(str(err)) from None
     if PartialState().is_main_process:
         kohya = f"; A1111/ComfyUI file {result.kohya_file}" if result.kohya_file else ""
-        print(f"Trained to step {result.global_step} (resumed from {result.resumed_from}); "
-              f"weights in {result.weights_dir}{kohya}")
+        print(
+            f"Trained to step {result.global_step} (resumed from {result.resumed_from}); "
+            f"weights in {result.weights_dir}{kohya}"
+        )
     return 0
 
 
@@ -591,8 +674,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from nbhelpers.cli import add_dataclass_command
 
     add_dataclass_command(
-        subparsers, "dreambooth", DreamBoothConfig, _run_dreambooth,
+        subparsers,
+        "dreambooth",
+        DreamBoothConfig,
+        _run_dreambooth,
         help="Fine-tune SD on a few photos of a subject (LoRA or full).",
         description="DreamBooth fine-tuning (LoRA by default). Flags are the fields of "
-                    "nbhelpers.dreambooth.DreamBoothConfig.",
+        "nbhelpers.dreambooth.DreamBoothConfig.",
     )

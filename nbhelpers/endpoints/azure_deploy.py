@@ -51,8 +51,11 @@ DEFAULT_PIP_PACKAGES = (
 )
 
 
-def environment(name: str = "nbhelpers-text-to-image", project_requirement: str = "diffusion-nbhelpers",
-                base_image: str = DEFAULT_BASE_IMAGE) -> Environment:
+def environment(
+    name: str = "nbhelpers-text-to-image",
+    project_requirement: str = "diffusion-nbhelpers",
+    base_image: str = DEFAULT_BASE_IMAGE,
+) -> Environment:
     """A GPU inference environment: ``base_image`` plus a conda file with the serving packages.
 
     ``project_requirement`` is how pip installs this project in the image (e.g. ``git+https://...`` of your
@@ -63,8 +66,12 @@ def environment(name: str = "nbhelpers-text-to-image", project_requirement: str 
         "channels": ["conda-forge"],
         "dependencies": ["python=3.11", "pip", {"pip": [*DEFAULT_PIP_PACKAGES, project_requirement]}],
     }
-    return Environment(name=name, image=base_image, conda_file=conda,
-                       description="Text-to-image scoring with diffusers and nbhelpers (no remote code).")
+    return Environment(
+        name=name,
+        image=base_image,
+        conda_file=conda,
+        description="Text-to-image scoring with diffusers and nbhelpers (no remote code).",
+    )
 
 
 def _model(model: str | Path | None) -> str | Model | None:
@@ -73,18 +80,24 @@ def _model(model: str | Path | None) -> str | Model | None:
     return Model(path=str(model), type=AssetTypes.CUSTOM_MODEL, description="A diffusers pipeline folder.")
 
 
-def _deployment_basics(name: str, endpoint_name: str, model: str | Path | None, scoring_script: str,
-                       env: Environment | str | None) -> dict[str, Any]:
+def _deployment_basics(
+    name: str, endpoint_name: str, model: str | Path | None, scoring_script: str, env: Environment | str | None
+) -> dict[str, Any]:
     """What online and batch deployments share: names, model, scoring script and environment."""
-    return {"name": name, "endpoint_name": endpoint_name, "model": _model(model),
-            "code_configuration": CodeConfiguration(code=str(SCORING_FOLDER), scoring_script=scoring_script),
-            "environment": env or environment()}
+    return {
+        "name": name,
+        "endpoint_name": endpoint_name,
+        "model": _model(model),
+        "code_configuration": CodeConfiguration(code=str(SCORING_FOLDER), scoring_script=scoring_script),
+        "environment": env or environment(),
+    }
 
 
 def online_endpoint(name: str, auth_mode: str = "key") -> ManagedOnlineEndpoint:
     """A managed online endpoint called with ``Authorization: Bearer <key>`` (``auth_mode="key"``)."""
-    return ManagedOnlineEndpoint(name=name, auth_mode=auth_mode,
-                                 description="Text-to-image, Azure ML text-to-image JSON contract.")
+    return ManagedOnlineEndpoint(
+        name=name, auth_mode=auth_mode, description="Text-to-image, Azure ML text-to-image JSON contract."
+    )
 
 
 def online_deployment(

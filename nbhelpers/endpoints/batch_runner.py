@@ -81,8 +81,9 @@ def read_prompts(path: str | os.PathLike[str]) -> list[str]:
                 prompts.append(row.get(column) or "")
                 line = reader.line_num + 1
     except UnicodeDecodeError as err:
-        raise BatchInputError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save it as 'CSV UTF-8'.") \
-            from None
+        raise BatchInputError(
+            f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save it as 'CSV UTF-8'."
+        ) from None
     except csv.Error as err:
         hint = " (a quote opened there is never closed)" if "end of data" in str(err) else ""
         raise BatchInputError(f"{path}, line {line}: malformed CSV{hint}: {err}.") from None
@@ -101,8 +102,16 @@ def row_key(file_name: str, row: int, prompt: str, seed: int, parameters: dict[s
     return hashlib.sha256(identity.encode("utf-8")).hexdigest()
 
 
-def score_row(pipe: Any, file_name: str, row: int, prompt: str, *, output_folder: Path, seed: int = 0,
-              parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+def score_row(
+    pipe: Any,
+    file_name: str,
+    row: int,
+    prompt: str,
+    *,
+    output_folder: Path,
+    seed: int = 0,
+    parameters: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Generate and save the image of one CSV row (seed ``seed + row``); return its prediction record.
 
     Used by :func:`run_batch` and by the batch scoring script, so both make the same image for the same row.
@@ -111,8 +120,12 @@ def score_row(pipe: Any, file_name: str, row: int, prompt: str, *, output_folder
     from nbhelpers.generation import generate
 
     parameters = parameters or {}
-    record: dict[str, Any] = {"file": file_name, "row": row, "prompt": prompt,
-                              "key": row_key(file_name, row, prompt, seed, parameters)}
+    record: dict[str, Any] = {
+        "file": file_name,
+        "row": row,
+        "prompt": prompt,
+        "key": row_key(file_name, row, prompt, seed, parameters),
+    }
     try:
         if not prompt.strip():
             raise ValueError("empty prompt")
@@ -121,8 +134,12 @@ def score_row(pipe: Any, file_name: str, row: int, prompt: str, *, output_folder
         result.save_one(0, path)
         record |= {"status": "ok", "image": path.name, "nsfw_content_detected": result.nsfw[0], "error": None}
     except Exception as err:  # recorded per row; the error threshold decides whether the job fails
-        record |= {"status": "failed", "image": None, "nsfw_content_detected": None,
-                   "error": f"{type(err).__name__}: {err}"}
+        record |= {
+            "status": "failed",
+            "image": None,
+            "nsfw_content_detected": None,
+            "error": f"{type(err).__name__}: {err}",
+        }
     return record
 
 
@@ -192,8 +209,11 @@ def run_batch(
     output.mkdir(parents=True, exist_ok=True)
     journal_path = output / JOURNAL_NAME
     done = _read_journal(journal_path)
-    todo = [(row, key) for row, key in zip(rows, keys, strict=True)
-            if not (done.get(key, {}).get("status") == "ok" and (output / done[key]["image"]).exists())]
+    todo = [
+        (row, key)
+        for row, key in zip(rows, keys, strict=True)
+        if not (done.get(key, {}).get("status") == "ok" and (output / done[key]["image"]).exists())
+    ]
     if todo and pipe is None:
         from nbhelpers.loading import load_pipeline
 
@@ -208,10 +228,13 @@ def run_batch(
             done[key] = record
     predictions = output / "predictions.csv"
     _write_predictions(predictions, [done[key] for key in keys])
-    report = BatchReport(total=len(rows), succeeded=succeeded, failed=failed, skipped=len(rows) - len(todo),
-                         predictions=predictions)
+    report = BatchReport(
+        total=len(rows), succeeded=succeeded, failed=failed, skipped=len(rows) - len(todo), predictions=predictions
+    )
     failed_now = sum(done[key]["status"] == "failed" for key in keys)
     if 0 <= error_threshold < failed_now:
-        raise BatchFailedError(f"{failed_now} row(s) failed, more than error_threshold={error_threshold}; "
-                               f"see the 'error' column of {predictions}. Re-run to retry them.")
+        raise BatchFailedError(
+            f"{failed_now} row(s) failed, more than error_threshold={error_threshold}; "
+            f"see the 'error' column of {predictions}. Re-run to retry them."
+        )
     return report

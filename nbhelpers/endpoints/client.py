@@ -67,10 +67,21 @@ def retry_policy(retries: int, backoff_s: float) -> Retry:
     urllib3's backoff: the first retry follows at once, the next after ``2 x backoff_s``, then ``4 x``, ``8 x``...
     (at most :data:`MAX_WAIT_S`); a ``Retry-After`` the server sends wins (also capped).
     """
-    return Retry(total=retries, connect=retries, read=False, status=retries, other=0, redirect=0,
-                 allowed_methods=None,  # POST included: generation is repeatable (same seed, same image)
-                 status_forcelist=RETRY_STATUSES, backoff_factor=backoff_s, backoff_max=MAX_WAIT_S,
-                 respect_retry_after_header=True, retry_after_max=MAX_WAIT_S, raise_on_status=False)
+    return Retry(
+        total=retries,
+        connect=retries,
+        read=False,
+        status=retries,
+        other=0,
+        redirect=0,
+        allowed_methods=None,  # POST included: generation is repeatable (same seed, same image)
+        status_forcelist=RETRY_STATUSES,
+        backoff_factor=backoff_s,
+        backoff_max=MAX_WAIT_S,
+        respect_retry_after_header=True,
+        retry_after_max=MAX_WAIT_S,
+        raise_on_status=False,
+    )
 
 
 def _detail(response: requests.Response) -> Any:
@@ -129,41 +140,68 @@ class EndpointClient:
         try:
             response = self.session.post(self.url, json=body, headers=self.headers, timeout=self.timeout_s)
         except requests.ConnectionError as err:
-            raise EndpointError(None, f"could not reach {self.url}, or lost the connection, after "
-                                f"{self.retries + 1} attempt(s): {err}", attempts=self.retries + 1) from err
+            raise EndpointError(
+                None,
+                f"could not reach {self.url}, or lost the connection, after {self.retries + 1} attempt(s): {err}",
+                attempts=self.retries + 1,
+            ) from err
         except requests.Timeout as err:
-            raise EndpointError(None, f"no answer within timeout_s={self.timeout_s:g} s; not retried, because "
-                                "the server may still be working on it.") from err
+            raise EndpointError(
+                None,
+                f"no answer within timeout_s={self.timeout_s:g} s; not retried, because "
+                "the server may still be working on it.",
+            ) from err
         history = getattr(getattr(response.raw, "retries", None), "history", ()) or ()
         attempts = len(history) + 1
         if response.status_code == 200:
             try:
                 rows = response.json()
             except ValueError:
-                raise EndpointError(200, f"answered 200 but not with JSON (Content-Type "
-                                    f"{response.headers.get('Content-Type')!r}): {response.text[:200]!r}. Is "
-                                    f"{self.url} the scoring URL?", response.text[:500], attempts) from None
+                raise EndpointError(
+                    200,
+                    f"answered 200 but not with JSON (Content-Type "
+                    f"{response.headers.get('Content-Type')!r}): {response.text[:200]!r}. Is "
+                    f"{self.url} the scoring URL?",
+                    response.text[:500],
+                    attempts,
+                ) from None
             if not isinstance(rows, list):
-                raise EndpointError(200, f"answered 200 with {type(rows).__name__}, not the contract's list of "
-                                    f"rows: {str(rows)[:200]}", rows, attempts)
+                raise EndpointError(
+                    200,
+                    f"answered 200 with {type(rows).__name__}, not the contract's list of rows: {str(rows)[:200]}",
+                    rows,
+                    attempts,
+                )
             return rows
         detail = _detail(response)
         if response.status_code in RETRY_STATUSES:
             earlier = ", ".join(str(h.status or h.error) for h in history)
-            why = (f"gave up after {attempts} attempts (answers: {earlier}, {response.status_code}); the endpoint "
-                   "stayed busy or unavailable. Retry later, or raise retries/timeout") if self.retries else \
-                "not retried (retries=0)"
+            why = (
+                (
+                    f"gave up after {attempts} attempts (answers: {earlier}, {response.status_code}); the endpoint "
+                    "stayed busy or unavailable. Retry later, or raise retries/timeout"
+                )
+                if self.retries
+                else "not retried (retries=0)"
+            )
             raise EndpointError(response.status_code, f"{why}: {detail}", detail, attempts)
         model_status = response.headers.get("ms-azureml-model-error-statuscode")
         if model_status:  # 424 from a managed endpoint: the scoring container's own code and reason
             reason = response.headers.get("ms-azureml-model-error-reason", "")
-            raise EndpointError(response.status_code, f"the model answered {model_status} ({reason}); not retried: "
-                                f"{detail}", detail, attempts)
-        raise EndpointError(response.status_code, f"request refused, not retried (fix the request): {detail}",
-                            detail, attempts)
+            raise EndpointError(
+                response.status_code,
+                f"the model answered {model_status} ({reason}); not retried: {detail}",
+                detail,
+                attempts,
+            )
+        raise EndpointError(
+            response.status_code, f"request refused, not retried (fix the request): {detail}", detail, attempts
+        )
 
     def generate(self, prompts: list[str], **parameters: Any) -> list[GeneratedImage]:
         """Generate one image per prompt; ``parameters`` are e.g. ``num_inference_steps``, ``guidance_scale``."""
         rows = self.score(request_body(prompts, parameters))
-        return [GeneratedImage(r["prompt"], decode_image(r["generated_image"]), r.get("nsfw_content_detected"))
-                for r in rows]
+        return [
+            GeneratedImage(r["prompt"], decode_image(r["generated_image"]), r.get("nsfw_content_detected"))
+            for r in rows
+        ]

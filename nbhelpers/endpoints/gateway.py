@@ -92,8 +92,15 @@ class Gateway:
         limits: timeouts and size limits.
     """
 
-    def __init__(self, worker_socket: str, settings: EndpointSettings, *, api_key: str | None = None,
-                 rehearse_gateway: bool = False, limits: GatewayLimits | None = None) -> None:
+    def __init__(
+        self,
+        worker_socket: str,
+        settings: EndpointSettings,
+        *,
+        api_key: str | None = None,
+        rehearse_gateway: bool = False,
+        limits: GatewayLimits | None = None,
+    ) -> None:
         self.worker_socket = worker_socket
         self.settings = settings
         self.api_key = api_key
@@ -121,8 +128,11 @@ class Gateway:
         self.connections += 1
         try:
             if self.connections > self.limits.max_connections:
-                status, body, headers = 503, _error_body(503, "too many open connections; retry later."), \
-                    {"Retry-After": "1"}
+                status, body, headers = (
+                    503,
+                    _error_body(503, "too many open connections; retry later."),
+                    {"Retry-After": "1"},
+                )
             else:
                 status, body, headers = await self._answer(reader, writer)
             await self._send(writer, status, body, headers)
@@ -154,8 +164,9 @@ class Gateway:
                 if not await asyncio.wait_for(reader.read(2**16), remaining):
                     break
 
-    async def _answer(self, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> tuple[int, bytes, dict[str, str]]:
+    async def _answer(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> tuple[int, bytes, dict[str, str]]:
         try:
             method, path, headers = await self._read_head(reader)
             if path == "/" and method in ("GET", "HEAD"):
@@ -168,9 +179,12 @@ class Gateway:
             # Admission after the body: a slow upload holds a connection (cheap, bounded), never a scoring place.
             if self.in_flight >= self.settings.max_in_flight:
                 retry_after = str(max(1, math.ceil(self._seconds_per_request)))
-                raise _Reject(429, f"too many requests in flight (at most 2 x max_concurrent_requests_per_instance"
-                                   f" = {self.settings.max_in_flight}); retry after {retry_after} s.",
-                              {"Retry-After": retry_after})
+                raise _Reject(
+                    429,
+                    f"too many requests in flight (at most 2 x max_concurrent_requests_per_instance"
+                    f" = {self.settings.max_in_flight}); retry after {retry_after} s.",
+                    {"Retry-After": retry_after},
+                )
         except _Reject as reject:
             return reject.status, _error_body(reject.status, str(reject)), reject.headers
         return await self._score(headers, body)
@@ -200,8 +214,9 @@ class Gateway:
     def _admit_headers(self, headers: dict[str, str]) -> int:
         """Auth and size, from the headers alone; returns the body length."""
         if not key_matches(self.api_key, headers):
-            raise _Reject(401, "missing or wrong key: send 'Authorization: Bearer <key>'.",
-                          {"WWW-Authenticate": "Bearer"})
+            raise _Reject(
+                401, "missing or wrong key: send 'Authorization: Bearer <key>'.", {"WWW-Authenticate": "Bearer"}
+            )
         if "transfer-encoding" in headers or "content-length" not in headers:
             raise _Reject(411, "send the body with a Content-Length header (chunked bodies are not accepted).")
         length_text = headers["content-length"]
@@ -212,8 +227,9 @@ class Gateway:
             raise _Reject(413, f"body of {length} bytes; at most {self.limits.max_body_bytes}.")
         return length
 
-    async def _read_body(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                         headers: dict[str, str]) -> bytes:
+    async def _read_body(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, headers: dict[str, str]
+    ) -> bytes:
         length = self._admit_headers(headers)
         if headers.get("expect", "").lower() == "100-continue":  # curl waits for this before sending large bodies
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -231,18 +247,28 @@ class Gateway:
         # is given up on, so a wedged worker cannot hold places for ever.
         self.in_flight += 1
         call = asyncio.ensure_future(
-            asyncio.wait_for(self._worker_request("POST", "/score", forwarded, body), 2 * timeout_s + 5))
+            asyncio.wait_for(self._worker_request("POST", "/score", forwarded, body), 2 * timeout_s + 5)
+        )
         call.add_done_callback(self._release)
         done, _ = await asyncio.wait({call}, timeout=timeout_s)
         if not done:
-            message = (f"the request ran past request_timeout_ms={self.settings.request_timeout_ms}; its generation"
-                       " is being stopped.")
+            message = (
+                f"the request ran past request_timeout_ms={self.settings.request_timeout_ms}; its generation"
+                " is being stopped."
+            )
             return 408, _error_body(408, message), {}
         try:
             status, reason, worker_headers, answer = call.result()
         except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError) as err:
-            return 502, _error_body(502, f"the scoring worker failed or restarted mid-request ({type(err).__name__})."
-                                    " Retry in a few seconds."), {"Retry-After": "5"}
+            return (
+                502,
+                _error_body(
+                    502,
+                    f"the scoring worker failed or restarted mid-request ({type(err).__name__})."
+                    " Retry in a few seconds.",
+                ),
+                {"Retry-After": "5"},
+            )
         if status == 200:
             self._seconds_per_request = 0.8 * self._seconds_per_request + 0.2 * (time.monotonic() - start)
         relayed = {k.title(): v for k, v in worker_headers.items() if k in RELAYED_HEADERS}
@@ -250,8 +276,10 @@ class Gateway:
             return status, answer, relayed
         with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
             reason = json.loads(answer)["error"]["message"]
-        relayed |= {"ms-azureml-model-error-statuscode": str(status),
-                    "ms-azureml-model-error-reason": _header_safe(str(reason))}
+        relayed |= {
+            "ms-azureml-model-error-statuscode": str(status),
+            "ms-azureml-model-error-reason": _header_safe(str(reason)),
+        }
         return 424, answer, relayed
 
     def _release(self, call: asyncio.Future[Any]) -> None:
@@ -261,22 +289,31 @@ class Gateway:
 
     async def _liveness(self) -> tuple[int, bytes, dict[str, str]]:
         try:
-            status, _, _, _ = await asyncio.wait_for(self._worker_request("GET", "/", {}, b""),
-                                                     self.limits.health_timeout_s)
+            status, _, _, _ = await asyncio.wait_for(
+                self._worker_request("GET", "/", {}, b""), self.limits.health_timeout_s
+            )
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError):
             status = 503
         if status == 200:
             return 200, b"Healthy", {"Content-Type": "text/plain"}
-        return 503, _error_body(503, "the scoring worker is starting (loading the model) or restarting."), \
-            {"Retry-After": "5"}
+        return (
+            503,
+            _error_body(503, "the scoring worker is starting (loading the model) or restarting."),
+            {"Retry-After": "5"},
+        )
 
-    async def _worker_request(self, method: str, path: str, headers: dict[str, str],
-                              body: bytes) -> tuple[int, str, dict[str, str], bytes]:
+    async def _worker_request(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, str, dict[str, str], bytes]:
         """One HTTP/1.1 exchange with the worker; returns ``(status, reason, headers, body)``."""
         reader, writer = await asyncio.open_unix_connection(self.worker_socket, limit=2**16)
         try:
-            head = [f"{method} {path} HTTP/1.1", "Host: localhost", "Connection: close",
-                    f"Content-Length: {len(body)}"] + [f"{k}: {v}" for k, v in headers.items()]
+            head = [
+                f"{method} {path} HTTP/1.1",
+                "Host: localhost",
+                "Connection: close",
+                f"Content-Length: {len(body)}",
+            ] + [f"{k}: {v}" for k, v in headers.items()]
             writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
             await writer.drain()
             raw = await reader.read()  # the worker closes the connection after its answer

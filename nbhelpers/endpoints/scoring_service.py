@@ -80,8 +80,11 @@ class PipelinePool:
             if number == 0:
                 view = pipe
             else:
-                components = {**pipe.components, "scheduler": copy.deepcopy(pipe.scheduler),
-                              "tokenizer": copy.deepcopy(pipe.tokenizer)}
+                components = {
+                    **pipe.components,
+                    "scheduler": copy.deepcopy(pipe.scheduler),
+                    "tokenizer": copy.deepcopy(pipe.tokenizer),
+                }
                 view = type(pipe)(**components)
                 view.nbhelpers_info = getattr(pipe, "nbhelpers_info", None)
             view.set_progress_bar_config(disable=True)
@@ -110,8 +113,14 @@ class ScoringService:
         screen: optional content-safety screen.
     """
 
-    def __init__(self, pipe: Any, settings: EndpointSettings | None = None, *, api_key: str | None = None,
-                 screen: ContentSafetyScreen | None = None) -> None:
+    def __init__(
+        self,
+        pipe: Any,
+        settings: EndpointSettings | None = None,
+        *,
+        api_key: str | None = None,
+        screen: ContentSafetyScreen | None = None,
+    ) -> None:
         self.settings = settings or EndpointSettings()
         self.api_key = api_key or None
         self.screen = screen
@@ -151,8 +160,11 @@ class ScoringService:
             request = parse_request(body, max_rows=self.settings.max_rows)
         except ContractError as error:
             return error.status, error.to_json(), JSON_HEADERS
-        timed_out = ContractError("server", f"the request ran past request_timeout_ms="
-                                  f"{self.settings.request_timeout_ms}; its generation was stopped.", 408)
+        timed_out = ContractError(
+            "server",
+            f"the request ran past request_timeout_ms={self.settings.request_timeout_ms}; its generation was stopped.",
+            408,
+        )
         try:
             with self.pool.view(deadline - time.monotonic()) as pipe:
                 response = self._generate(pipe, request.prompts, request.parameters, deadline)
@@ -162,8 +174,9 @@ class ScoringService:
             return 422, ContractError("input_data.parameters", str(error), 422).to_json(), JSON_HEADERS
         return 200, response, JSON_HEADERS
 
-    def _generate(self, pipe: Any, prompts: list[str], parameters: dict[str, Any],
-                  deadline: float) -> list[dict[str, Any]]:
+    def _generate(
+        self, pipe: Any, prompts: list[str], parameters: dict[str, Any], deadline: float
+    ) -> list[dict[str, Any]]:
         from nbhelpers.generation import generate
 
         def stop_after_deadline(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:

@@ -54,15 +54,25 @@ BANNER = re.compile(r"Serving .* on (http://\S+?) ")
 class ServeArguments(EndpointSettings):
     """``nbhelpers serve``'s own options, on top of the endpoint settings."""
 
-    host: str = field(default="127.0.0.1", metadata={
-        "help": "Interface to listen on. Only loopback unless you mean it: 0.0.0.0 exposes the endpoint."})
+    host: str = field(
+        default="127.0.0.1",
+        metadata={"help": "Interface to listen on. Only loopback unless you mean it: 0.0.0.0 exposes the endpoint."},
+    )
     port: int = field(default=5001, metadata={"help": "Port (0 picks a free one; the banner prints it)."})
-    api_key_file: str | None = field(default=None, metadata={
-        "help": f"File whose first line is the key clients must send as 'Authorization: Bearer <key>' (or set "
-                f"{API_KEY_VARIABLE}). Keys are never taken from the command line, where `ps` shows them."})
-    rehearse_gateway: bool = field(default=False, metadata={
-        "help": "Answer scoring errors as the managed endpoint does: 424 with the container's code and reason in "
-                "ms-azureml-model-error-statuscode / -reason headers."})
+    api_key_file: str | None = field(
+        default=None,
+        metadata={
+            "help": f"File whose first line is the key clients must send as 'Authorization: Bearer <key>' (or set "
+            f"{API_KEY_VARIABLE}). Keys are never taken from the command line, where `ps` shows them."
+        },
+    )
+    rehearse_gateway: bool = field(
+        default=False,
+        metadata={
+            "help": "Answer scoring errors as the managed endpoint does: 424 with the container's code and reason in "
+            "ms-azureml-model-error-statuscode / -reason headers."
+        },
+    )
 
     def endpoint_settings(self) -> EndpointSettings:
         """Just the settings the scoring worker reads."""
@@ -78,28 +88,52 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 def worker_command(socket_path: str | os.PathLike[str], settings: EndpointSettings) -> list[str]:
     """The gunicorn command line that runs the azmlinfsrv app on ``online_score.py`` behind the gateway."""
-    return [sys.executable, "-m", "gunicorn", "--bind", f"unix:{socket_path}", "--workers", "1",
-            "--worker-class", "gthread", "--threads", str(settings.max_in_flight + 2),
-            "--timeout", "300", "--graceful-timeout", "5", "--access-logfile", "-", WORKER_APP]
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"unix:{socket_path}",
+        "--workers",
+        "1",
+        "--worker-class",
+        "gthread",
+        "--threads",
+        str(settings.max_in_flight + 2),
+        "--timeout",
+        "300",
+        "--graceful-timeout",
+        "5",
+        "--access-logfile",
+        "-",
+        WORKER_APP,
+    ]
 
 
 def worker_environment(settings: EndpointSettings, api_key: str | None) -> dict[str, str]:
     """The worker's environment: ours, minus gunicorn overrides, plus the settings and azmlinfsrv's variables."""
     env = {k: v for k, v in os.environ.items() if k not in ("GUNICORN_CMD_ARGS", API_KEY_VARIABLE)}
     env |= settings.to_environment()
-    env |= {"AZUREML_ENTRY_SCRIPT": str(SCORING_SCRIPT), "AML_APP_ROOT": str(SCORING_SCRIPT.parent),
-            "SERVICE_NAME": "nbhelpers-text-to-image"}
+    env |= {
+        "AZUREML_ENTRY_SCRIPT": str(SCORING_SCRIPT),
+        "AML_APP_ROOT": str(SCORING_SCRIPT.parent),
+        "SERVICE_NAME": "nbhelpers-text-to-image",
+    }
     if api_key:
         env[API_KEY_VARIABLE] = api_key
     return env
 
 
-def start_worker(socket_path: str | os.PathLike[str], settings: EndpointSettings,
-                 api_key: str | None) -> subprocess.Popen:
+def start_worker(
+    socket_path: str | os.PathLike[str], settings: EndpointSettings, api_key: str | None
+) -> subprocess.Popen:
     """Start the scoring worker in its own process group (so stopping it stops its gunicorn worker too)."""
-    return subprocess.Popen(worker_command(socket_path, settings), env=worker_environment(settings, api_key),
-                            start_new_session=True,
-                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+    return subprocess.Popen(
+        worker_command(socket_path, settings),
+        env=worker_environment(settings, api_key),
+        start_new_session=True,
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+    )
 
 
 def stop_process_group(process: subprocess.Popen, grace_s: float = 10.0) -> None:
@@ -114,10 +148,12 @@ def stop_process_group(process: subprocess.Popen, grace_s: float = 10.0) -> None
             continue
 
 
-async def _serve(args: ServeArguments, limits: GatewayLimits, api_key: str | None, worker: subprocess.Popen,
-                 socket_path: str) -> int:
-    gateway = Gateway(socket_path, args.endpoint_settings(), api_key=api_key,
-                      rehearse_gateway=args.rehearse_gateway, limits=limits)
+async def _serve(
+    args: ServeArguments, limits: GatewayLimits, api_key: str | None, worker: subprocess.Popen, socket_path: str
+) -> int:
+    gateway = Gateway(
+        socket_path, args.endpoint_settings(), api_key=api_key, rehearse_gateway=args.rehearse_gateway, limits=limits
+    )
     port = await gateway.start(args.host, args.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -125,16 +161,22 @@ async def _serve(args: ServeArguments, limits: GatewayLimits, api_key: str | Non
         loop.add_signal_handler(sig, stop.set)
     mark = stand_in_mark(args.tiny, args.toy)
     model = f"{args.model} ({mark})" if mark else args.model
-    print(f"nbhelpers: Serving {model} on http://{args.host}:{port} (GET / liveness, POST /score; "
-          f"auth {'on' if api_key else 'off'}; at most {args.max_in_flight} requests in flight, "
-          f"{args.request_timeout_ms} ms each). Ctrl+C stops.", flush=True)
+    print(
+        f"nbhelpers: Serving {model} on http://{args.host}:{port} (GET / liveness, POST /score; "
+        f"auth {'on' if api_key else 'off'}; at most {args.max_in_flight} requests in flight, "
+        f"{args.request_timeout_ms} ms each). Ctrl+C stops.",
+        flush=True,
+    )
     while not stop.is_set() and worker.poll() is None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.5)
     await gateway.close()
     if worker.poll() is not None and not stop.is_set():
-        print(f"nbhelpers: the scoring worker exited with status {worker.returncode}; see the log above.",
-              file=sys.stderr, flush=True)
+        print(
+            f"nbhelpers: the scoring worker exited with status {worker.returncode}; see the log above.",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     return 0
 
@@ -165,8 +207,10 @@ class _RefuseKeyInArgv(argparse.Action):
     """``--api-key`` (the old flag): refused with the way to give a key instead."""
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
-        parser.error(f"keys are not taken from the command line (every user sees it in `ps`); use --api_key_file "
-                     f"FILE or set {API_KEY_VARIABLE}.")
+        parser.error(
+            f"keys are not taken from the command line (every user sees it in `ps`); use --api_key_file "
+            f"FILE or set {API_KEY_VARIABLE}."
+        )
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -174,14 +218,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from nbhelpers.cli import add_dataclass_command
 
     serve_parser = add_dataclass_command(
-        subparsers, "serve", (ServeArguments, GatewayLimits), _run_serve,
+        subparsers,
+        "serve",
+        (ServeArguments, GatewayLimits),
+        _run_serve,
         allow_abbrev=False,  # else --api-key would silently mean --api-key-file
         help="Serve the online endpoint contract locally, answering like an Azure ML managed endpoint.",
         description="The online scoring script (azmlinfsrv) behind a loopback gateway that answers like an Azure ML "
-                    "managed endpoint: 401, 408, 413, 424, 429 with Retry-After.")
-    serve_parser.add_argument("--max-concurrency", dest="max_concurrent_requests_per_instance", type=int,
-                              default=argparse.SUPPRESS,
-                              help="Old spelling of --max_concurrent_requests_per_instance.")
+        "managed endpoint: 401, 408, 413, 424, 429 with Retry-After.",
+    )
+    serve_parser.add_argument(
+        "--max-concurrency",
+        dest="max_concurrent_requests_per_instance",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="Old spelling of --max_concurrent_requests_per_instance.",
+    )
     serve_parser.add_argument("--api-key", "--api_key", action=_RefuseKeyInArgv, help=argparse.SUPPRESS)
 
 
@@ -223,8 +275,17 @@ class LocalServer:
             ``request_timeout_ms=5000``, ``rehearse_gateway=True``, ``header_timeout_s=2``.
     """
 
-    def __init__(self, model: str, *, port: int = 0, tiny: bool = False, api_key: str | None = None,
-                 log_file: str | os.PathLike[str] | None = None, progress: bool = False, **options: Any) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        port: int = 0,
+        tiny: bool = False,
+        api_key: str | None = None,
+        log_file: str | os.PathLike[str] | None = None,
+        progress: bool = False,
+        **options: Any,
+    ) -> None:
         self.command = serve_command_line(model, port=port, tiny=tiny, **options)
         self.progress = progress
         self.api_key = api_key
@@ -272,8 +333,10 @@ class LocalServer:
             if self.url is None and (match := BANNER.search(log)):
                 self.url = match.group(1)
             if self.process.poll() is not None:
-                raise RuntimeError(f"The server exited with status {self.process.returncode} before it was ready. "
-                                   f"Log tail:\n{log[-3000:]}")
+                raise RuntimeError(
+                    f"The server exited with status {self.process.returncode} before it was ready. "
+                    f"Log tail:\n{log[-3000:]}"
+                )
             if self.url is not None:
                 with contextlib.suppress(requests.RequestException):
                     if requests.get(self.url + "/", timeout=5).status_code == 200:
@@ -281,8 +344,10 @@ class LocalServer:
                             print(f"[{time.monotonic() - start:6.1f} s] ready at {self.url}", flush=True)
                         return
             time.sleep(0.25)
-        raise RuntimeError(f"The server was not ready within {timeout_s:.0f} s. Log tail:\n"
-                           f"{self.log_file.read_text(encoding='utf-8', errors='replace')[-3000:]}")
+        raise RuntimeError(
+            f"The server was not ready within {timeout_s:.0f} s. Log tail:\n"
+            f"{self.log_file.read_text(encoding='utf-8', errors='replace')[-3000:]}"
+        )
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 20 s); its worker stops with it. No-op if not running."""
@@ -318,12 +383,18 @@ def startup_steps(log: str) -> list[str]:
     return steps
 
 
-def local_server(model: str, *, port: int = 0, tiny: bool = False, api_key: str | None = None,
-                 log_file: str | os.PathLike[str] | None = None, progress: bool = False,
-                 **options: Any) -> LocalServer:
+def local_server(
+    model: str,
+    *,
+    port: int = 0,
+    tiny: bool = False,
+    api_key: str | None = None,
+    log_file: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> LocalServer:
     """A :class:`LocalServer` for ``model`` (use it in a ``with`` block, or start()/stop())."""
-    return LocalServer(model, port=port, tiny=tiny, api_key=api_key, log_file=log_file, progress=progress,
-                       **options)
+    return LocalServer(model, port=port, tiny=tiny, api_key=api_key, log_file=log_file, progress=progress, **options)
 
 
 def main(argv: list[str] | None = None) -> int:

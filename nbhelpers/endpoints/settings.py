@@ -66,12 +66,16 @@ class EndpointSettings:
     tiny: bool = _setting(False, "Serve the offline tiny model (random weights).")
     toy: bool = _setting(False, "Serve the trained toy 'shapes' model (offline, 64 px; see nbhelpers toy-train).")
     max_rows: int = _setting(DEFAULT_MAX_ROWS, "Prompts per request; more get 413.")
-    max_concurrent_requests_per_instance: int = _setting(1,
+    max_concurrent_requests_per_instance: int = _setting(
+        1,
         "Generations at once (each with its own scheduler). As on Azure ML, at most twice this many requests "
-        "are in flight; the rest get 429 with Retry-After.")
-    request_timeout_ms: int = _setting(90_000,
+        "are in flight; the rest get 429 with Retry-After.",
+    )
+    request_timeout_ms: int = _setting(
+        90_000,
         "A request still running after this many ms gets 408 and its generation is stopped (Azure's "
-        "request_settings.request_timeout_ms).")
+        "request_settings.request_timeout_ms).",
+    )
 
     def __post_init__(self) -> None:
         if self.tiny and self.toy:
@@ -109,23 +113,28 @@ class EndpointSettings:
             if raw is None or raw == "":
                 continue
             try:
-                values[item.name] = (raw.strip().lower() in ("1", "true", "yes")) if item.type in (bool, "bool") \
+                values[item.name] = (
+                    (raw.strip().lower() in ("1", "true", "yes"))
+                    if item.type in (bool, "bool")
                     else type(item.default)(raw)
+                )
             except ValueError:
-                raise ValueError(f"{variable}={raw!r} is not a valid {type(item.default).__name__}.") \
-                    from None
+                raise ValueError(f"{variable}={raw!r} is not a valid {type(item.default).__name__}.") from None
         return cls(**values)
 
     def request_settings(self) -> Any:
         """These limits as azure-ai-ml's ``OnlineRequestSettings`` for a ``ManagedOnlineDeployment``."""
         from azure.ai.ml.entities import OnlineRequestSettings
 
-        return OnlineRequestSettings(request_timeout_ms=self.request_timeout_ms,
-                                     max_concurrent_requests_per_instance=self.max_concurrent_requests_per_instance)
+        return OnlineRequestSettings(
+            request_timeout_ms=self.request_timeout_ms,
+            max_concurrent_requests_per_instance=self.max_concurrent_requests_per_instance,
+        )
 
 
-def read_api_key(key_file: str | os.PathLike[str] | None = None,
-                 environ: Mapping[str, str] | None = None) -> str | None:
+def read_api_key(
+    key_file: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> str | None:
     """The endpoint key: the first line of ``key_file`` if given, else ``NBHELPERS_API_KEY``, else ``None``.
 
     Keys are never taken from argv, where every user of the machine can read them (``ps``).

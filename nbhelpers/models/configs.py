@@ -187,6 +187,7 @@ DECI_FLEXIBLE_UNET_CONFIG: dict[str, Any] = {
     "conv_out_kernel": 3,
 }
 
+
 def narrow_flexible_unet_config(
     width: int, *, num_attention_heads: int, cross_attention_dim: int, sample_size: int
 ) -> dict[str, Any]:

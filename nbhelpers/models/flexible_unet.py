@@ -234,8 +234,11 @@ class FlexibleCrossAttnDownBlock2D(_FlexibleBlock):
         self.modules_list = _module_list(modules, settings.mix_block_in_forward)
         self.downsamplers = (
             nn.ModuleList(
-                [Downsample2D(out_channels, use_conv=True, out_channels=out_channels, padding=downsample_padding,
-                              name="op")]
+                [
+                    Downsample2D(
+                        out_channels, use_conv=True, out_channels=out_channels, padding=downsample_padding, name="op"
+                    )
+                ]
             )
             if add_downsample
             else None
@@ -378,9 +381,7 @@ def _check_layout(cfg: dict[str, Any]) -> int:
         if len(cfg[key]) != n_up:
             raise ValueError(f"configurations[{key!r}] has {len(cfg[key])} entries; expected {n_up}.")
     if n_up != n_down:
-        raise ValueError(
-            f"{n_down} down blocks but {n_up} up blocks; the flexible UNet needs as many of each."
-        )
+        raise ValueError(f"{n_down} down blocks but {n_up} up blocks; the flexible UNet needs as many of each.")
 
     channels, level = cfg["down_blocks_in_channels"][0], 0
     skips: list[tuple[int, int]] = [(channels, level)]  # conv_in output
@@ -416,13 +417,10 @@ def _check_layout(cfg: dict[str, Any]) -> int:
             expected = up_in[k] if j == n_res - 1 else up_out[k]
             if skip_channels != expected:
                 raise ValueError(
-                    f"up block {k} resnet {j} is built for a {expected}-channel skip "
-                    f"but gets {skip_channels}."
+                    f"up block {k} resnet {j} is built for a {expected}-channel skip but gets {skip_channels}."
                 )
             if skip_level != level:
-                raise ValueError(
-                    f"up block {k} resnet {j}: skip and hidden state have different resolutions."
-                )
+                raise ValueError(f"up block {k} resnet {j}: skip and hidden state have different resolutions.")
             channels = up_out[k]
         if cfg["add_upsample"][k]:
             level -= 1
@@ -524,9 +522,7 @@ class FlexibleUNet2DConditionModel(
     ) -> None:
         super().__init__()
         if configurations is None:
-            raise ValueError(
-                "FlexibleUNet2DConditionModel needs `configurations` (see DECI_FLEXIBLE_UNET_CONFIG)."
-            )
+            raise ValueError("FlexibleUNet2DConditionModel needs `configurations` (see DECI_FLEXIBLE_UNET_CONFIG).")
         # keep a private copy in the config, so editing model.config cannot change a module-level dict
         configurations = copy.deepcopy(dict(configurations))
         self.register_to_config(configurations=configurations)
@@ -543,17 +539,11 @@ class FlexibleUNet2DConditionModel(
             if value is not None:
                 raise NotImplementedError(f"FlexibleUNet2DConditionModel does not support {key}={value!r}.")
         if time_embedding_type != "positional":
-            raise NotImplementedError(
-                f"time_embedding_type={time_embedding_type!r}; only 'positional' is supported."
-            )
+            raise NotImplementedError(f"time_embedding_type={time_embedding_type!r}; only 'positional' is supported.")
         if attention_type != "default" or dual_cross_attention:
-            raise NotImplementedError(
-                "only attention_type='default' without dual cross-attention is supported."
-            )
+            raise NotImplementedError("only attention_type='default' without dual cross-attention is supported.")
         if not isinstance(transformer_layers_per_block, int):
-            raise NotImplementedError(
-                "transformer_layers_per_block must be a single int for the flexible UNet."
-            )
+            raise NotImplementedError("transformer_layers_per_block must be a single int for the flexible UNet.")
         if not isinstance(only_cross_attention, bool):
             raise NotImplementedError("only_cross_attention must be a single bool for the flexible UNet.")
         if norm_num_groups is None:
@@ -574,9 +564,7 @@ class FlexibleUNet2DConditionModel(
             raise NotImplementedError("cross_attention_dim must be a single int for the flexible UNet.")
         self._context_dim: int = context_dim
         self.num_downsamplers = sum(bool(flag) for flag in cfg["add_downsample"])
-        self.num_upsamplers = sum(bool(flag) for flag in cfg["add_upsample"]) + int(
-            bool(cfg["add_upsample_mid_block"])
-        )
+        self.num_upsamplers = sum(bool(flag) for flag in cfg["add_upsample"]) + int(bool(cfg["add_upsample_mid_block"]))
 
         heads = cfg["num_attention_heads"]
         temb_dim = cfg["temb_dim"]
@@ -617,9 +605,7 @@ class FlexibleUNet2DConditionModel(
             post_act_fn=timestep_post_act,
             cond_proj_dim=time_cond_proj_dim,
         )
-        self.time_embed_act = (
-            get_activation(time_embedding_act_fn) if time_embedding_act_fn is not None else None
-        )
+        self.time_embed_act = get_activation(time_embedding_act_fn) if time_embedding_act_fn is not None else None
 
         n_down = len(cfg["down_blocks_in_channels"])
         self.down_blocks = nn.ModuleList(
@@ -658,9 +644,7 @@ class FlexibleUNet2DConditionModel(
         )
 
         # output
-        self.conv_norm_out = nn.GroupNorm(
-            num_channels=final_channels, num_groups=norm_num_groups, eps=norm_eps
-        )
+        self.conv_norm_out = nn.GroupNorm(num_channels=final_channels, num_groups=norm_num_groups, eps=norm_eps)
         self.conv_act = get_activation(act_fn)
         self.conv_out = nn.Conv2d(
             final_channels, out_channels, kernel_size=conv_out_kernel, padding=(conv_out_kernel - 1) // 2
@@ -751,13 +735,10 @@ class FlexibleUNet2DConditionModel(
 
     def _check_inputs(self, sample: torch.Tensor, encoder_hidden_states: torch.Tensor) -> None:
         if sample.ndim != 4:
-            raise ValueError(
-                f"sample must be (batch, channels, height, width); got shape {tuple(sample.shape)}."
-            )
+            raise ValueError(f"sample must be (batch, channels, height, width); got shape {tuple(sample.shape)}.")
         if sample.shape[1] != self.config.in_channels:
             raise ValueError(
-                f"sample has {sample.shape[1]} channels but the model expects "
-                f"in_channels={self.config.in_channels}."
+                f"sample has {sample.shape[1]} channels but the model expects in_channels={self.config.in_channels}."
             )
         factor = 2**self.num_downsamplers
         height, width = sample.shape[-2:]
@@ -769,9 +750,7 @@ class FlexibleUNet2DConditionModel(
             )
         if encoder_hidden_states is None or encoder_hidden_states.ndim != 3:
             shape = None if encoder_hidden_states is None else tuple(encoder_hidden_states.shape)
-            raise ValueError(
-                f"encoder_hidden_states must be (batch, tokens, {self._context_dim}); got {shape}."
-            )
+            raise ValueError(f"encoder_hidden_states must be (batch, tokens, {self._context_dim}); got {shape}.")
         if encoder_hidden_states.shape[-1] != self._context_dim:
             raise ValueError(
                 f"encoder_hidden_states has last dimension {encoder_hidden_states.shape[-1]} but the model's "
@@ -874,4 +853,3 @@ def build_full_size_on_meta() -> FlexibleUNet2DConditionModel:
     """
     with torch.device("meta"):
         return FlexibleUNet2DConditionModel.from_config(DECI_FLEXIBLE_UNET_CONFIG)
-

@@ -152,8 +152,9 @@ def populate_random_hf_cache(
             "unet": part(f"{unet_key}-{suffix}", partial(_random_sd_unet, layers), fp32=fp32, fp16=fp16),
         }
         if deci:
-            components["flexible_unet"] = part("flexible_unet-fp16", partial(build_random_unet, "deci-v1"),
-                                               fp32=False, fp16=True)
+            components["flexible_unet"] = part(
+                "flexible_unet-fp16", partial(build_random_unet, "deci-v1"), fp32=False, fp16=True
+            )
         with atomic_folder(snapshot, keep_existing=True) as staging:
             for subfolder, source in components.items():
                 _link_tree(source, staging / subfolder)

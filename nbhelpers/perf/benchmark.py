@@ -40,8 +40,10 @@ class BenchSettings:
     )
     weights: Literal["random", "hub", "tiny"] = field(
         default="random",
-        metadata={"help": "random: full-size architectures with random weights (no download, same speed); "
-                  "hub: the real weights; tiny: the offline tiny models (a CPU smoke test)."},
+        metadata={
+            "help": "random: full-size architectures with random weights (no download, same speed); "
+            "hub: the real weights; tiny: the offline tiny models (a CPU smoke test)."
+        },
     )
     device: str | None = field(default=None, metadata={"help": "cuda, mps or cpu (default: the best available)."})
     steps: int | None = field(
@@ -50,8 +52,10 @@ class BenchSettings:
     batch_sizes: list[int] = field(default_factory=lambda: [1], metadata={"help": "Images per pipeline call."})
     optimize: list[str] = field(
         default_factory=lambda: ["none"],
-        metadata={"help": f"Fast-path modes to compare, in order, 'none' first (the reference output); "
-                  f"from {', '.join(OPTIMIZE_MODES)}."},
+        metadata={
+            "help": f"Fast-path modes to compare, in order, 'none' first (the reference output); "
+            f"from {', '.join(OPTIMIZE_MODES)}."
+        },
     )
     height: int | None = field(default=None, metadata={"help": "Image height in pixels (default 512; 64 tiny)."})
     width: int | None = field(default=None, metadata={"help": "Image width in pixels (default 512; 64 tiny)."})
@@ -61,8 +65,10 @@ class BenchSettings:
     repeats: int = field(default=5, metadata={"help": "Timed calls; the median is reported."})
     peak_tflops: float | None = field(
         default=None,
-        metadata={"help": "The device's dense peak in TFLOP/s for the utilisation figure (default: measured "
-                  "with a matmul on CUDA, not reported elsewhere)."},
+        metadata={
+            "help": "The device's dense peak in TFLOP/s for the utilisation figure (default: measured "
+            "with a matmul on CUDA, not reported elsewhere)."
+        },
     )
     out: str = field(default="benchmarks/results/bench.json", metadata={"help": "Where to write the JSON report."})
 
@@ -107,10 +113,17 @@ def _unet_inputs(pipe: Any, batch: int, height: int, width: int) -> tuple[torch.
     unet = pipe.unet
     parameter = next(unet.parameters())
     scale = pipe.vae_scale_factor
-    latents = torch.randn(2 * batch, unet.config.in_channels, height // scale, width // scale,
-                          device=parameter.device, dtype=parameter.dtype)
-    context = torch.randn(2 * batch, 77, unet.config.cross_attention_dim, device=parameter.device,
-                          dtype=parameter.dtype)
+    latents = torch.randn(
+        2 * batch,
+        unet.config.in_channels,
+        height // scale,
+        width // scale,
+        device=parameter.device,
+        dtype=parameter.dtype,
+    )
+    context = torch.randn(
+        2 * batch, 77, unet.config.cross_attention_dim, device=parameter.device, dtype=parameter.dtype
+    )
     timestep = torch.full((2 * batch,), 500, device=parameter.device, dtype=torch.long)
     return latents, timestep, context
 
@@ -129,8 +142,12 @@ def _measure_variant(
     inputs = _unet_inputs(pipe, batch, height, width)
     with torch.no_grad():
         end_to_end = measure(generate_once, warmup=settings.warmup, repeats=settings.repeats, device=device)
-        step = measure(lambda: pipe.unet(*inputs, return_dict=False), warmup=settings.warmup,
-                       repeats=settings.repeats, device=device)
+        step = measure(
+            lambda: pipe.unet(*inputs, return_dict=False),
+            warmup=settings.warmup,
+            repeats=settings.repeats,
+            device=device,
+        )
     return end_to_end, step
 
 
@@ -153,11 +170,13 @@ def run_benchmark(settings: BenchSettings, log: Any = print) -> dict[str, Any]:
         pipe.set_progress_bar_config(disable=True)
         parameters = component_parameters(pipe)
         if tiny:
-            flops_per_step = {b: unet_step_flops(pipe.unet, height=height, width=width, batch_size=b)
-                              for b in settings.batch_sizes}
+            flops_per_step = {
+                b: unet_step_flops(pipe.unet, height=height, width=width, batch_size=b) for b in settings.batch_sizes
+            }
         else:
-            flops_per_step = {b: model_step_flops(name, height=height, width=width, batch_size=b)
-                              for b in settings.batch_sizes}
+            flops_per_step = {
+                b: model_step_flops(name, height=height, width=width, batch_size=b) for b in settings.batch_sizes
+            }
         eager_images: dict[int, np.ndarray] = {}
         for mode in settings.optimize:
             optimize_pipeline(pipe, mode)
@@ -234,6 +253,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from nbhelpers.cli import add_dataclass_command
 
     add_dataclass_command(
-        subparsers, "bench", BenchSettings, _run_bench,
+        subparsers,
+        "bench",
+        BenchSettings,
+        _run_bench,
         help="Measure latency, throughput, memory and FLOPs of the models.",
     )

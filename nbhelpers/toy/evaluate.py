@@ -66,8 +66,12 @@ def read_scene(image: Image.Image | np.ndarray) -> Reading:
     height, width = rgb.shape[:2]
     frame = max(1, min(height, width) // 32)
     border = np.concatenate(
-        [rgb[:frame].reshape(-1, 3), rgb[-frame:].reshape(-1, 3), rgb[:, :frame].reshape(-1, 3),
-         rgb[:, -frame:].reshape(-1, 3)]
+        [
+            rgb[:frame].reshape(-1, 3),
+            rgb[-frame:].reshape(-1, 3),
+            rgb[:, :frame].reshape(-1, 3),
+            rgb[:, -frame:].reshape(-1, 3),
+        ]
     )
     background = _nearest(BACKGROUNDS, np.median(border, axis=0))
     distance = np.linalg.norm(rgb - np.asarray(BACKGROUNDS[background], dtype=float), axis=2)
@@ -179,15 +183,23 @@ def shape_word_attention(
     from nbhelpers.daam import set_seed, trace
 
     with torch.no_grad(), trace(pipe) as tracer:
-        image = pipe(scene.caption, generator=set_seed(seed), num_inference_steps=num_inference_steps,
-                     guidance_scale=guidance_scale, height=64, width=64).images[0]
+        image = pipe(
+            scene.caption,
+            generator=set_seed(seed),
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            height=64,
+            width=64,
+        ).images[0]
     reading = read_scene(image)
     if reading.shape == "none":
         raise ValueError(f"The picture for {scene.caption!r} (seed {seed}) shows no shape to score attention on.")
     options = {"default": {}, "coarsest": {"factors": [max(tracer.factors())], "include_mid_block": True}}
     heat_maps = {
-        view: tracer.compute_global_heat_map(**options[view]).compute_word_heat_map(scene.shape)
-        .expand_as(image, absolute=True).numpy()
+        view: tracer.compute_global_heat_map(**options[view])
+        .compute_word_heat_map(scene.shape)
+        .expand_as(image, absolute=True)
+        .numpy()
         for view in ATTENTION_VIEWS
     }
     return {view: attention_ratio(heat, reading.mask) for view, heat in heat_maps.items()}, image, heat_maps

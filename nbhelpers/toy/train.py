@@ -53,19 +53,25 @@ class ToyTrainingConfig:
     )
     output_dir: str | None = field(
         default=None,
-        metadata={"help": "Folder for the trained pipeline (default: $NBHELPERS_CACHE/toy/shapes-<model>, where "
-                          "load_pipeline(..., toy=True) looks first)."},
+        metadata={
+            "help": "Folder for the trained pipeline (default: $NBHELPERS_CACHE/toy/shapes-<model>, where "
+            "load_pipeline(..., toy=True) looks first)."
+        },
     )
     continue_from: str | None = field(
         default=None,
-        metadata={"help": "A trained toy pipeline folder of the same model to start from: its VAE is kept (the VAE "
-                          "stage is skipped) and its text encoder and denoiser train on for unet_steps with a new "
-                          "learning-rate cycle (a warm restart). training.json keeps the earlier run's record."},
+        metadata={
+            "help": "A trained toy pipeline folder of the same model to start from: its VAE is kept (the VAE "
+            "stage is skipped) and its text encoder and denoiser train on for unet_steps with a new "
+            "learning-rate cycle (a warm restart). training.json keeps the earlier run's record."
+        },
     )
     snr_gamma: float = field(
         default=0.0,
-        metadata={"help": "Min-SNR loss weighting (Hang et al. 2023; diffusers' training scripts' --snr_gamma): "
-                          "weight min(SNR, gamma) / SNR (epsilon) or / (SNR + 1) (v-prediction). 0: off."},
+        metadata={
+            "help": "Min-SNR loss weighting (Hang et al. 2023; diffusers' training scripts' --snr_gamma): "
+            "weight min(SNR, gamma) / SNR (epsilon) or / (SNR + 1) (v-prediction). 0: off."
+        },
     )
     num_scenes: int = field(default=20000, metadata={"help": "Pictures in the training set (drawn once, seeded)."})
     vae_steps: int = field(default=300, metadata={"help": "Optimiser steps of the VAE stage."})
@@ -84,8 +90,10 @@ class ToyTrainingConfig:
     seed: int = field(default=0, metadata={"help": "Seed of data, initial weights and noise."})
     threads: int = field(
         default=1,
-        metadata={"help": "torch CPU threads (results depend on it: keep it fixed). One thread per run, and the "
-                          "sd and deci runs side by side, uses two cores best."},
+        metadata={
+            "help": "torch CPU threads (results depend on it: keep it fixed). One thread per run, and the "
+            "sd and deci runs side by side, uses two cores best."
+        },
     )
     fp16: bool = field(default=True, metadata={"help": "Store the weights in fp16 (half the size)."})
     evaluate: bool = field(
@@ -111,8 +119,10 @@ class ToyTrainingConfig:
         if not math.isfinite(self.snr_gamma) or self.snr_gamma < 0:
             raise ValueError(f"snr_gamma must be 0 (off) or a positive number; got {self.snr_gamma}.")
         if self.continue_from is not None and not (Path(self.continue_from) / "model_index.json").is_file():
-            raise ValueError(f"continue_from must be a trained toy pipeline folder (with model_index.json); got "
-                             f"{self.continue_from!r}.")
+            raise ValueError(
+                f"continue_from must be a trained toy pipeline folder (with model_index.json); got "
+                f"{self.continue_from!r}."
+            )
         if self.seed < 0:
             raise ValueError(f"seed must be 0 or more; got {self.seed}.")
         if not 0 <= self.caption_dropout < 1:
@@ -153,8 +163,9 @@ class _Checkpoint:
     def __init__(self, path: Path, config: ToyTrainingConfig) -> None:
         self.path = path
         # Everything that changes the result; output_dir and checkpoint_every do not.
-        self.settings = {k: v for k, v in asdict(config).items()
-                         if k not in ("output_dir", "checkpoint_every", "evaluate")}
+        self.settings = {
+            k: v for k, v in asdict(config).items() if k not in ("output_dir", "checkpoint_every", "evaluate")
+        }
         self.state: dict[str, Any] | None = None
         if path.is_file():
             try:
@@ -297,16 +308,20 @@ def _earlier_run(config: ToyTrainingConfig) -> dict[str, Any] | None:
     denoiser = "flexible_unet" if config.model == "deci" else "unet"
     missing = [name for name in ("training.json", "vae", "text_encoder", denoiser) if not (folder / name).exists()]
     if missing:  # a hub or tiny pipeline folder has other shapes: only a toy-train folder can be continued
-        raise ValueError(f"{folder} lacks {', '.join(missing)}: continue_from takes a folder written by "
-                         f"`nbhelpers toy-train --model {config.model}`.")
+        raise ValueError(
+            f"{folder} lacks {', '.join(missing)}: continue_from takes a folder written by "
+            f"`nbhelpers toy-train --model {config.model}`."
+        )
     try:
         record = json.loads((folder / "training.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{folder / 'training.json'} cannot be read ({err}); train that folder again.") from err
     recorded_model = record.get("settings", {}).get("model", config.model)
     if (folder / "flexible_unet").is_dir() != (config.model == "deci") or recorded_model != config.model:
-        raise ValueError(f"{folder} does not hold a toy {config.model!r} model; continue a folder trained with "
-                         f"--model {config.model}.")
+        raise ValueError(
+            f"{folder} does not hold a toy {config.model!r} model; continue a folder trained with "
+            f"--model {config.model}."
+        )
     return {"folder": folder.name, "minutes": float(record.get("minutes", 0.0)), **record}
 
 
@@ -347,8 +362,11 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
     checkpoint = _Checkpoint(output.with_name(output.name + ".checkpoint.pt"), config)
 
     # Stage 1: the VAE (kept as it is when continuing a trained model).
-    vae = (AutoencoderKL.from_pretrained(Path(config.continue_from) / "vae", torch_dtype=torch.float32)
-           if earlier else AutoencoderKL(**TOY_VAE_CONFIG))
+    vae = (
+        AutoencoderKL.from_pretrained(Path(config.continue_from) / "vae", torch_dtype=torch.float32)
+        if earlier
+        else AutoencoderKL(**TOY_VAE_CONFIG)
+    )
     vae_batches = _Batches(len(scenes), config.batch_size, generator)
 
     def vae_loss(step: int) -> torch.Tensor:
@@ -358,8 +376,17 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
         return F.mse_loss(reconstruction, batch) + 1e-6 * posterior.kl().mean()
 
     def save_vae(step: int, optimiser: dict[str, Any], losses: list[float]) -> None:
-        checkpoint.save({"stage": "vae", "step": step, "vae": vae.state_dict(), **optimiser, "losses": losses,
-                         "generator": generator.get_state(), "batches": vae_batches.state_dict()})
+        checkpoint.save(
+            {
+                "stage": "vae",
+                "step": step,
+                "vae": vae.state_dict(),
+                **optimiser,
+                "losses": losses,
+                "generator": generator.get_state(),
+                "batches": vae_batches.state_dict(),
+            }
+        )
 
     if earlier:
         vae_losses = []
@@ -375,8 +402,17 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
             generator.set_state(resume["generator"])
             vae_batches.load_state_dict(resume["batches"])
         vae.train()
-        vae_losses = _train(list(vae.parameters()), config.vae_steps, config.vae_learning_rate, vae_loss, log,
-                            "VAE", resume=resume, save=save_vae, every=config.checkpoint_every)
+        vae_losses = _train(
+            list(vae.parameters()),
+            config.vae_steps,
+            config.vae_learning_rate,
+            vae_loss,
+            log,
+            "VAE",
+            resume=resume,
+            save=save_vae,
+            every=config.checkpoint_every,
+        )
     vae.eval()
     with torch.no_grad():
         latents = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in pictures.split(256)])
@@ -406,13 +442,21 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
         text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=torch.float32)
         denoiser = folder / ("flexible_unet" if config.model == "deci" else "unet")
         unet = type(unet).from_pretrained(denoiser, torch_dtype=torch.float32)
-    training_keys = ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps", "prediction_type",
-                     "rescale_betas_zero_snr", "trained_betas")
+    training_keys = (
+        "beta_start",
+        "beta_end",
+        "beta_schedule",
+        "num_train_timesteps",
+        "prediction_type",
+        "rescale_betas_zero_snr",
+        "trained_betas",
+    )
     noise_scheduler = DDPMScheduler(**{k: v for k, v in scheduler_config.items() if k in training_keys})
 
     def ids_of(texts: list[str]) -> torch.Tensor:
-        return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                         return_tensors="pt").input_ids
+        return tokenizer(
+            texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
 
     unet_batches = _Batches(len(scenes), config.batch_size, generator)
 
@@ -434,10 +478,20 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
         return (per_picture * weight).mean()
 
     def save_unet(step: int, optimiser: dict[str, Any], losses: list[float]) -> None:
-        checkpoint.save({"stage": "unet", "step": step, "vae": vae.state_dict(), "vae_losses": vae_losses,
-                         "unet": unet.state_dict(),
-                         "text_encoder": text_encoder.state_dict(), **optimiser, "losses": losses,
-                         "generator": generator.get_state(), "batches": unet_batches.state_dict()})
+        checkpoint.save(
+            {
+                "stage": "unet",
+                "step": step,
+                "vae": vae.state_dict(),
+                "vae_losses": vae_losses,
+                "unet": unet.state_dict(),
+                "text_encoder": text_encoder.state_dict(),
+                **optimiser,
+                "losses": losses,
+                "generator": generator.get_state(),
+                "batches": unet_batches.state_dict(),
+            }
+        )
 
     resume = checkpoint.resumes("unet")
     if resume is not None:
@@ -448,16 +502,31 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
     unet.train()
     text_encoder.train()
     parameters = list(unet.parameters()) + list(text_encoder.parameters())
-    losses = _train(parameters, config.unet_steps, config.learning_rate, unet_loss, log, "UNet",
-                    resume=resume, save=save_unet, every=config.checkpoint_every)
+    losses = _train(
+        parameters,
+        config.unet_steps,
+        config.learning_rate,
+        unet_loss,
+        log,
+        "UNet",
+        resume=resume,
+        save=save_unet,
+        every=config.checkpoint_every,
+    )
     unet.eval()
     text_encoder.eval()
     decoder_losses = finetune_decoder(vae, pictures, config, log) if config.decoder_steps else []
     minutes = (time.perf_counter() - started) / 60 + (earlier["minutes"] if earlier else 0)
     _forget_unseen_words(text_encoder, ids_of(sorted(set(captions)) + [""]))
 
-    common = {"vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer,
-              "safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    common = {
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+        "safety_checker": None,
+        "feature_extractor": None,
+        "requires_safety_checker": False,
+    }
     if config.model == "deci":
         pipe = DeciDiffusionPipeline(unet=unet, scheduler=DDIMScheduler(**scheduler_config), **common)
     else:
@@ -477,18 +546,24 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
             (staging / "unet").rename(staging / "flexible_unet")
         write_clip_tokenizer(staging / "tokenizer")
         _drop_local_paths(staging)
-        write_json_atomic(staging / "training.json", {
-            "settings": asdict(config),
-            "minutes": round(minutes, 2),
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "vae_reconstruction_accuracy": vae_accuracy,
-            "accuracy_36_prompts_2_seeds_20_steps": metrics,
-            "final_loss": float(np.mean(losses[-100:])),
-            "losses": {"vae": [round(x, 6) for x in vae_losses], "unet": [round(x, 6) for x in losses],
-                       "decoder": [round(x, 6) for x in decoder_losses]},
-            **({"continued_from": earlier} if earlier else {}),
-        })
+        write_json_atomic(
+            staging / "training.json",
+            {
+                "settings": asdict(config),
+                "minutes": round(minutes, 2),
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "vae_reconstruction_accuracy": vae_accuracy,
+                "accuracy_36_prompts_2_seeds_20_steps": metrics,
+                "final_loss": float(np.mean(losses[-100:])),
+                "losses": {
+                    "vae": [round(x, 6) for x in vae_losses],
+                    "unet": [round(x, 6) for x in losses],
+                    "decoder": [round(x, 6) for x in decoder_losses],
+                },
+                **({"continued_from": earlier} if earlier else {}),
+            },
+        )
     checkpoint.path.unlink(missing_ok=True)  # the pipeline folder is complete: nothing left to resume
     log(f"Trained in {minutes:.1f} min; wrote {output}.")
     return output
@@ -505,5 +580,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``nbhelpers toy-train``: one flag per :class:`ToyTrainingConfig` field."""
     from nbhelpers.cli import add_dataclass_command
 
-    add_dataclass_command(subparsers, "toy-train", ToyTrainingConfig, _run_toy_train,
-                          help="Train a toy 'shapes' text-to-image model on the CPU.")
+    add_dataclass_command(
+        subparsers,
+        "toy-train",
+        ToyTrainingConfig,
+        _run_toy_train,
+        help="Train a toy 'shapes' text-to-image model on the CPU.",
+    )

@@ -13,7 +13,7 @@ them into the cell's text, the same text in every notebook apart from its ``EXTR
 
 After changing ``[project.urls]``, the dependencies or a notebook's extras, run
 ``python -m nbhelpers.tutorials.bootstrap`` (it rewrites the notebooks' ``.py`` scripts and syncs their
-``.ipynb``; ``--check`` only reports); ``tests/test_bootstrap.py`` fails while a notebook or the README
+``.ipynb``; ``--check`` only reports); ``tests/tutorials/test_bootstrap.py`` fails while a notebook or the README
 disagrees with pyproject.toml.
 """
 
@@ -55,7 +55,7 @@ IMPORT_NAMES: dict[str, str] = {
 #: The Colab badge image (Colab's own).
 COLAB_BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 
-_CELL_TEMPLATE = '''\
+_CELL_TEMPLATE = """\
 # Set-up: installs what this notebook needs (Colab, Paperspace, a clone or a local Jupyter) and says what it did.
 # Generated from pyproject.toml by `python -m nbhelpers.tutorials.bootstrap`: the same in every notebook but for EXTRAS.
 EXTRAS = "{extras}"
@@ -121,7 +121,7 @@ def set_up(extras):
 
 
 set_up(EXTRAS)
-'''
+"""
 
 
 def read_pyproject(path: Path = PYPROJECT) -> dict[str, Any]:
@@ -181,10 +181,14 @@ def bootstrap_cell(extras: str, pyproject: dict[str, Any] | None = None) -> str:
     """The bootstrap cell's source for a notebook that needs ``extras`` (e.g. ``"notebooks,training"``)."""
     pyproject = pyproject or read_pyproject()
     probes = import_probes(pyproject)
-    modules = {dist: module for dist, module in IMPORT_NAMES.items()
-               if any(r.partition(">=")[0] == dist for needs in probes.values() for r in needs)}
-    return _CELL_TEMPLATE.format(extras=extras, repo_url=repository_url(pyproject), needs=_format_needs(probes),
-                                 modules=_format_needs(modules))
+    modules = {
+        dist: module
+        for dist, module in IMPORT_NAMES.items()
+        if any(r.partition(">=")[0] == dist for needs in probes.values() for r in needs)
+    }
+    return _CELL_TEMPLATE.format(
+        extras=extras, repo_url=repository_url(pyproject), needs=_format_needs(probes), modules=_format_needs(modules)
+    )
 
 
 def _format_needs(mapping: dict[str, list[str]] | dict[str, str]) -> str:
@@ -229,7 +233,7 @@ def render_script(script: str, notebook: str, pyproject: dict[str, Any]) -> str:
     title = _BADGE_LINE.sub("", cells[title_index])
     lines = title.split("\n")
     heading = next(i for i, line in enumerate(lines) if line.startswith("# # "))
-    lines[heading + 1:heading + 1] = ["#", f"# {badge_markdown(repository_url(pyproject), notebook)}"]
+    lines[heading + 1 : heading + 1] = ["#", f"# {badge_markdown(repository_url(pyproject), notebook)}"]
     cells[title_index] = "\n".join(lines)
     body = bootstrap_cell(NOTEBOOK_EXTRAS[notebook], pyproject)
     new_cell = f"# %%\n{body}\n"
@@ -252,8 +256,9 @@ def readme_badges(readme: str, pyproject: dict[str, Any]) -> str:
     return pattern.sub(lambda m: f"| [`{m[1]}`](notebooks/{m[1]}.ipynb) {badge_markdown(url, m[1])} |", readme)
 
 
-def disagreements(notebook_dir: Path = NOTEBOOK_DIR, readme: Path = README,
-                  pyproject_path: Path = PYPROJECT) -> list[str]:
+def disagreements(
+    notebook_dir: Path = NOTEBOOK_DIR, readme: Path = README, pyproject_path: Path = PYPROJECT
+) -> list[str]:
     """Files whose bootstrap cell or badges differ from what pyproject.toml generates (empty when all agree)."""
     pyproject = read_pyproject(pyproject_path)
     problems = []

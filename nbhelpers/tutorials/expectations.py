@@ -22,7 +22,7 @@ T4_FP16_TFLOPS, A10_FP16_TFLOPS = 65.0, 125.0
 #: Download speed assumed for a hosted notebook pulling from the Hugging Face hub, bytes per second.
 ASSUMED_DOWNLOAD_BYTES_PER_SECOND = 50e6
 #: Components the loader downloads for every catalog model besides its UNet (parameters, counted from the
-#: configs in nbhelpers.models.random_weights; tests/test_expectations.py recounts them).
+#: configs in nbhelpers.models.random_weights; tests/tutorials/test_expectations.py recounts them).
 TEXT_ENCODER_PARAMS = 123_060_480
 VAE_PARAMS = 83_653_863
 SAFETY_CHECKER_PARAMS = 303_981_588
@@ -75,12 +75,14 @@ def expectation_rows(models: list[str]) -> list[dict[str, object]]:
     for name in models:
         size = download_bytes(name)
         spec = get_spec(name)
-        rows.append({
-            "model": name,
-            "model card": model_card_url(name),
-            "download, fp16 (GB, estimate)": round(size / 1e9, 2),
-            "download time at 50 MB/s (s, estimate)": round(size / ASSUMED_DOWNLOAD_BYTES_PER_SECOND),
-            "steps": spec.num_inference_steps,
-            "T4 seconds per 512px image (estimate)": round(t4_seconds_per_image(name), 1),
-        })
+        rows.append(
+            {
+                "model": name,
+                "model card": model_card_url(name),
+                "download, fp16 (GB, estimate)": round(size / 1e9, 2),
+                "download time at 50 MB/s (s, estimate)": round(size / ASSUMED_DOWNLOAD_BYTES_PER_SECOND),
+                "steps": spec.num_inference_steps,
+                "T4 seconds per 512px image (estimate)": round(t4_seconds_per_image(name), 1),
+            }
+        )
     return rows

@@ -38,6 +38,9 @@ def run(mini_batch: list[str]) -> pd.DataFrame:
 
     A row that fails is returned with its error (the deployment's error_threshold decides the job's fate).
     """
-    records = [score_row(pipe, path.name, row, prompt, output_folder=output_folder, parameters=parameters)
-               for path in map(Path, mini_batch) for row, prompt in enumerate(read_prompts(path))]
+    records = [
+        score_row(pipe, path.name, row, prompt, output_folder=output_folder, parameters=parameters)
+        for path in map(Path, mini_batch)
+        for row, prompt in enumerate(read_prompts(path))
+    ]
     return pd.DataFrame(records, columns=PREDICTION_COLUMNS)

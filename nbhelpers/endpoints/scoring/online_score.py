@@ -26,8 +26,12 @@ def init() -> None:
 def run(raw_data: str, request_headers: dict) -> AMLResponse:
     """Score one request body; returns the contract's JSON with the right status and headers."""
     if service is None:
-        return AMLResponse({"error": {"status": 503, "message": "the model is still loading"}}, 503,
-                           {"Retry-After": "5"}, json_str=True)
+        return AMLResponse(
+            {"error": {"status": 503, "message": "the model is still loading"}},
+            503,
+            {"Retry-After": "5"},
+            json_str=True,
+        )
     status, body, headers = service.handle(raw_data, request_headers)
     headers = {k: v for k, v in headers.items() if k != "Content-Type"}
     return AMLResponse(body, status, headers, json_str=True)

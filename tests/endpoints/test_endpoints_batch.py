@@ -1,0 +1,174 @@
+"""Resumable batch scoring over CSV files, and the batch scoring script that shares its row function."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from nbhelpers.endpoints.batch_runner import BatchFailedError, BatchInputError, image_name, read_prompts, run_batch
+
+FAST = {"num_inference_steps": 1}
+
+
+def _write_csvs(folder, rows_per_file=(3, 2)):
+    folder.mkdir(parents=True)
+    for number, count in enumerate(rows_per_file):
+        pd.DataFrame({"id": range(count), "prompt": [f"prompt {number}-{i}" for i in range(count)]}).to_csv(
+            folder / f"part-{number}.csv", index=False
+        )
+
+
+def _pixels(path):
+    return Image.open(path).convert("RGB").tobytes()
+
+
+def test_batch_run_killed_midway_and_rerun_has_every_row_exactly_once(tmp_path):
+    _write_csvs(tmp_path / "in", (3, 2))
+    code = textwrap.dedent(f"""
+        from nbhelpers.endpoints.batch_runner import run_batch
+        run_batch({str(tmp_path / "in")!r}, {str(tmp_path / "out")!r}, model="deci-v1", tiny=True,
+                  parameters={{"num_inference_steps": 20}}, progress=False)
+    """)
+    process = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "NBHELPERS_TINY": "1"})
+    journal = tmp_path / "out" / "progress.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if journal.exists() and len(journal.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished_before = len(journal.read_text().splitlines())
+    assert 2 <= finished_before < 5, "the run should have been killed midway"
+    report = run_batch(
+        tmp_path / "in",
+        tmp_path / "out",
+        model="deci-v1",
+        tiny=True,
+        parameters={"num_inference_steps": 20},
+        progress=False,
+    )
+    assert report.skipped >= 2 and report.succeeded + report.skipped == 5 and report.failed == 0
+    predictions = pd.read_csv(report.predictions)
+    assert len(predictions) == 5
+    assert not predictions.duplicated(["file", "row"]).any()
+    assert set(predictions["status"]) == {"ok"}
+    assert all((tmp_path / "out" / name).exists() for name in predictions["image"])
+    assert not list((tmp_path / "out").glob(".*"))  # no temporary files left
+
+
+def test_an_edited_prompt_or_changed_parameters_are_generated_again(tmp_path, tiny_deci):
+    """Issue 14: the journal was keyed by file and row only, so an edited row kept its old image."""
+    (tmp_path / "in").mkdir()
+    csv_file = tmp_path / "in" / "a.csv"
+    pd.DataFrame({"prompt": ["a fox", "a cat"]}).to_csv(csv_file, index=False)
+    first = run_batch(tmp_path / "in", tmp_path / "out", pipe=tiny_deci, parameters=FAST, progress=False)
+    image = tmp_path / "out" / image_name("a.csv", 0)
+    before = _pixels(image)
+    pd.DataFrame({"prompt": ["a red fox", "a cat"]}).to_csv(csv_file, index=False)
+    second = run_batch(tmp_path / "in", tmp_path / "out", pipe=tiny_deci, parameters=FAST, progress=False)
+    assert (first.succeeded, second.succeeded, second.skipped) == (2, 1, 1)
+    assert list(pd.read_csv(second.predictions)["prompt"]) == ["a red fox", "a cat"]
+    assert _pixels(image) != before and Image.open(image).text["prompt"] == "a red fox"
+    third = run_batch(
+        tmp_path / "in", tmp_path / "out", pipe=tiny_deci, parameters={"num_inference_steps": 2}, progress=False
+    )
+    assert (third.succeeded, third.skipped) == (2, 0)
+
+
+def test_excel_bom_is_accepted(tmp_path, tiny_deci):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "excel.csv").write_bytes("\ufeffprompt,id\na fox,1\n".encode())
+    assert read_prompts(tmp_path / "in" / "excel.csv") == ["a fox"]
+    report = run_batch(tmp_path / "in", tmp_path / "out", pipe=tiny_deci, parameters=FAST, progress=False)
+    assert report.succeeded == 1
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"prompt\n\xff\xfe a fox\n", r"latin\.csv: not UTF-8 text \(byte 7"),
+        (
+            b'prompt\n"a fox\nb cat\nc dog\n',
+            r"latin\.csv, line 2: malformed CSV \(a quote opened there is never closed\)",
+        ),
+        (b'prompt\n"a fox" here\n', r"latin\.csv, line 2: malformed CSV"),
+        (b"text\nhello\n", r"latin\.csv, line 1: no 'prompt' column"),
+    ],
+)
+def test_unreadable_csv_names_the_file_and_line(tmp_path, content, message):
+    """Issue 14: a non-UTF-8 file failed without naming it; an unbalanced quote silently merged rows."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "latin.csv").write_bytes(content)
+    with pytest.raises(BatchInputError, match=message):
+        run_batch(tmp_path / "in", tmp_path / "out", pipe=object())
+
+
+def test_file_names_differing_in_case_do_not_overwrite_each_other(tmp_path, tiny_deci):
+    (tmp_path / "in").mkdir()
+    pd.DataFrame({"prompt": ["a fox"]}).to_csv(tmp_path / "in" / "a.csv", index=False)
+    pd.DataFrame({"prompt": ["a ship"]}).to_csv(tmp_path / "in" / "a.CSV", index=False)
+    report = run_batch(tmp_path / "in", tmp_path / "out", pipe=tiny_deci, parameters=FAST, progress=False)
+    predictions = pd.read_csv(report.predictions)
+    assert report.succeeded == 2 and predictions["image"].nunique() == 2
+    assert image_name("a.csv", 0).lower() != image_name("a.CSV", 0).lower()  # also on case-insensitive disks
+    assert [Image.open(tmp_path / "out" / name).text["prompt"] for name in predictions["image"]] == ["a ship", "a fox"]
+
+
+def test_a_torn_journal_line_is_recovered(tmp_path, tiny_deci):
+    """Issue 14: after a crash mid-write, the next record was glued to the torn line and lost."""
+    _write_csvs(tmp_path / "in", (3,))
+    run_batch(tmp_path / "in", tmp_path / "out", pipe=tiny_deci, parameters=FAST, progress=False)
+    journal = tmp_path / "out" / "progress.jsonl"
+    lines = journal.read_text().splitlines(keepends=True)
+    journal.write_text("".join(lines[:2]) + lines[2][: len(lines[2]) // 2])  # the last record torn in half
+    again = run_batch(tmp_path / "in", tmp_path / "out", pipe=tiny_deci, parameters=FAST, progress=False)
+    assert (again.skipped, again.succeeded) == (2, 1)
+    records = [json.loads(line) for line in journal.read_text().splitlines()]  # every line parses again
+    assert sorted(r["row"] for r in records) == [0, 1, 2]
+    assert run_batch(tmp_path / "in", tmp_path / "out", pipe=tiny_deci, parameters=FAST, progress=False).skipped == 3
+
+
+def test_batch_failures_are_recorded_and_the_threshold_decides(tmp_path, tiny_deci):
+    (tmp_path / "in").mkdir()
+    pd.DataFrame({"prompt": ["a fox", "", "a cat"]}).to_csv(tmp_path / "in" / "a.csv", index=False)
+    with pytest.raises(BatchFailedError, match="1 row\\(s\\) failed, more than error_threshold=0"):
+        run_batch(tmp_path / "in", tmp_path / "out", pipe=tiny_deci, parameters=FAST, progress=False)
+    predictions = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    assert list(predictions["status"]) == ["ok", "failed", "ok"]
+    assert "empty prompt" in predictions["error"][1]
+    report = run_batch(
+        tmp_path / "in", tmp_path / "out", pipe=tiny_deci, parameters=FAST, error_threshold=1, progress=False
+    )
+    assert report.skipped == 2 and report.failed == 1
+
+
+def test_batch_input_errors(tmp_path):
+    with pytest.raises(BatchInputError, match="does not exist"):
+        run_batch(tmp_path / "missing", tmp_path / "out", pipe=object())
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BatchInputError, match="no .csv files"):
+        run_batch(tmp_path / "empty", tmp_path / "out", pipe=object())
+
+
+def test_batch_scoring_script_makes_the_same_images_as_run_batch(tmp_path, monkeypatch, tiny_deci):
+    """Issue 12: the script and the local runner used different seeds; both now call score_row."""
+    from nbhelpers.endpoints.scoring import batch_score
+
+    _write_csvs(tmp_path / "in", (2,))
+    monkeypatch.setattr(batch_score, "pipe", tiny_deci)
+    monkeypatch.setattr(batch_score, "output_folder", tmp_path / "script")
+    monkeypatch.setattr(batch_score, "parameters", FAST)
+    (tmp_path / "script").mkdir()
+    frame = batch_score.run([str(tmp_path / "in" / "part-0.csv")])
+    assert list(frame["prompt"]) == ["prompt 0-0", "prompt 0-1"] and set(frame["status"]) == {"ok"}
+    run_batch(tmp_path / "in", tmp_path / "local", pipe=tiny_deci, parameters=FAST, progress=False)
+    for name in frame["image"]:
+        assert _pixels(tmp_path / "script" / name) == _pixels(tmp_path / "local" / name)

@@ -1,0 +1,126 @@
+"""Parameter and FLOP counts of the real architectures, the fast path on CPU, and the bench command."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nbhelpers.cli import main
+from nbhelpers.loading import load_pipeline
+from nbhelpers.models.random_weights import build_random_pipeline
+from nbhelpers.perf.benchmark import BenchSettings, run_benchmark
+from nbhelpers.perf.flops import component_parameters, count_parameters, full_size_parameters, model_step_flops
+from nbhelpers.perf.optimize import optimize_pipeline
+
+
+@pytest.mark.parametrize(
+    "name, unet_params", [("sd-v1-5", 859_520_964), ("deci-v1", 814_746_884), ("small-sd-v0", 579_384_964)]
+)
+def test_full_size_architectures_have_the_published_parameter_counts(name, unet_params):
+    assert full_size_parameters(name) == unet_params
+    pipe = build_random_pipeline(name, device="meta")
+    parameters = component_parameters(pipe)
+    assert parameters == {"unet": unet_params, "text_encoder": 123_060_480, "vae": 83_653_863}
+    assert pipe.nbhelpers_random_weights is True
+
+
+@pytest.mark.parametrize("name, gflop", [("sd-v1-5", 1606.5), ("deci-v1", 1228.6), ("small-sd-v0", 1046.0)])
+def test_flops_per_guided_step_match_the_reference(name, gflop):
+    assert model_step_flops(name) / 1e9 == pytest.approx(gflop, rel=0.001)
+    assert model_step_flops(name, batch_size=2) == 2 * model_step_flops(name)
+
+
+@pytest.mark.parametrize("name", ["sd-v1-5", "deci-v1"])
+def test_cpu_fast_path_modes_keep_the_output(name):
+    pipe = load_pipeline(name, tiny=True, device="cpu", progress=False)
+    kwargs = {"num_inference_steps": 3, "output_type": "np"}
+    reference = pipe("an owl", generator=torch.Generator().manual_seed(0), **kwargs).images
+    optimize_pipeline(pipe, "fused")
+    assert {type(p).__name__ for p in pipe.unet.attn_processors.values()} == {"FusedAttnProcessor2_0"}
+    fast = pipe("an owl", generator=torch.Generator().manual_seed(0), **kwargs).images
+    np.testing.assert_allclose(fast, reference, atol=1e-3)
+    with pytest.raises(ValueError, match="already optimised"):
+        optimize_pipeline(pipe, "channels_last")
+    with pytest.raises(ValueError, match="Unknown optimize mode"):
+        optimize_pipeline(pipe, "turbo")
+
+
+def test_benchmark_refuses_to_measure_without_warmup():
+    with pytest.raises(ValueError, match="never taken without a warm-up"):
+        run_benchmark(BenchSettings(models=["deci-v1"], weights="tiny", warmup=0), log=lambda _: None)
+    with pytest.raises(ValueError, match="Unknown model"):
+        BenchSettings(models=["sd-v9"]).validate()
+
+
+def test_bench_command_on_tiny_models_writes_a_report(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    status = main(
+        [
+            "bench",
+            "--weights",
+            "tiny",
+            "--device",
+            "cpu",
+            "--models",
+            "deci-v1",
+            "sd-v1-5",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--repeats",
+            "2",
+            "--optimize",
+            "none",
+            "fused",
+            "--out",
+            str(out),
+        ]
+    )
+    assert status == 0
+    report = json.loads(out.read_text())
+    assert "RANDOM weights" in report["weights"] and report["device"] == "cpu"
+    assert report["environment"]["packages"]["diffusers"]
+    rows = report["results"]
+    assert [(r["model"], r["optimize"]) for r in rows] == [
+        ("deci-v1", "none"),
+        ("deci-v1", "fused"),
+        ("sd-v1-5", "none"),
+        ("sd-v1-5", "fused"),
+    ]
+    for row in rows:
+        assert row["seconds_per_image"] > 0 and row["unet_step_ms"] > 0 and row["gflop_per_guided_step"] > 0
+        assert len(row["end_to_end_runs_seconds"]) == 2
+        assert row["images_per_second"] == pytest.approx(1 / row["seconds_per_image"])
+        assert row["max_abs_pixel_difference_vs_first_mode"] < 1e-3
+        assert row["parameters"]["unet"] == count_parameters(load_pipeline(row["model"], tiny=True).unet)
+    assert "s/image" in capsys.readouterr().out
+
+
+def test_fast_path_is_one_argument_away():
+    pipe = load_pipeline("deci-v1", tiny=True, device="cpu", optimize="fused", progress=False)
+    assert pipe.nbhelpers_optimize == "fused"
+    assert {type(p).__name__ for p in pipe.unet.attn_processors.values()} == {"FusedAttnProcessor2_0"}
+    with pytest.raises(ValueError, match="Unknown optimize mode"):
+        load_pipeline("deci-v1", tiny=True, device="cpu", optimize="warp-speed")
+
+
+def test_bench_flags_are_the_settings_fields_with_their_help(capsys):
+    from dataclasses import fields
+
+    from nbhelpers.cli import build_parser, settings_from_args
+
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    help_text = capsys.readouterr().out
+    for settings_field in fields(BenchSettings):
+        assert f"--{settings_field.name}" in help_text
+        first_words = " ".join(settings_field.metadata["help"].split()[:3])
+        assert first_words in " ".join(help_text.split()), settings_field.name
+    args = build_parser().parse_args(["bench", "--batch-sizes", "1", "4", "--weights", "tiny", "--peak_tflops", "9"])
+    settings = settings_from_args(BenchSettings, args)
+    assert settings == BenchSettings(batch_sizes=[1, 4], weights="tiny", peak_tflops=9.0)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "--weights", "imaginary"])
+    assert "invalid choice" in capsys.readouterr().err
