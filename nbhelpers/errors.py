@@ -1,0 +1,37 @@
+"""Error types shared by the library and the command line, and the output-folder check every job makes first.
+
+A :class:`ConfigurationError` is bad input the user can fix (a setting, a flag, a file): the command line prints
+its message in one line, without a traceback, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+class ConfigurationError(ValueError):
+    """Bad input that the user can fix; the message says what to change."""
+
+
+def ensure_writable_folder(folder: str | os.PathLike[str], flag: str = "--out") -> Path:
+    """Create ``folder`` if needed and check that a file can be written there, before any work is done.
+
+    Args:
+        folder: the folder results will be written to.
+        flag: the option (or argument) the message tells the user to change.
+
+    Raises:
+        ConfigurationError: naming the folder and the reason.
+    """
+    path = Path(folder).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise ConfigurationError(
+            f"Cannot write to output folder {path}: {err.strerror or err}. Choose another folder with {flag}."
+        ) from err
+    return path
