@@ -15,7 +15,7 @@ endpoint gateway (no torch) uses it too.
 from __future__ import annotations
 
 import os
-from typing import Literal, cast, get_args
+from typing import Literal, get_args
 
 from nbhelpers.errors import ConfigurationError
 
@@ -46,7 +46,7 @@ def resolve_stand_in(stand_in: str | None = None) -> StandIn | None:
         raise ConfigurationError(
             f"{source}={value!r} is not a stand-in: use one of {', '.join(STAND_INS)} (or none for the real model)."
         )
-    return cast(StandIn, normalised)
+    return normalised  # mypy narrows str to StandIn by the membership test above
 
 
 def stand_in_mark(stand_in: StandIn | None) -> str:
