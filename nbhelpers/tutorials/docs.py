@@ -50,12 +50,14 @@ def _parameters(folder: Path) -> int:
 
 
 def _training_minutes(record: dict[str, Any]) -> list[float]:
-    """Minutes of each run that made a folder, oldest first (a continued run keeps its first run's record)."""
-    runs = []
+    """Minutes of each run that made a folder, oldest first. A continued run keeps its first run's record under
+    ``continued_from``, and its own ``minutes`` include the earlier runs' (``nbhelpers toy-train`` adds them)."""
+    totals = []
     while record:
-        runs.append(record["minutes"])
+        totals.append(float(record["minutes"]))
         record = record.get("continued_from") or {}
-    return list(reversed(runs))
+    totals.reverse()
+    return [total - earlier for total, earlier in zip(totals, [0.0, *totals[:-1]], strict=True)]
 
 
 def _denoiser_steps(record: dict[str, Any]) -> list[int]:
@@ -121,8 +123,13 @@ def render_toy_models(lessons_record: Path = TOY_LESSONS_RECORD, models_dir: Pat
             each(lambda k: " + ".join(f"{s:,}" for s in _denoiser_steps(training[k]))),
         ),
         row(
-            "training minutes on 2 CPU cores, per run",
-            each(lambda k: " + ".join(f"{m:.1f}" for m in _training_minutes(training[k]))),
+            "training minutes on the 2-core CI machine, per run (in all)",
+            each(
+                lambda k: (
+                    " + ".join(f"{m:.1f}" for m in _training_minutes(training[k]))
+                    + f" ({sum(_training_minutes(training[k])):.1f})"
+                )
+            ),
         ),
         row("guidance it follows prompts best at", each(lambda k: f"{measured[k]['best_guidance']:g}")),
         row("pictures with the colour right (best guidance / guidance 1)", word("colour")),
