@@ -186,9 +186,30 @@ def bootstrap_cell(extras: str, pyproject: dict[str, Any] | None = None) -> str:
         for dist, module in IMPORT_NAMES.items()
         if any(r.partition(">=")[0] == dist for needs in probes.values() for r in needs)
     }
-    return _CELL_TEMPLATE.format(
+    cell = _CELL_TEMPLATE.format(
         extras=extras, repo_url=repository_url(pyproject), needs=_format_needs(probes), modules=_format_needs(modules)
     )
+    return _ruff_formatted(cell)
+
+
+def _ruff_formatted(code: str) -> str:
+    """``code`` as ``ruff format`` writes it with the project's settings, so the generated cell survives the
+    formatter (CI checks ``ruff format --check``); unchanged where ruff is not installed."""
+    import subprocess
+    import sys
+
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "ruff", "format", "--stdin-filename", "notebooks/cell.py", "-"],
+            input=code,
+            capture_output=True,
+            text=True,
+            cwd=PROJECT_ROOT,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return code
+    return done.stdout
 
 
 def _format_needs(mapping: dict[str, list[str]] | dict[str, str]) -> str:
