@@ -1,7 +1,8 @@
 """Test-session environment, for the unit tests and for the notebook kernels nbval starts (they inherit it).
 
 Set before anything imports huggingface_hub or torch: the test suite never tries the network, and the notebooks
-run on the offline tiny models.
+run on the trained toy stand-ins (``NBHELPERS_STAND_IN=toy``; the unit tests under ``tests/`` use the tiny
+random-weight ones, see ``tests/conftest.py``).
 
 One torch thread per process: the tiny models' operations are microseconds long, and with more threads each
 one ends at an OpenMP barrier. When another process is busy on the same cores (a notebook kernel, a test server,
@@ -14,7 +15,7 @@ import os
 import sys
 
 os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["NBHELPERS_TINY"] = "1"
+os.environ["NBHELPERS_STAND_IN"] = "toy"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 if "torch" in sys.modules:  # a plugin imported torch before this file: set its pool size directly

@@ -75,7 +75,7 @@ def load_run(args: argparse.Namespace) -> dict:
     deadline = time.monotonic() + args.max_seconds
     with local_server(
         args.model,
-        tiny=not args.real,
+        stand_in="none" if args.real else "tiny",
         max_concurrent_requests_per_instance=args.concurrency,
         request_timeout_ms=args.request_timeout_ms,
     ) as url:
@@ -125,7 +125,8 @@ def load_run(args: argparse.Namespace) -> dict:
 
 
 def fault_run(args: argparse.Namespace) -> dict:
-    server = local_server(args.model, tiny=not args.real, request_timeout_ms=args.request_timeout_ms)
+    stand_in = "none" if args.real else "tiny"
+    server = local_server(args.model, stand_in=stand_in, request_timeout_ms=args.request_timeout_ms)
     url = server.start()
     try:
         body = {"input_data": {"data": ["a lighthouse at dusk"], "parameters": {"num_inference_steps": 150}}}

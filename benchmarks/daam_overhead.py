@@ -78,7 +78,7 @@ def main() -> None:
         if args.full_size:
             pipe = _full_size_pipeline(name, args.device)
         else:
-            pipe = load_pipeline(name, tiny=True, device=args.device, progress=False)
+            pipe = load_pipeline(name, stand_in="tiny", device=args.device, progress=False)
         pipe.set_progress_bar_config(disable=True)
         figures = measure_overhead(
             pipe, steps=steps, height=height, width=width, repeats=args.repeats, device=args.device

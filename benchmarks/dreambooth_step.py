@@ -46,7 +46,7 @@ def _pipeline(tiny: bool, device: str):
 
         return load_pipeline(
             "sd-v1-4",
-            tiny=True,
+            stand_in="tiny",
             device=device,
             dtype=torch.float32,
             safety_checker=False,
@@ -68,7 +68,7 @@ def measure_mode(mode: str, *, tiny: bool, device: str, resolution: int, repeats
     config = DreamBoothConfig(
         str(instance),
         str(work / mode),
-        tiny=tiny,
+        stand_in="tiny" if tiny else "none",
         resolution=resolution,
         with_prior_preservation=True,
         class_data_dir=str(classes),

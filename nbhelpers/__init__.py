@@ -4,7 +4,7 @@ The most used names are importable from the package itself (loaded lazily, so ``
 fast)::
 
     from nbhelpers import load_pipeline, generate, show_images
-    pipe = load_pipeline("deci-v1")             # or tiny=True offline
+    pipe = load_pipeline("deci-v1")             # offline: stand_in="toy" (see nbhelpers.stand_in)
     result = generate(pipe, "A big owl with bright shinning eyes", seed=0)
     show_images(result.images, result.labels())
 """
@@ -31,11 +31,12 @@ _EXPORTS: dict[str, str] = {
     "swap_scheduler": "nbhelpers.models.schedulers",
     "environment_report": "nbhelpers.environment",
     "measure": "nbhelpers.perf.timing",
+    "resolve_stand_in": "nbhelpers.stand_in",
+    "stand_in_mark": "nbhelpers.stand_in",
     "show_images": "nbhelpers.images",
     "image_grid": "nbhelpers.images",
     "save_image": "nbhelpers.images",
     "read_image_metadata": "nbhelpers.images",
-    "tiny_pipeline_path": "nbhelpers.models.tiny",
     "populate_hf_cache": "nbhelpers.models.tiny",
 }
 

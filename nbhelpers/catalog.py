@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from nbhelpers.errors import ConfigurationError
 from nbhelpers.models.configs import DECI_DDIM_SCHEDULER, SD_V1_PNDM_SCHEDULER
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(ConfigurationError):
     """Raised when a model name is neither a catalog name, an alias, a hub id nor a local folder."""
 
 

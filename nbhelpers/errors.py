@@ -1,7 +1,9 @@
 """Error types shared by the library and the command line, and the output-folder check every job makes first.
 
-A :class:`ConfigurationError` is bad input the user can fix (a setting, a flag, a file): the command line prints
-its message in one line, without a traceback, and exits with status 2.
+A :class:`UserFacingError`'s message says what went wrong and what to do, so the command line prints it in one
+line without a traceback and exits with status 2. A :class:`ConfigurationError` is the common case: bad input the
+user can fix (a setting, a flag, a file). Every error class of the library that a user can act on (a download that
+failed, training that diverged) derives from one of the two.
 """
 
 from __future__ import annotations
@@ -11,7 +13,11 @@ import tempfile
 from pathlib import Path
 
 
-class ConfigurationError(ValueError):
+class UserFacingError(Exception):
+    """An error whose message says what to do about it; shown in one line, without a traceback."""
+
+
+class ConfigurationError(UserFacingError, ValueError):
     """Bad input that the user can fix; the message says what to change."""
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from nbhelpers.images import save_image
 from nbhelpers.loading import load_info
-from nbhelpers.marks import stand_in_mark
+from nbhelpers.stand_in import StandIn, stand_in_mark
 
 MAX_STEPS = 1000
 MAX_SIDE = 2048
@@ -33,8 +33,8 @@ class Generation:
         seconds: wall-clock time of the pipeline call (s).
         nsfw: per image, ``True`` if the safety checker blacked it out, ``None`` if no checker ran.
         nan: per image, ``True`` if the decoded image held NaNs (fp16 overflow: it shows black or noise).
-        tiny: the images come from an offline tiny stand-in with random weights (noise, not results).
-        toy: the images come from a trained toy "shapes" model standing in for the named one.
+        stand_in: ``"toy"`` or ``"tiny"`` when an offline stand-in made the images (not the named model's
+            results), ``None`` for the real model.
     """
 
     images: list[Image.Image]
@@ -45,8 +45,7 @@ class Generation:
     seconds: float
     nsfw: list[bool | None] = field(default_factory=list)
     nan: list[bool] = field(default_factory=list)
-    tiny: bool = False
-    toy: bool = False
+    stand_in: StandIn | None = None
 
     def diagnosis(self) -> list[str]:
         """Per image: ``"ok"``, ``"blacked out by the safety checker"`` or ``"NaN (fp16 overflow)"``."""
@@ -62,7 +61,7 @@ class Generation:
 
     def labels(self) -> list[str]:
         """One short caption per image: seed and prompt, marked when a stand-in made it."""
-        mark = stand_in_mark(self.tiny, self.toy)
+        mark = stand_in_mark(self.stand_in)
         mark = f" ({mark})" if mark else ""
         return [f"seed {seed}: {prompt}{mark}" for prompt, seed in zip(self.prompts, self.seeds, strict=True)]
 
@@ -203,6 +202,5 @@ def generate(
         seconds=seconds,
         nsfw=nsfw,
         nan=nan,
-        tiny=bool(info is not None and info.tiny),
-        toy=bool(info is not None and info.toy),
+        stand_in=info.stand_in if info is not None else None,
     )

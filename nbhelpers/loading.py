@@ -2,7 +2,8 @@
 
 ``load_pipeline("deci-v1")`` downloads (or finds in the Hugging Face cache) the real weights, picks the
 device and dtype, applies memory savers on small GPUs and returns a ready diffusers pipeline.
-``load_pipeline("deci-v1", tiny=True)`` (or ``NBHELPERS_TINY=1``) returns the offline tiny stand-in.
+``load_pipeline("deci-v1", stand_in="toy")`` (or ``NBHELPERS_STAND_IN=toy``) returns an offline stand-in in the same
+layout and code path (:mod:`nbhelpers.stand_in`); the loader finds its files, so callers never name a folder.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from diffusers import DiffusionPipeline
 
 from nbhelpers.catalog import ModelSpec, UnknownModelError, find_spec, get_spec, known_model_names, normalise_name
 from nbhelpers.device import pick_device, pick_dtype, total_memory_bytes
-from nbhelpers.marks import stand_in_mark
+from nbhelpers.errors import UserFacingError
 from nbhelpers.models.components import pipeline_class
 from nbhelpers.models.deci_pipeline import DeciDiffusionPipeline
 from nbhelpers.models.flexible_unet import FlexibleUNet2DConditionModel
 from nbhelpers.models.schedulers import swap_scheduler
-from nbhelpers.models.tiny import tiny_pipeline_path, tiny_requested
-from nbhelpers.toy.pipelines import toy_pipeline_path, toy_requested
+from nbhelpers.models.tiny import tiny_pipeline_path
+from nbhelpers.stand_in import STAND_IN_VARIABLE, StandIn, resolve_stand_in, stand_in_mark
+from nbhelpers.toy.pipelines import toy_pipeline_path
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +38,17 @@ SLICING_BELOW_BYTES = 8 * 2**30
 OFFLOAD_BELOW_BYTES = 5 * 2**30
 
 _NO_HUB_HINT = (
-    "Without internet access to the Hugging Face hub you can: use the offline tiny stand-in (random weights, "
-    "for trying the code) with tiny=True, the --tiny flag or NBHELPERS_TINY=1; or pass the path of a local "
-    "pipeline folder; or download once where you have access (huggingface-cli download {hub_id}) and set "
-    "HF_HUB_OFFLINE=1. Gated or private models also need `huggingface-cli login`."
+    "Without internet access to the Hugging Face hub you can: use an offline stand-in with stand_in='toy' (a small "
+    "trained 'shapes' model whose pictures follow simple prompts) or stand_in='tiny' (random weights, for trying "
+    "the code), the --toy / --tiny flags or "
+    + STAND_IN_VARIABLE
+    + "=toy; or pass the path of a local pipeline folder; "
+    "or download once where you have access (`hf download {hub_id}`) and set HF_HUB_OFFLINE=1. Gated or private "
+    "models also need `hf auth login`."
 )
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserFacingError, RuntimeError):
     """Raised when a pipeline cannot be loaded; the message says what to do about it."""
 
 
@@ -54,8 +59,8 @@ class LoadInfo:
     Attributes:
         source: hub id or local folder passed to ``from_pretrained``.
         spec: the catalog entry, or ``None`` for a model outside the catalog.
-        tiny: whether this is an offline tiny stand-in with random weights.
-        toy: whether this is a trained toy "shapes" model standing in for the catalog entry.
+        stand_in: ``"toy"`` or ``"tiny"`` when an offline stand-in replaces the catalog entry's weights
+            (:mod:`nbhelpers.stand_in`), ``None`` for the real model.
         device: device the pipeline runs on.
         dtype: weight dtype.
         memory_savers: the memory savers turned on (e.g. ``["attention_slicing", "vae_slicing"]``).
@@ -63,16 +68,15 @@ class LoadInfo:
 
     source: str
     spec: ModelSpec | None
-    tiny: bool
+    stand_in: StandIn | None
     device: torch.device
     dtype: torch.dtype
     memory_savers: tuple[str, ...]
-    toy: bool = False
 
     @property
     def mark(self) -> str:
         """``"tiny, random weights"``, ``"toy model (shapes)"`` or ``""`` for the real model."""
-        return stand_in_mark(self.tiny, self.toy)
+        return stand_in_mark(self.stand_in)
 
     @property
     def label(self) -> str:
@@ -105,8 +109,8 @@ def _looks_like_hub_id(name: str) -> bool:
     return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
 
 
-def _resolve_source(model: str | os.PathLike[str], tiny: bool, toy: bool = False) -> tuple[str, ModelSpec | None, bool]:
-    """Return (from_pretrained source, catalog spec or None, is_local_folder)."""
+def _resolve_source(model: str | os.PathLike[str], stand_in: StandIn | None) -> tuple[str, ModelSpec | None, bool]:
+    """Return (from_pretrained source, catalog spec or None, is_local_folder); a stand-in's folder is found here."""
     path = Path(model).expanduser()
     if path.is_dir():
         return str(path), None, True
@@ -116,14 +120,14 @@ def _resolve_source(model: str | os.PathLike[str], tiny: bool, toy: bool = False
         if "/" in name or name.startswith((".", "~")):
             raise ModelLoadError(f"Folder {name!r} does not exist. Check the path, or give a catalog name or hub id.")
         get_spec(name)  # raises UnknownModelError listing the known names
-    if tiny or toy:
-        mode = "Tiny" if tiny else "Toy"
+    if stand_in is not None:
         if spec is None:
             raise UnknownModelError(
-                f"{mode} mode exists only for catalog models ({', '.join(known_model_names())}); "
-                f"{name!r} is not one. Pass a catalog name, or turn {mode.lower()} mode off."
+                f"The {stand_in} stand-in exists only for catalog models ({', '.join(known_model_names())}); "
+                f"{name!r} is not one. Pass a catalog name, or load the real model (stand_in=None; unset "
+                f"{STAND_IN_VARIABLE})."
             )
-        if tiny:
+        if stand_in == "tiny":
             return str(tiny_pipeline_path(spec.name)), spec, True
         try:
             return str(toy_pipeline_path(spec)), spec, True
@@ -204,8 +208,7 @@ def _apply_memory_savers(pipe: DiffusionPipeline, device: torch.device, memory_s
 def load_pipeline(
     model: str | os.PathLike[str] = "deci-v1",
     *,
-    tiny: bool | None = None,
-    toy: bool | None = None,
+    stand_in: str | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     safety_checker: bool = True,
@@ -220,9 +223,9 @@ def load_pipeline(
     Args:
         model: catalog name (``"deci-v1"``, ``"sd-v1-5"``, ...; see :mod:`nbhelpers.catalog`), an alias such
             as the removed ``"runwayml/stable-diffusion-v1-5"``, any diffusers hub id, or a local folder.
-        tiny: load the offline tiny stand-in with random weights (default: ``NBHELPERS_TINY``).
-        toy: load the trained toy "shapes" model standing in for the catalog entry (default: ``NBHELPERS_TOY``;
-            see :mod:`nbhelpers.toy.pipelines`). Tiny and toy mode exclude each other.
+        stand_in: ``"toy"`` (the trained toy "shapes" model standing in for the catalog entry) or ``"tiny"``
+            (its layout with random weights); ``None`` follows ``NBHELPERS_STAND_IN``, ``"none"`` forces the real
+            model. See :mod:`nbhelpers.stand_in`.
         device: ``"cuda"``, ``"mps"`` or ``"cpu"`` (default: the best available).
         dtype: weight dtype (default: float16 on GPUs, float32 on CPU).
         safety_checker: keep the repo's NSFW safety checker (flagged images come back black).
@@ -238,18 +241,12 @@ def load_pipeline(
         A diffusers pipeline; ``pipe.nbhelpers_info`` is a :class:`LoadInfo` describing it.
 
     Raises:
+        ConfigurationError: ``stand_in`` (or ``NBHELPERS_STAND_IN``) is not a stand-in.
         UnknownModelError: the name is not in the catalog and is neither a hub id nor a folder.
         ModelLoadError: the weights could not be found or downloaded (the message says how to go offline).
     """
-    # An explicit argument beats the other mode's environment variable (toy=True under NBHELPERS_TINY=1 is toy).
-    use_tiny = tiny_requested(tiny) and not (toy and tiny is None)
-    use_toy = toy_requested(toy) and not (tiny and toy is None)
-    if use_tiny and use_toy:
-        raise ValueError(
-            "Choose one stand-in: tiny (random weights) or toy (trained shapes model), not both. "
-            "Check the tiny=/toy= arguments and the NBHELPERS_TINY / NBHELPERS_TOY variables."
-        )
-    source, spec, is_local = _resolve_source(model, use_tiny, use_toy)
+    resolved = resolve_stand_in(stand_in)
+    source, spec, is_local = _resolve_source(model, resolved)
     target_device = pick_device(device)
     torch_dtype = pick_dtype(target_device, dtype)
     kwargs: dict[str, Any] = {"torch_dtype": torch_dtype, **from_pretrained_kwargs}
@@ -284,11 +281,10 @@ def load_pipeline(
     pipe.nbhelpers_info = LoadInfo(
         source=source,
         spec=spec,
-        tiny=use_tiny,
+        stand_in=resolved,
         device=target_device,
         dtype=torch_dtype,
         memory_savers=savers,
-        toy=use_toy,
     )
     return pipe
 

@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from diffusers import DiffusionPipeline
 
 from nbhelpers.loading import load_info
-from nbhelpers.models.tiny import tiny_requested
-from nbhelpers.toy.pipelines import toy_requested
+from nbhelpers.stand_in import STAND_IN_VARIABLE
 
 
 def model_banner(pipe: DiffusionPipeline) -> str:
@@ -23,38 +22,28 @@ def model_banner(pipe: DiffusionPipeline) -> str:
     text = f"**Model:** `{info.label}` from `{info.source}` on **{info.device}** in `{str(info.dtype).split('.')[-1]}`"
     if info.memory_savers:
         text += f"; memory savers: {', '.join(info.memory_savers)}"
-    if info.tiny:
+    if info.stand_in == "tiny":
         text += (
-            "\n\n> ⚠️ **Tiny offline mode**: random weights, same architecture family and code path as the real "
-            "model. The images below are noise, not model results. Unset `NBHELPERS_TINY` / set `TINY = False` "
-            "with hub access for the real model."
+            "\n\n> ⚠️ **Tiny stand-in**: random weights, same architecture family and code path as the real "
+            "model. The images below are noise, not model results. Set `STAND_IN = None` (and unset "
+            f"`{STAND_IN_VARIABLE}`) with hub access for the real model."
         )
-    if info.toy:
+    if info.stand_in == "toy":
         text += (
             "\n\n> 🧸 **Toy model (shapes)**: a small model trained on 64 px pictures of one coloured circle, square "
             "or triangle, in the same pipeline layout and code path as the real model. It knows prompts like "
-            '"a red circle on a white background" and nothing else, and gets them only partly right (README, '
-            '"Toy models"); its pictures are not the real model\'s.'
+            '"a red circle on a white background" and nothing else, and gets them only partly right (measured in '
+            "docs/stand-ins.md); its pictures are not the real model's. `STAND_IN = None` with hub access loads the "
+            "real model."
         )
     return text
 
 
 def with_mark(text: str, mark: str) -> str:
     """``text`` with ``(mark)`` appended when there is one: for titles and captions of pictures and charts made
-    from a stand-in (``stand_in_mark(tiny, toy)``: "tiny, random weights" or "toy model (shapes)"), so nobody
+    from a stand-in (``stand_in_mark(stand_in)``: "tiny, random weights" or "toy model (shapes)"), so nobody
     takes them for the real model's results."""
     return f"{text} ({mark})" if mark else text
-
-
-def notebook_stand_in(tiny: bool | None = None, toy: bool | None = None) -> tuple[bool, bool]:
-    """Which offline stand-in a notebook uses, as ``(tiny, toy)`` to pass to ``load_pipeline``.
-
-    A notebook asked for an offline stand-in (``TINY = True`` or ``NBHELPERS_TINY=1``) uses the trained toy
-    "shapes" model, whose pictures follow the prompt, rather than random weights; ``TOY = False`` keeps the
-    random-weight tiny model, ``TOY = True`` (or ``NBHELPERS_TOY=1``) asks for the toy model directly.
-    """
-    use_toy = toy if toy is not None else (toy_requested() or tiny_requested(tiny))
-    return tiny_requested(tiny) and not use_toy, use_toy
 
 
 def show_model_banner(pipe: DiffusionPipeline) -> None:
@@ -110,9 +99,9 @@ def gpu_advice() -> str:
         return "Apple GPU (MPS): ready, slower than a CUDA GPU."
     return (
         "No GPU found. On Colab: Runtime > Change runtime type > T4 GPU, then run the notebook again from the top. "
-        "On Paperspace: start the notebook on a GPU machine. Without a GPU everything still runs: in tiny mode "
-        "(NBHELPERS_TINY=1 or TINY = True) in minutes with random weights, or with the real models at minutes "
-        "per image."
+        "On Paperspace: start the notebook on a GPU machine. Without a GPU everything still runs: offline on the "
+        'toy stand-in (STAND_IN = "toy", or ' + STAND_IN_VARIABLE + "=toy) in minutes, or with the real models at "
+        "minutes per image."
     )
 
 

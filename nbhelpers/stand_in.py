@@ -8,8 +8,11 @@
 - ``None``: the real model from the Hugging Face hub (or a local folder).
 
 Every function that loads or makes a stand-in takes ``stand_in=`` and resolves it with :func:`resolve_stand_in`:
-an explicit argument wins, else the ``NBHELPERS_STAND_IN`` environment variable. Kept free of heavy imports: the
-endpoint gateway (no torch) uses it too.
+an explicit argument wins, else the ``NBHELPERS_STAND_IN`` environment variable. The loader
+(:func:`nbhelpers.loading.load_pipeline`) finds a stand-in's files and records the value on the pipeline
+(``pipe.nbhelpers_info.stand_in``), so nothing else needs to know where they live. On the command line every
+command that loads a model takes ``--stand-in {toy,tiny}``, with ``--toy`` and ``--tiny`` as short forms.
+Kept free of heavy imports: the endpoint gateway (no torch) uses it too.
 """
 
 from __future__ import annotations
@@ -26,9 +29,16 @@ STAND_INS: tuple[StandIn, ...] = get_args(StandIn)
 STAND_IN_VARIABLE = "NBHELPERS_STAND_IN"
 #: Spellings that mean "the real model" (to override the environment variable from code).
 _REAL = ("", "none", "real")
+#: ``dataclasses.field`` metadata of a settings class's ``stand_in`` field: ``transformers.HfArgumentParser`` turns
+#: it into ``--stand-in {toy,tiny,none}`` (the command line adds ``--toy`` and ``--tiny``).
+STAND_IN_FIELD_METADATA: dict[str, object] = {
+    "help": "Offline stand-in for the model: toy (trained 64 px 'shapes' model, pictures follow simple prompts) or "
+    f"tiny (random weights, code paths only); none: the real model. Default: the {STAND_IN_VARIABLE} variable.",
+    "choices": [*STAND_INS, "none"],
+}
 
 #: How every picture, chart and label made from a stand-in is marked, so nobody takes it for a real model's result.
-STAND_IN_MARKS: dict[StandIn, str] = {"tiny": "tiny, random weights", "toy": "toy model (shapes)"}
+STAND_IN_MARKS: dict[str, str] = {"tiny": "tiny, random weights", "toy": "toy model (shapes)"}
 
 
 def resolve_stand_in(stand_in: str | None = None) -> StandIn | None:
@@ -49,6 +59,6 @@ def resolve_stand_in(stand_in: str | None = None) -> StandIn | None:
     return normalised  # mypy narrows str to StandIn by the membership test above
 
 
-def stand_in_mark(stand_in: StandIn | None) -> str:
-    """The label every output of ``stand_in`` carries (``""`` for the real model)."""
+def stand_in_mark(stand_in: str | None) -> str:
+    """The label every output of ``stand_in`` (a resolved value) carries (``""`` for the real model)."""
     return STAND_IN_MARKS[stand_in] if stand_in is not None else ""

@@ -1,3 +1,10 @@
+# ---
+# jupyter:
+#   accelerator: GPU
+#   colab:
+#     gpuType: T4
+# ---
+
 # %% [markdown]
 # # 01 · Text-to-image generation with DeciDiffusion and Stable Diffusion
 #
@@ -15,111 +22,26 @@
 # `%load_ext autotime` prints how long each cell took.
 
 # %%
-# Set-up: installs what this notebook needs (Colab, Paperspace, a clone or a local Jupyter) and says what it did.
-# Generated from pyproject.toml by `python -m nbhelpers.tutorials.bootstrap`: the same in every notebook but for EXTRAS.
-EXTRAS = "notebooks"
-NEEDS = {
-    "": [
-        "torch>=2.1",
-        "diffusers>=0.35",
-        "transformers>=4.44",
-        "accelerate>=0.33",
-        "safetensors>=0.4",
-        "huggingface-hub>=0.24",
-        "numpy>=1.24",
-        "scipy>=1.10",
-        "pillow>=10",
-        "matplotlib>=3.7",
-        "tqdm>=4.66",
-    ],
-    "azure": ["azure-ai-ml>=1.20", "azure-identity>=1.15", "azure-ai-contentsafety>=1.0", "pyyaml>=6"],
-    "notebooks": ["ipyplot>=1.1.2", "ipython-autotime>=0.3.2", "ipywidgets>=8", "papermill>=2.5", "pandas>=2.0"],
-    "serving": ["azureml-inference-server-http>=1.3", "gunicorn>=22", "requests>=2.31", "urllib3>=2.2", "pandas>=2.0"],
-    "training": ["peft>=0.12"],
-}
-MODULES = {
-    "pillow": "PIL",
-    "huggingface-hub": "huggingface_hub",
-    "ipython-autotime": "autotime",
-    "azure-ai-ml": "azure.ai.ml",
-    "azure-identity": "azure.identity",
-    "azure-ai-contentsafety": "azure.ai.contentsafety",
-    "pyyaml": "yaml",
-}
+# Set-up (Colab, Paperspace, a fresh runtime): installs nbhelpers, then what this notebook needs, and says so.
+import importlib.util, os, subprocess, sys  # noqa: E401, I001
 
+if importlib.util.find_spec("nbhelpers") is None:  # the project's code: the checkout this notebook is in, or git
+    url = os.environ.get("NBHELPERS_REPO_URL", "https://github.com/your-org/diffusion-tutorials")
+    source = ".." if os.path.isdir("../nbhelpers") else f"git+{url}"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
+from nbhelpers.tutorials.setup import set_up  # noqa: E402
 
-def set_up(extras):
-    import importlib
-    import os
-    import re
-    import subprocess
-    import sys
-    from importlib import metadata
-    from pathlib import Path
-
-    def number(version):
-        return tuple(int(x) for x in re.findall(r"\d+", version)[:3])
-
-    def missing():  # import what the notebook needs; never import a version that pip must replace
-        problems = []
-        for requirement in [r for extra in ["", *extras.split(",")] for r in NEEDS[extra]]:
-            dist, _, low = requirement.partition(">=")
-            try:
-                found = metadata.version(dist)
-                if low and number(found) < number(low):
-                    problems.append(f"{dist} {found} (needs >={low})")
-                    continue
-                importlib.import_module(MODULES.get(dist, dist.replace("-", "_")))
-            except (ImportError, metadata.PackageNotFoundError) as err:
-                problems.append(f"{dist} ({type(err).__name__})")
-        try:
-            importlib.import_module("nbhelpers")
-        except ImportError:
-            problems.append("nbhelpers")
-        return problems
-
-    repo_url = os.environ.get("NBHELPERS_REPO_URL") or "https://github.com/your-org/diffusion-tutorials"
-    here = Path.cwd().resolve()
-    root = next(
-        (p for p in [here, *here.parents] if (p / "pyproject.toml").is_file() and (p / "nbhelpers").is_dir()), None
-    )
-    problems = missing()
-    if problems:
-        print("Missing or too old:", ", ".join(problems))
-        if root is None:
-            root = here / repo_url.rstrip("/").split("/")[-1].removesuffix(".git")
-            if not (root / "pyproject.toml").is_file():
-                print(f"Not inside a checkout of the project: cloning {repo_url} into {root}")
-                subprocess.run(["git", "clone", "--depth", "1", repo_url, str(root)], check=True)
-        before = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
-        print(f'Installing: pip install -e "{root}[{extras}]" (a few minutes on a fresh runtime)')
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{root}[{extras}]"], check=True)
-        sys.path.insert(0, str(root))  # pip's editable install is seen by new processes; this kernel needs the path
-        importlib.invalidate_caches()
-        after = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
-        changed = [
-            n for n, v in before.items() if after.get(n) != v and MODULES.get(n, n.replace("-", "_")) in sys.modules
-        ]
-        problems = missing()
-        if problems or changed:
-            raise RuntimeError(
-                f"Restart the kernel (Colab: Runtime > Restart session), then run this cell again: "
-                f"still missing {problems}, upgraded after import {changed}."
-            )
-    print(f"Ready: nbhelpers and the [{extras}] extras import", f"(checkout {root})" if root else "(installed)")
-
-
-set_up(EXTRAS)
+set_up("notebooks")  # this notebook's extras: installs what is missing or too old, or says to restart
 
 # %% [markdown]
 # ## What to expect
 #
 # - **GPU**: recommended (a free Colab T4 is enough: every model here needs about 3-4 GiB in fp16). Without one the
-#   notebook runs, slowly with the real models (minutes per image) or quickly offline (`NBHELPERS_TINY=1`) on the
-#   **toy model**: a small model in DeciDiffusion's (and SD's) pipeline layout, trained on 64 px pictures of one
-#   coloured circle, square or triangle. It draws prompts like "a red circle on a gray background" and nothing
-#   else; its pictures are marked "toy model (shapes)". `TOY = False` gives the random-weight tiny model instead
-#   (marked "tiny, random weights": noise, only for trying the code).
+#   notebook runs, slowly with the real models (minutes per image) or quickly offline with `STAND_IN = "toy"`: a
+#   small model in DeciDiffusion's (and SD's) pipeline layout, trained on 64 px pictures of one coloured circle,
+#   square or triangle. It draws prompts like "a red circle on a gray background" and nothing else; its pictures
+#   are marked "toy model (shapes)". `STAND_IN = "tiny"` gives random weights in the real layout (marked "tiny,
+#   random weights": noise, only for trying the code).
 # - **Downloads**: DeciDiffusion, then SD v1.5, SD v1.4 and small-stable-diffusion for the comparison at the end:
 #   about 10 GB in all, once (the table gives each; computed from the published configs).
 # - **Time on a T4**: the table's seconds per image are *estimates* computed from each UNet's FLOPs and a
@@ -135,18 +57,15 @@ show_what_to_expect(["deci-v1", "sd-v1-5", "sd-v1-4", "small-sd-v0"])
 # Papermill parameters
 MODEL = "deci-v1"  # catalog name, hub id or local folder
 OTHER_MODELS = ["sd-v1-5", "sd-v1-4", "small-sd-v0"]  # compared on the same prompt and seed at the end
-TINY = None  # None: follow NBHELPERS_TINY; True: an offline stand-in (the toy model unless TOY = False)
-TOY = None  # None: the trained toy "shapes" model whenever a stand-in is used; False: random-weight tiny model
+STAND_IN = None  # None: the real model (unless NBHELPERS_STAND_IN says otherwise); "toy" or "tiny": offline
 PROMPTS = ["A photo of an astronaut riding a horse on Mars", "A big owl with bright shinning eyes"]
-TOY_PROMPTS = ["a red circle on a gray background", "a blue triangle on a white background"]  # what it knows
 SEED = 42
 NUM_IMAGES = 2  # images per prompt
 STEPS = None  # None: the model's default (30 for DeciDiffusion, 50 for SD)
-SIZE = None  # image side in px; None: the model's native 512 (64 for the toy and tiny models)
+SIZE = None  # image side in px; None: the model's native 512 (64 for a stand-in)
 GUIDANCE_SCALES = [1.0, 2.0, 3.0, 7.5, 12.0]
 SCHEDULERS_TO_TRY = ["ddim", "euler-a", "dpm++"]
 NEGATIVE_PROMPT = "blurry, low quality, deformed, text, watermark"
-TOY_NEGATIVE_PROMPT = "a red square"  # the toy model knows colours and shapes only
 OUTPUT_DIR = "outputs/01_text_to_image"
 
 # %%
@@ -162,14 +81,19 @@ import torch
 from nbhelpers.generation import generate
 from nbhelpers.images import image_grid, read_image_metadata, show_images
 from nbhelpers.loading import load_pipeline
-from nbhelpers.marks import stand_in_mark
-from nbhelpers.notebook import bar_chart, notebook_stand_in, show_model_banner, with_mark
+from nbhelpers.notebook import bar_chart, show_model_banner, with_mark
+from nbhelpers.stand_in import resolve_stand_in, stand_in_mark
 
-tiny, toy = notebook_stand_in(TINY, TOY)
-mark = stand_in_mark(tiny, toy)  # on every picture and chart made from a stand-in
-prompts = TOY_PROMPTS if toy else PROMPTS
-negative_prompt = TOY_NEGATIVE_PROMPT if toy else NEGATIVE_PROMPT
 size = {"height": SIZE, "width": SIZE} if SIZE else {}  # passed to every generate() call below
+
+# %%
+# Offline stand-in: the one place this notebook changes for it. The toy model draws one coloured shape on a plain
+# background, so it gets prompts of that kind; every picture and chart made from a stand-in is marked.
+stand_in = resolve_stand_in(STAND_IN)  # "toy", "tiny" or None (the real model); NBHELPERS_STAND_IN is the default
+mark = stand_in_mark(stand_in)
+if stand_in == "toy":
+    PROMPTS = ["a red circle on a gray background", "a blue triangle on a white background"]
+    NEGATIVE_PROMPT = "a red square"
 
 # %% [markdown]
 # ## 1. Load DeciDiffusion
@@ -185,7 +109,7 @@ size = {"height": SIZE, "width": SIZE} if SIZE else {}  # passed to every genera
 # weights are still on the hub; `nbhelpers` loads them with its own flexible-UNet class and runs no remote code.
 
 # %%
-pipe = load_pipeline(MODEL, tiny=tiny, toy=toy)
+pipe = load_pipeline(MODEL, stand_in=stand_in)
 show_model_banner(pipe)
 print(type(pipe).__name__, "with", type(pipe.unet).__name__)
 print(f"UNet parameters: {sum(p.numel() for p in pipe.unet.parameters()):,}")
@@ -197,36 +121,27 @@ print(f"UNet parameters: {sum(p.numel() for p in pipe.unet.parameters()):,}")
 # folder holds a plain SD UNet that the original pipeline threw away), everything else is an ordinary
 # `StableDiffusionPipeline`, and the call passes DeciDiffusion's defaults (30 steps, guidance rescale 0.7). Only the
 # UNet class comes from `nbhelpers`. Same seed, same picture as `load_pipeline`'s pipeline. (Offline, the
-# checkpoint is the toy or tiny folder, laid out like the hub repo.) One pipeline is kept in memory at a time.
+# checkpoint is the stand-in's folder, laid out like the hub repo.) One pipeline is kept in memory at a time.
 # diffusers warns that it expected a `UNet2DConditionModel`: the flexible UNet takes the same inputs and returns
 # the same output, which is all the pipeline needs.
 
 # %%
 from diffusers import StableDiffusionPipeline
 
-from nbhelpers.catalog import get_spec
 from nbhelpers.models.flexible_unet import FlexibleUNet2DConditionModel
-from nbhelpers.models.tiny import tiny_pipeline_path
-from nbhelpers.toy.pipelines import toy_pipeline_path
 
 if MODEL == "deci-v1":
-    ours = generate(pipe, prompts[0], seed=SEED, num_inference_steps=STEPS, **size).images[0]
+    ours = generate(pipe, PROMPTS[0], seed=SEED, num_inference_steps=STEPS, **size).images[0]
     dtype, device = pipe.nbhelpers_info.dtype, pipe.device  # float16 on a GPU, float32 on a CPU
+    checkpoint = pipe.nbhelpers_info.source  # "Deci/DeciDiffusion-v1-0" (offline: the stand-in's folder)
     del pipe  # one pipeline in memory at a time
     gc.collect()
-    checkpoint = (
-        str(tiny_pipeline_path("deci-v1"))
-        if tiny
-        else str(toy_pipeline_path(get_spec("deci-v1")))
-        if toy
-        else "Deci/DeciDiffusion-v1-0"
-    )
     unet = FlexibleUNet2DConditionModel.from_pretrained(checkpoint, subfolder="flexible_unet", torch_dtype=dtype)
     plain = StableDiffusionPipeline.from_pretrained(checkpoint, unet=unet, torch_dtype=dtype).to(device)
     plain.set_progress_bar_config(disable=True)
-    side = SIZE or (64 if tiny or toy else 512)
+    side = SIZE or (64 if stand_in else 512)
     by_hand = plain(
-        prompts[0],
+        PROMPTS[0],
         num_inference_steps=STEPS or 30,
         guidance_rescale=0.7,
         height=side,
@@ -238,7 +153,7 @@ if MODEL == "deci-v1":
     show_images([by_hand, ours], [with_mark("plain diffusers", mark), with_mark("load_pipeline", mark)], img_width=256)
     del plain, unet
     gc.collect()
-    pipe = load_pipeline(MODEL, tiny=tiny, toy=toy)  # back for the rest of the notebook, from the local cache
+    pipe = load_pipeline(MODEL, stand_in=stand_in)  # back for the rest of the notebook, from the local cache
 
 # %% [markdown]
 # ## 2. Generate, reproducibly
@@ -250,13 +165,13 @@ if MODEL == "deci-v1":
 # differently (more in fp16 on a GPU).
 
 # %%
-result = generate(pipe, prompts, seed=SEED, num_images=NUM_IMAGES, num_inference_steps=STEPS, **size)
+result = generate(pipe, PROMPTS, seed=SEED, num_images=NUM_IMAGES, num_inference_steps=STEPS, **size)
 print(f"{len(result.images)} images in {result.seconds:.1f} s with {result.settings}")
 show_images(result.images, result.labels(), img_width=256)
 
 # %%
 last = NUM_IMAGES - 1  # the last image of the first prompt, made with seed SEED + last
-again = generate(pipe, prompts[0], seed=SEED + last, num_inference_steps=STEPS, **size)
+again = generate(pipe, PROMPTS[0], seed=SEED + last, num_inference_steps=STEPS, **size)
 difference = np.abs(np.asarray(again.images[0], dtype=int) - np.asarray(result.images[last], dtype=int))
 print(
     f"Image {last} regenerated alone from seed {SEED + last}: max pixel difference {difference.max()}/255, "
@@ -279,7 +194,7 @@ print(
 
 # %%
 sweep = [
-    generate(pipe, prompts[1], seed=SEED, num_inference_steps=STEPS, guidance_scale=g, **size) for g in GUIDANCE_SCALES
+    generate(pipe, PROMPTS[1], seed=SEED, num_inference_steps=STEPS, guidance_scale=g, **size) for g in GUIDANCE_SCALES
 ]
 show_images([s.images[0] for s in sweep], [with_mark(f"guidance {g}", mark) for g in GUIDANCE_SCALES], img_width=200)
 ax = bar_chart(
@@ -302,7 +217,7 @@ plt.show()
 # at 5, 47% at 7.5. The best scale is a property of the model and its training, not a constant: measure it.
 
 # %%
-if toy:
+if stand_in == "toy":
     from nbhelpers.toy.evaluate import lesson_scenes, score_pipeline
 
     scenes = lesson_scenes()[::3]
@@ -331,7 +246,7 @@ original_scheduler = pipe.scheduler
 swapped = []
 for name in SCHEDULERS_TO_TRY:
     swap_scheduler(pipe, name)
-    swapped.append(generate(pipe, prompts[1], seed=SEED, num_inference_steps=STEPS, **size).images[0])
+    swapped.append(generate(pipe, PROMPTS[1], seed=SEED, num_inference_steps=STEPS, **size).images[0])
 pipe.scheduler = original_scheduler
 show_images(swapped, [with_mark(name, mark) for name in SCHEDULERS_TO_TRY], img_width=200)
 
@@ -341,11 +256,11 @@ show_images(swapped, [with_mark(name, mark) for name in SCHEDULERS_TO_TRY], img_
 # A negative prompt replaces the empty unconditioned prompt, so guidance pushes away from what it describes.
 
 # %%
-without = generate(pipe, prompts[0], seed=SEED, num_inference_steps=STEPS, **size)
-negative = generate(pipe, prompts[0], seed=SEED, num_inference_steps=STEPS, negative_prompt=negative_prompt, **size)
+without = generate(pipe, PROMPTS[0], seed=SEED, num_inference_steps=STEPS, **size)
+negative = generate(pipe, PROMPTS[0], seed=SEED, num_inference_steps=STEPS, negative_prompt=NEGATIVE_PROMPT, **size)
 show_images(
     without.images + negative.images,
-    [with_mark("no negative prompt", mark), with_mark(f"negative: {negative_prompt}", mark)],
+    [with_mark("no negative prompt", mark), with_mark(f"negative: {NEGATIVE_PROMPT}", mark)],
     img_width=256,
 )
 
@@ -372,8 +287,8 @@ del pipe
 gc.collect()
 gallery, labels = [result.images[0]], [with_mark(MODEL, mark)]
 for name in OTHER_MODELS:
-    other = load_pipeline(name, tiny=tiny, toy=toy)
-    out = generate(other, prompts[0], seed=SEED, num_inference_steps=STEPS, **size)
+    other = load_pipeline(name, stand_in=stand_in)
+    out = generate(other, PROMPTS[0], seed=SEED, num_inference_steps=STEPS, **size)
     gallery.append(out.images[0])
     labels.append(with_mark(f"{name} ({out.settings['num_inference_steps']} steps, {out.seconds:.1f} s)", mark))
     del other

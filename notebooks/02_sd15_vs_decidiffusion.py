@@ -1,3 +1,10 @@
+# ---
+# jupyter:
+#   accelerator: GPU
+#   colab:
+#     gpuType: T4
+# ---
+
 # %% [markdown]
 # # 02 · SD v1.5 vs DeciDiffusion: same prompts, same seeds, measured
 #
@@ -11,111 +18,27 @@
 # - explain the speed-up from parameters and FLOPs: fewer steps times a cheaper step;
 # - turn seconds per image into cost per 10,000 images, with your GPU and library versions recorded.
 #
-# On a GPU the numbers are yours. In tiny mode (offline, CPU) they are timings of toy models: they show the
+# On a GPU the numbers are yours. With a stand-in (offline, CPU) they are timings of small models: they show the
 # method, not the models.
 
 # %%
-# Set-up: installs what this notebook needs (Colab, Paperspace, a clone or a local Jupyter) and says what it did.
-# Generated from pyproject.toml by `python -m nbhelpers.tutorials.bootstrap`: the same in every notebook but for EXTRAS.
-EXTRAS = "notebooks"
-NEEDS = {
-    "": [
-        "torch>=2.1",
-        "diffusers>=0.35",
-        "transformers>=4.44",
-        "accelerate>=0.33",
-        "safetensors>=0.4",
-        "huggingface-hub>=0.24",
-        "numpy>=1.24",
-        "scipy>=1.10",
-        "pillow>=10",
-        "matplotlib>=3.7",
-        "tqdm>=4.66",
-    ],
-    "azure": ["azure-ai-ml>=1.20", "azure-identity>=1.15", "azure-ai-contentsafety>=1.0", "pyyaml>=6"],
-    "notebooks": ["ipyplot>=1.1.2", "ipython-autotime>=0.3.2", "ipywidgets>=8", "papermill>=2.5", "pandas>=2.0"],
-    "serving": ["azureml-inference-server-http>=1.3", "gunicorn>=22", "requests>=2.31", "urllib3>=2.2", "pandas>=2.0"],
-    "training": ["peft>=0.12"],
-}
-MODULES = {
-    "pillow": "PIL",
-    "huggingface-hub": "huggingface_hub",
-    "ipython-autotime": "autotime",
-    "azure-ai-ml": "azure.ai.ml",
-    "azure-identity": "azure.identity",
-    "azure-ai-contentsafety": "azure.ai.contentsafety",
-    "pyyaml": "yaml",
-}
+# Set-up (Colab, Paperspace, a fresh runtime): installs nbhelpers, then what this notebook needs, and says so.
+import importlib.util, os, subprocess, sys  # noqa: E401, I001
 
+if importlib.util.find_spec("nbhelpers") is None:  # the project's code: the checkout this notebook is in, or git
+    url = os.environ.get("NBHELPERS_REPO_URL", "https://github.com/your-org/diffusion-tutorials")
+    source = ".." if os.path.isdir("../nbhelpers") else f"git+{url}"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
+from nbhelpers.tutorials.setup import set_up  # noqa: E402
 
-def set_up(extras):
-    import importlib
-    import os
-    import re
-    import subprocess
-    import sys
-    from importlib import metadata
-    from pathlib import Path
-
-    def number(version):
-        return tuple(int(x) for x in re.findall(r"\d+", version)[:3])
-
-    def missing():  # import what the notebook needs; never import a version that pip must replace
-        problems = []
-        for requirement in [r for extra in ["", *extras.split(",")] for r in NEEDS[extra]]:
-            dist, _, low = requirement.partition(">=")
-            try:
-                found = metadata.version(dist)
-                if low and number(found) < number(low):
-                    problems.append(f"{dist} {found} (needs >={low})")
-                    continue
-                importlib.import_module(MODULES.get(dist, dist.replace("-", "_")))
-            except (ImportError, metadata.PackageNotFoundError) as err:
-                problems.append(f"{dist} ({type(err).__name__})")
-        try:
-            importlib.import_module("nbhelpers")
-        except ImportError:
-            problems.append("nbhelpers")
-        return problems
-
-    repo_url = os.environ.get("NBHELPERS_REPO_URL") or "https://github.com/your-org/diffusion-tutorials"
-    here = Path.cwd().resolve()
-    root = next(
-        (p for p in [here, *here.parents] if (p / "pyproject.toml").is_file() and (p / "nbhelpers").is_dir()), None
-    )
-    problems = missing()
-    if problems:
-        print("Missing or too old:", ", ".join(problems))
-        if root is None:
-            root = here / repo_url.rstrip("/").split("/")[-1].removesuffix(".git")
-            if not (root / "pyproject.toml").is_file():
-                print(f"Not inside a checkout of the project: cloning {repo_url} into {root}")
-                subprocess.run(["git", "clone", "--depth", "1", repo_url, str(root)], check=True)
-        before = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
-        print(f'Installing: pip install -e "{root}[{extras}]" (a few minutes on a fresh runtime)')
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{root}[{extras}]"], check=True)
-        sys.path.insert(0, str(root))  # pip's editable install is seen by new processes; this kernel needs the path
-        importlib.invalidate_caches()
-        after = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
-        changed = [
-            n for n, v in before.items() if after.get(n) != v and MODULES.get(n, n.replace("-", "_")) in sys.modules
-        ]
-        problems = missing()
-        if problems or changed:
-            raise RuntimeError(
-                f"Restart the kernel (Colab: Runtime > Restart session), then run this cell again: "
-                f"still missing {problems}, upgraded after import {changed}."
-            )
-    print(f"Ready: nbhelpers and the [{extras}] extras import", f"(checkout {root})" if root else "(installed)")
-
-
-set_up(EXTRAS)
+set_up("notebooks")  # this notebook's extras: installs what is missing or too old, or says to restart
 
 # %% [markdown]
 # ## What to expect
 #
 # - **GPU**: needed for numbers that mean anything (a free Colab T4 works). On a CPU the notebook runs, but the
-#   timings are of a CPU, and in tiny mode of toy models (every chart and picture then says "tiny, random weights").
+#   timings are of a CPU, and with a stand-in (`STAND_IN = "toy"` or `"tiny"`) of small models (every chart and
+#   picture then says which).
 # - **Downloads**: SD v1.5 and DeciDiffusion, about 2.7 GB each in fp16 (table below, computed from the configs).
 # - **Time on a T4**: the side-by-side and the benchmark run each model about 20 times; with the table's
 #   per-image *estimates* (FLOPs scaled from a published A10 timing, not measured here) plan on 10-15 minutes
@@ -130,10 +53,8 @@ show_what_to_expect(["sd-v1-5", "deci-v1"])
 # %% tags=["parameters"]
 # Papermill parameters
 MODELS = ["sd-v1-5", "deci-v1"]  # add "small-sd-v0" to compare it too
-TINY = None  # None: follow NBHELPERS_TINY; True: an offline stand-in (the toy models unless TOY = False)
-TOY = None  # None: the trained toy "shapes" models whenever a stand-in is used; False: random-weight tiny models
+STAND_IN = None  # None: the real models (unless NBHELPERS_STAND_IN says otherwise); "toy" or "tiny": offline
 PROMPTS = ["A photo of an astronaut riding a horse on Mars", "A big owl with bright shinning eyes"]
-TOY_PROMPTS = ["a red circle on a gray background", "a yellow triangle on a black background"]
 SEEDS = [0, 1]
 OPTIMIZE = ["none"]  # on a CUDA GPU try ["none", "compile"]: the first compiled call takes about a minute
 BATCH_SIZES = [1]
@@ -154,14 +75,18 @@ from nbhelpers.environment import environment_report
 from nbhelpers.generation import generate
 from nbhelpers.images import show_images
 from nbhelpers.loading import load_pipeline
-from nbhelpers.marks import stand_in_mark
-from nbhelpers.notebook import bar_chart, notebook_stand_in, show_model_banner, with_mark
+from nbhelpers.notebook import bar_chart, show_model_banner, with_mark
 from nbhelpers.perf.benchmark import BenchSettings, run_benchmark, save_report
 from nbhelpers.perf.flops import full_size_parameters, model_step_flops
+from nbhelpers.stand_in import resolve_stand_in, stand_in_mark
 
-tiny, toy = notebook_stand_in(TINY, TOY)
-prompts = TOY_PROMPTS if toy else PROMPTS
-mark = stand_in_mark(tiny, toy)  # on every picture made from a stand-in
+# %%
+# Offline stand-in: the one place this notebook changes for it. The toy models draw one coloured shape on a plain
+# background, so they get prompts of that kind; every picture and chart made from a stand-in is marked.
+stand_in = resolve_stand_in(STAND_IN)  # "toy", "tiny" or None (the real models); NBHELPERS_STAND_IN is the default
+mark = stand_in_mark(stand_in)
+if stand_in == "toy":
+    PROMPTS = ["a red circle on a gray background", "a yellow triangle on a black background"]
 
 # %% [markdown]
 # ## 1. Side by side
@@ -174,16 +99,16 @@ mark = stand_in_mark(tiny, toy)  # on every picture made from a stand-in
 # %%
 gallery = {}
 for name in MODELS:
-    pipe = load_pipeline(name, tiny=tiny, toy=toy)
+    pipe = load_pipeline(name, stand_in=stand_in)
     show_model_banner(pipe)
-    gallery[name] = [generate(pipe, prompt, seed=seed) for prompt in prompts for seed in SEEDS]
+    gallery[name] = [generate(pipe, prompt, seed=seed) for prompt in PROMPTS for seed in SEEDS]
     del pipe
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
 images, labels = [], []
-for index, (prompt, seed) in enumerate((p, s) for p in prompts for s in SEEDS):
+for index, (prompt, seed) in enumerate((p, s) for p in PROMPTS for s in SEEDS):
     for name in MODELS:
         result = gallery[name][index]
         images.append(result.images[0])
@@ -200,11 +125,11 @@ show_images(images, labels, img_width=220)
 # apart because it pays for compilation and caches. Safety checkers are off for both models.
 
 # %%
-# Offline the timings are of the tiny random-weight models (the report says so): they time the code path, not
-# the real models.
+# Offline the timings are of the stand-in models (the report says so): they time the code path, not the real models.
 settings = BenchSettings(
     models=MODELS,
-    weights="tiny" if tiny or toy else "hub",
+    weights="hub",
+    stand_in=stand_in or "none",
     optimize=OPTIMIZE,
     batch_sizes=BATCH_SIZES,
     warmup=WARMUP,
@@ -243,7 +168,7 @@ fig, axes = plt.subplots(1, len(charts), figsize=(4.5 * len(charts), 3.6))
 for ax, (column, title, unit) in zip(axes, charts, strict=True):
     bar_chart(labels, table[column].tolist(), title=title, ylabel=unit, ax=ax)
     ax.set_xlabel("model, pipeline, batch size")
-fig.suptitle(with_mark(f"{report['weights']} on {report['device']}", stand_in_mark(tiny or toy)), fontsize=9)
+fig.suptitle(with_mark(f"{report['weights']} on {report['device']}", mark), fontsize=9)
 fig.tight_layout()
 plt.show()
 
@@ -319,7 +244,7 @@ if {"sd-v1-5", "deci-v1"} <= set(MODELS):
     seconds = table[first_setting].set_index("model")["seconds_per_image"]
     speedup = seconds["sd-v1-5"] / seconds["deci-v1"]
     flop_ratio = compute.loc["sd-v1-5", "TFLOP per image (UNet)"] / compute.loc["deci-v1", "TFLOP per image (UNet)"]
-    where = with_mark(f"this notebook, {report['device']}, {report['weights']}", stand_in_mark(tiny or toy))
+    where = with_mark(f"this notebook, {report['device']}, {report['weights']}", mark)
     claims = pd.DataFrame(
         [
             {
@@ -355,8 +280,8 @@ claims
 
 # %% [markdown]
 # On a GPU at batch 1 the measured speed-up sits near the FLOP ratio when the GPU is busy and below it when kernel
-# launches dominate, which is what the fast path (`OPTIMIZE = ["none", "compile"]`) addresses. In tiny mode the
-# ratio is of toy models on a CPU and says nothing about the real ones.
+# launches dominate, which is what the fast path (`OPTIMIZE = ["none", "compile"]`) addresses. With a stand-in
+# the ratio is of small models on a CPU and says nothing about the real ones.
 
 # %% [markdown]
 # ## 6. The machine these numbers belong to

@@ -1,3 +1,10 @@
+# ---
+# jupyter:
+#   accelerator: GPU
+#   colab:
+#     gpuType: T4
+# ---
+
 # %% [markdown]
 # # 03 · DreamBooth: teach Stable Diffusion v1.4 your subject
 #
@@ -24,136 +31,41 @@
 # fp16 files; the trained weights are kept in fp32). LoRA at 512 px fits a free Colab T4 with room to spare.
 # Offline it uses the trained toy "shapes" model (64 px, marked "toy model (shapes)") and six drawn red stars, a
 # shape the toy model never saw; it fine-tunes the whole toy UNet (1.5M parameters, a few minutes on a CPU), because
-# LoRA did not teach this small model the star (measured below). With `TOY = False` it uses a drawn critter and the
-# tiny random-weight model instead: the code path is the real one, the pictures are not results and are marked
+# LoRA did not teach this small model the star (measured below). With `STAND_IN = "tiny"` it uses a drawn critter and
+# the tiny random-weight model instead: the code path is the real one, the pictures are not results and are marked
 # "tiny, random weights".
 
 # %%
-# Set-up: installs what this notebook needs (Colab, Paperspace, a clone or a local Jupyter) and says what it did.
-# Generated from pyproject.toml by `python -m nbhelpers.tutorials.bootstrap`: the same in every notebook but for EXTRAS.
-EXTRAS = "notebooks,training"
-NEEDS = {
-    "": [
-        "torch>=2.1",
-        "diffusers>=0.35",
-        "transformers>=4.44",
-        "accelerate>=0.33",
-        "safetensors>=0.4",
-        "huggingface-hub>=0.24",
-        "numpy>=1.24",
-        "scipy>=1.10",
-        "pillow>=10",
-        "matplotlib>=3.7",
-        "tqdm>=4.66",
-    ],
-    "azure": ["azure-ai-ml>=1.20", "azure-identity>=1.15", "azure-ai-contentsafety>=1.0", "pyyaml>=6"],
-    "notebooks": ["ipyplot>=1.1.2", "ipython-autotime>=0.3.2", "ipywidgets>=8", "papermill>=2.5", "pandas>=2.0"],
-    "serving": ["azureml-inference-server-http>=1.3", "gunicorn>=22", "requests>=2.31", "urllib3>=2.2", "pandas>=2.0"],
-    "training": ["peft>=0.12"],
-}
-MODULES = {
-    "pillow": "PIL",
-    "huggingface-hub": "huggingface_hub",
-    "ipython-autotime": "autotime",
-    "azure-ai-ml": "azure.ai.ml",
-    "azure-identity": "azure.identity",
-    "azure-ai-contentsafety": "azure.ai.contentsafety",
-    "pyyaml": "yaml",
-}
+# Set-up (Colab, Paperspace, a fresh runtime): installs nbhelpers, then what this notebook needs, and says so.
+import importlib.util, os, subprocess, sys  # noqa: E401, I001
 
+if importlib.util.find_spec("nbhelpers") is None:  # the project's code: the checkout this notebook is in, or git
+    url = os.environ.get("NBHELPERS_REPO_URL", "https://github.com/your-org/diffusion-tutorials")
+    source = ".." if os.path.isdir("../nbhelpers") else f"git+{url}"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
+from nbhelpers.tutorials.setup import set_up  # noqa: E402
 
-def set_up(extras):
-    import importlib
-    import os
-    import re
-    import subprocess
-    import sys
-    from importlib import metadata
-    from pathlib import Path
-
-    def number(version):
-        return tuple(int(x) for x in re.findall(r"\d+", version)[:3])
-
-    def missing():  # import what the notebook needs; never import a version that pip must replace
-        problems = []
-        for requirement in [r for extra in ["", *extras.split(",")] for r in NEEDS[extra]]:
-            dist, _, low = requirement.partition(">=")
-            try:
-                found = metadata.version(dist)
-                if low and number(found) < number(low):
-                    problems.append(f"{dist} {found} (needs >={low})")
-                    continue
-                importlib.import_module(MODULES.get(dist, dist.replace("-", "_")))
-            except (ImportError, metadata.PackageNotFoundError) as err:
-                problems.append(f"{dist} ({type(err).__name__})")
-        try:
-            importlib.import_module("nbhelpers")
-        except ImportError:
-            problems.append("nbhelpers")
-        return problems
-
-    repo_url = os.environ.get("NBHELPERS_REPO_URL") or "https://github.com/your-org/diffusion-tutorials"
-    here = Path.cwd().resolve()
-    root = next(
-        (p for p in [here, *here.parents] if (p / "pyproject.toml").is_file() and (p / "nbhelpers").is_dir()), None
-    )
-    problems = missing()
-    if problems:
-        print("Missing or too old:", ", ".join(problems))
-        if root is None:
-            root = here / repo_url.rstrip("/").split("/")[-1].removesuffix(".git")
-            if not (root / "pyproject.toml").is_file():
-                print(f"Not inside a checkout of the project: cloning {repo_url} into {root}")
-                subprocess.run(["git", "clone", "--depth", "1", repo_url, str(root)], check=True)
-        before = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
-        print(f'Installing: pip install -e "{root}[{extras}]" (a few minutes on a fresh runtime)')
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{root}[{extras}]"], check=True)
-        sys.path.insert(0, str(root))  # pip's editable install is seen by new processes; this kernel needs the path
-        importlib.invalidate_caches()
-        after = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
-        changed = [
-            n for n, v in before.items() if after.get(n) != v and MODULES.get(n, n.replace("-", "_")) in sys.modules
-        ]
-        problems = missing()
-        if problems or changed:
-            raise RuntimeError(
-                f"Restart the kernel (Colab: Runtime > Restart session), then run this cell again: "
-                f"still missing {problems}, upgraded after import {changed}."
-            )
-    print(f"Ready: nbhelpers and the [{extras}] extras import", f"(checkout {root})" if root else "(installed)")
-
-
-set_up(EXTRAS)
+set_up("notebooks,training")  # this notebook's extras: installs what is missing or too old, or says to restart
 
 # %% tags=["parameters"]
 # Papermill parameters
 MODEL = "sd-v1-4"  # base model: catalog name, hub id or local folder
-TINY = None  # None: follow NBHELPERS_TINY; True: an offline stand-in (the toy model unless TOY = False)
-TOY = None  # None: the trained toy "shapes" model whenever a stand-in is used; False: random-weight tiny model
-INSTANCE_DIR = None  # your photos; None: the hub's dog photos (offline: a drawn star, or the tiny model's critter)
+STAND_IN = None  # None: the real model (unless NBHELPERS_STAND_IN says otherwise); "toy" or "tiny": offline
+INSTANCE_DIR = None  # your photos; None: the hub's dog photos (offline: a drawn subject)
 INSTANCE_PROMPT = "a photo of sks dog"
-TOY_INSTANCE_PROMPT = "a red sks on a white background"  # the toy model knows colours and backgrounds, not stars
 IDENTIFIER = "sks"
 USE_LORA = True  # False: fine-tune the whole UNet (the memory plan says whether it fits your GPU)
-TOY_USE_LORA = False  # the toy model learns the star by full fine-tuning; LoRA did not teach it (measured, see 5.)
 WITH_PRIOR_PRESERVATION = False  # also train on generated "a photo of dog" images, keeping the class prior
 NUM_CLASS_IMAGES = 50
-STEPS = None  # None: 400 for the real model, TOY_STEPS for the toy one, 30 for the tiny one
-TOY_STEPS = 600
-RESOLUTION = None  # None: 512 for the real model, 64 for the toy and tiny ones
-LEARNING_RATE = None  # None: 1e-4 for LoRA, 5e-6 for full fine-tuning (tiny LoRA: 1e-2; toy: TOY_LEARNING_RATE)
-TOY_LEARNING_RATE = 2e-4  # the toy UNet has 1.5M parameters and was trained at 1e-3
+STEPS = None  # training steps; None: 400 (600 for the toy stand-in, 30 for the tiny one)
+RESOLUTION = None  # None: 512 (64 for a stand-in)
+LEARNING_RATE = None  # None: 1e-4 for LoRA, 5e-6 for full fine-tuning (the stand-ins set their own below)
 MEMORY = "auto"  # "auto": read the GPU's free memory and pick the savers below; "off": use them as given
 MIXED_PRECISION = "auto"  # "auto": fp16 on CUDA, none elsewhere
 GRADIENT_CHECKPOINTING = None  # None: when needed
 USE_8BIT_ADAM = None  # None: when needed (full fine-tuning; needs bitsandbytes and CUDA)
 SEEDS = [0, 1, 2]
 NEW_PROMPTS = ["a photo of sks dog in a bucket", "a photo of sks dog on the beach", "a watercolor of sks dog"]
-TOY_NEW_PROMPTS = [
-    "a red sks on a black background",
-    "a blue sks on a gray background",
-    "a yellow sks on a white background",
-]
 OUTPUT_DIR = "outputs/03_dreambooth"
 
 # %%
@@ -169,20 +81,30 @@ from nbhelpers.dreambooth.config import DreamBoothConfig
 from nbhelpers.dreambooth.data import example_subject, load_images
 from nbhelpers.images import image_grid, show_images
 from nbhelpers.loading import load_pipeline
-from nbhelpers.marks import stand_in_mark
-from nbhelpers.notebook import bar_chart, notebook_stand_in, show_model_banner
+from nbhelpers.notebook import bar_chart, show_model_banner
+from nbhelpers.stand_in import resolve_stand_in, stand_in_mark
 
-tiny, toy = notebook_stand_in(TINY, TOY)
-steps = STEPS or (30 if tiny else TOY_STEPS if toy else 400)
-resolution = RESOLUTION or (64 if tiny or toy else 512)
-use_lora = TOY_USE_LORA if toy else USE_LORA
-learning_rate = LEARNING_RATE or (TOY_LEARNING_RATE if toy else 1e-2 if tiny and use_lora else None)
-instance_prompt = TOY_INSTANCE_PROMPT if toy else INSTANCE_PROMPT
-new_prompts = TOY_NEW_PROMPTS if toy else NEW_PROMPTS
+# %%
+# Offline stand-in: the one place this notebook changes for it. The toy model knows colours and backgrounds but never
+# saw a star, so a drawn star is its subject; it learns it by full fine-tuning (LoRA did not teach it: measured, see
+# 5.), at the learning rate that worked for its 1.5M-parameter UNet. The tiny one checks the code path in seconds.
+stand_in = resolve_stand_in(STAND_IN)  # "toy", "tiny" or None (the real model); NBHELPERS_STAND_IN is the default
+mark = f" ({stand_in_mark(stand_in)})" if stand_in else ""  # on every picture and chart made from a stand-in
+if stand_in == "toy":
+    INSTANCE_PROMPT = "a red sks on a white background"
+    NEW_PROMPTS = [
+        "a red sks on a black background",
+        "a blue sks on a gray background",
+        "a yellow sks on a white background",
+    ]
+    USE_LORA, STEPS, LEARNING_RATE = False, STEPS or 600, LEARNING_RATE or 2e-4
+elif stand_in == "tiny":
+    STEPS, LEARNING_RATE = STEPS or 30, LEARNING_RATE or (1e-2 if USE_LORA else None)
+steps = STEPS or 400
+resolution = RESOLUTION or (64 if stand_in else 512)
 on_cuda = torch.cuda.is_available()
-run_dir = Path(OUTPUT_DIR) / ("tiny" if tiny else "toy" if toy else "real")
-mark = f" ({stand_in_mark(tiny, toy)})" if tiny or toy else ""  # on every picture and chart made from a stand-in
-print(f"tiny={tiny}  toy={toy}  LoRA={use_lora}  steps={steps}  resolution={resolution}  -> {run_dir}")
+run_dir = Path(OUTPUT_DIR) / (stand_in or "real")
+print(f"stand-in: {stand_in}  LoRA={USE_LORA}  steps={steps}  resolution={resolution}  -> {run_dir}")
 
 # %% [markdown]
 # ## 1. The subject photos
@@ -192,12 +114,12 @@ print(f"tiny={tiny}  toy={toy}  LoRA={use_lora}  steps={steps}  resolution={reso
 # training resolution, naming the file.
 
 # %%
-instance_dir = Path(INSTANCE_DIR) if INSTANCE_DIR else example_subject(run_dir / "instance_images", tiny=tiny, toy=toy)
+instance_dir = Path(INSTANCE_DIR) if INSTANCE_DIR else example_subject(run_dir / "instance_images", stand_in=stand_in)
 photos = load_images(instance_dir, min_side=resolution // 2)
 print(f"{len(photos)} photos in {instance_dir}")
 show_images(
     photos,
-    [f"{i}: {p.width}x{p.height}" + (" (drawn)" if tiny or toy else "") for i, p in enumerate(photos)],
+    [f"{i}: {p.width}x{p.height}" + (" (drawn)" if stand_in else "") for i, p in enumerate(photos)],
     img_width=160,
 )
 
@@ -213,17 +135,16 @@ show_images(
 inference_dtype = torch.float16 if on_cuda else torch.float32
 pipe = load_pipeline(
     MODEL,
-    tiny=tiny,
-    toy=toy,
+    stand_in=stand_in,
     dtype=inference_dtype,
     safety_checker=False,
     memory_savers="off",
     progress=False,
-    **({"variant": "fp16"} if on_cuda and not (tiny or toy) else {}),
+    **({"variant": "fp16"} if on_cuda and not stand_in else {}),
 )
 show_model_banner(pipe)
 # The tiny UNet attends to text only at coarse sizes: give DAAM a few pixels. The toy one works at its 64 px.
-daam_size = resolution if toy else max(resolution, 128)
+daam_size = resolution if stand_in == "toy" else max(resolution, 128)
 
 
 def draw(pipe, prompt, seeds, size=None):
@@ -237,12 +158,12 @@ def draw(pipe, prompt, seeds, size=None):
 def identifier_heat_map(pipe, seed):
     """The image of the instance prompt and the DAAM heat map of the identifier in it."""
     with torch.no_grad(), trace(pipe) as tc:
-        image = pipe(instance_prompt, height=daam_size, width=daam_size, generator=set_seed(seed)).images[0]
+        image = pipe(INSTANCE_PROMPT, height=daam_size, width=daam_size, generator=set_seed(seed)).images[0]
         heat_map = tc.compute_global_heat_map().compute_word_heat_map(IDENTIFIER)
     return image, heat_map
 
 
-before = draw(pipe, instance_prompt, SEEDS)
+before = draw(pipe, INSTANCE_PROMPT, SEEDS)
 show_images(before, [f"before, seed {s}{mark}" for s in SEEDS], img_width=192)
 daam_before = identifier_heat_map(pipe, SEEDS[0])
 
@@ -262,28 +183,27 @@ daam_before = identifier_heat_map(pipe, SEEDS[0])
 # the last good checkpoint.
 
 # %%
-output_dir = run_dir / ("dreambooth-lora" if use_lora else "dreambooth-full")
+output_dir = run_dir / ("dreambooth-lora" if USE_LORA else "dreambooth-full")
 config = DreamBoothConfig(
     instance_data_dir=str(instance_dir),
     output_dir=str(output_dir),
     model=MODEL,
-    tiny=tiny,
-    toy=toy,
-    instance_prompt=instance_prompt,
+    stand_in=stand_in,
+    instance_prompt=INSTANCE_PROMPT,
     identifier=IDENTIFIER,
     with_prior_preservation=WITH_PRIOR_PRESERVATION,
     num_class_images=NUM_CLASS_IMAGES,
     class_data_dir=str(run_dir / "class_images"),
     resolution=resolution,
-    use_lora=use_lora,
-    learning_rate=learning_rate,
+    use_lora=USE_LORA,
+    learning_rate=LEARNING_RATE,
     max_train_steps=steps,
     memory=MEMORY,
     mixed_precision=MIXED_PRECISION,
     gradient_checkpointing=GRADIENT_CHECKPOINTING,
     use_8bit_adam=USE_8BIT_ADAM,
     checkpointing_steps=max(1, steps // 4),
-    validation_prompts=[new_prompts[0]],
+    validation_prompts=[NEW_PROMPTS[0]],
     validation_steps=max(1, steps // 2),
 )
 trainer = DreamBoothTrainer(config, pipe=pipe)  # prints the memory plan
@@ -334,16 +254,16 @@ if validation:
 # %%
 pipe.to(dtype=inference_dtype)  # the trained fp32 weights join the frozen ones for drawing
 pipe.text_encoder.to(pipe.unet.device)  # cached embeddings kept it off the GPU during training
-if use_lora:
+if USE_LORA:
     pipe.unet.delete_adapters("default")  # the adapter trained in place ...
     pipe.load_lora_weights(result.weights_dir)  # ... and the same one read back from disk
     print("loaded", sorted(p.name for p in result.weights_dir.iterdir()), "; A1111/ComfyUI file:", result.kohya_file)
-after = draw(pipe, instance_prompt, SEEDS)
+after = draw(pipe, INSTANCE_PROMPT, SEEDS)
 comparison = image_grid(before + after, rows=2, padding=4)
 comparison.save(run_dir / "before_after.png")
 plt.figure(figsize=(2.5 * len(SEEDS), 5.2))
 plt.imshow(comparison)
-plt.title(f"'{instance_prompt}': before (top) and after (bottom), seeds {SEEDS}" + ("\n" + mark.strip()) * bool(mark))
+plt.title(f"'{INSTANCE_PROMPT}': before (top) and after (bottom), seeds {SEEDS}" + ("\n" + mark.strip()) * bool(mark))
 plt.axis("off")
 plt.show()
 
@@ -358,7 +278,7 @@ plt.show()
 # strength, adapting a large model cheaply, is the real model's case.
 
 # %%
-if toy:
+if stand_in == "toy":
     from nbhelpers.toy.evaluate import shape_likeness
 
     likeness = {
@@ -369,7 +289,7 @@ if toy:
     ax = bar_chart(
         list(likeness),
         [float(np.mean(v)) for v in likeness.values()],
-        title=f"Likeness to the star, '{instance_prompt}', {len(SEEDS)} seeds{mark}",
+        title=f"Likeness to the star, '{INSTANCE_PROMPT}', {len(SEEDS)} seeds{mark}",
         ylabel="IoU with a star",
     )
     ax.set_xlabel("DreamBooth")
@@ -382,8 +302,8 @@ if toy:
 # The identifier now means the subject; the rest of the prompt still means what it meant to the base model.
 
 # %%
-scenes = [draw(pipe, prompt, SEEDS[:1])[0] for prompt in new_prompts]
-show_images(scenes, [prompt + mark for prompt in new_prompts], img_width=192)
+scenes = [draw(pipe, prompt, SEEDS[:1])[0] for prompt in NEW_PROMPTS]
+show_images(scenes, [prompt + mark for prompt in NEW_PROMPTS], img_width=192)
 
 # %% [markdown]
 # ## 7. What the model learned: where it looks for `sks`
@@ -403,7 +323,7 @@ for row, (label, (image, heat_map)) in zip(axes, [("before", daam_before), ("aft
     row[0].set_axis_off()
     heat_map.plot_overlay(image, ax=row[1])
     row[1].set_title(f"DAAM heat map of '{IDENTIFIER}', {label}\n{mark.strip()}", fontsize=9)
-fig.suptitle(f"'{instance_prompt}', seed {SEEDS[0]}, {daam_size}x{daam_size} px")
+fig.suptitle(f"'{INSTANCE_PROMPT}', seed {SEEDS[0]}, {daam_size}x{daam_size} px")
 fig.tight_layout()
 fig.savefig(run_dir / "identifier_heat_maps.png")
 plt.show()

@@ -1,3 +1,10 @@
+# ---
+# jupyter:
+#   accelerator: GPU
+#   colab:
+#     gpuType: T4
+# ---
+
 # %% [markdown]
 # # 04 · Online and batch endpoints: the Azure ML text-to-image contract
 #
@@ -14,111 +21,31 @@
 # - build the Azure deployment objects and, with a workspace, deploy and invoke real endpoints.
 
 # %%
-# Set-up: installs what this notebook needs (Colab, Paperspace, a clone or a local Jupyter) and says what it did.
-# Generated from pyproject.toml by `python -m nbhelpers.tutorials.bootstrap`: the same in every notebook but for EXTRAS.
-EXTRAS = "notebooks,serving,azure"
-NEEDS = {
-    "": [
-        "torch>=2.1",
-        "diffusers>=0.35",
-        "transformers>=4.44",
-        "accelerate>=0.33",
-        "safetensors>=0.4",
-        "huggingface-hub>=0.24",
-        "numpy>=1.24",
-        "scipy>=1.10",
-        "pillow>=10",
-        "matplotlib>=3.7",
-        "tqdm>=4.66",
-    ],
-    "azure": ["azure-ai-ml>=1.20", "azure-identity>=1.15", "azure-ai-contentsafety>=1.0", "pyyaml>=6"],
-    "notebooks": ["ipyplot>=1.1.2", "ipython-autotime>=0.3.2", "ipywidgets>=8", "papermill>=2.5", "pandas>=2.0"],
-    "serving": ["azureml-inference-server-http>=1.3", "gunicorn>=22", "requests>=2.31", "urllib3>=2.2", "pandas>=2.0"],
-    "training": ["peft>=0.12"],
-}
-MODULES = {
-    "pillow": "PIL",
-    "huggingface-hub": "huggingface_hub",
-    "ipython-autotime": "autotime",
-    "azure-ai-ml": "azure.ai.ml",
-    "azure-identity": "azure.identity",
-    "azure-ai-contentsafety": "azure.ai.contentsafety",
-    "pyyaml": "yaml",
-}
+# Set-up (Colab, Paperspace, a fresh runtime): installs nbhelpers, then what this notebook needs, and says so.
+import importlib.util, os, subprocess, sys  # noqa: E401, I001
 
+if importlib.util.find_spec("nbhelpers") is None:  # the project's code: the checkout this notebook is in, or git
+    url = os.environ.get("NBHELPERS_REPO_URL", "https://github.com/your-org/diffusion-tutorials")
+    source = ".." if os.path.isdir("../nbhelpers") else f"git+{url}"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
+from nbhelpers.tutorials.setup import set_up  # noqa: E402
 
-def set_up(extras):
-    import importlib
-    import os
-    import re
-    import subprocess
-    import sys
-    from importlib import metadata
-    from pathlib import Path
-
-    def number(version):
-        return tuple(int(x) for x in re.findall(r"\d+", version)[:3])
-
-    def missing():  # import what the notebook needs; never import a version that pip must replace
-        problems = []
-        for requirement in [r for extra in ["", *extras.split(",")] for r in NEEDS[extra]]:
-            dist, _, low = requirement.partition(">=")
-            try:
-                found = metadata.version(dist)
-                if low and number(found) < number(low):
-                    problems.append(f"{dist} {found} (needs >={low})")
-                    continue
-                importlib.import_module(MODULES.get(dist, dist.replace("-", "_")))
-            except (ImportError, metadata.PackageNotFoundError) as err:
-                problems.append(f"{dist} ({type(err).__name__})")
-        try:
-            importlib.import_module("nbhelpers")
-        except ImportError:
-            problems.append("nbhelpers")
-        return problems
-
-    repo_url = os.environ.get("NBHELPERS_REPO_URL") or "https://github.com/your-org/diffusion-tutorials"
-    here = Path.cwd().resolve()
-    root = next(
-        (p for p in [here, *here.parents] if (p / "pyproject.toml").is_file() and (p / "nbhelpers").is_dir()), None
-    )
-    problems = missing()
-    if problems:
-        print("Missing or too old:", ", ".join(problems))
-        if root is None:
-            root = here / repo_url.rstrip("/").split("/")[-1].removesuffix(".git")
-            if not (root / "pyproject.toml").is_file():
-                print(f"Not inside a checkout of the project: cloning {repo_url} into {root}")
-                subprocess.run(["git", "clone", "--depth", "1", repo_url, str(root)], check=True)
-        before = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
-        print(f'Installing: pip install -e "{root}[{extras}]" (a few minutes on a fresh runtime)')
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{root}[{extras}]"], check=True)
-        sys.path.insert(0, str(root))  # pip's editable install is seen by new processes; this kernel needs the path
-        importlib.invalidate_caches()
-        after = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
-        changed = [
-            n for n, v in before.items() if after.get(n) != v and MODULES.get(n, n.replace("-", "_")) in sys.modules
-        ]
-        problems = missing()
-        if problems or changed:
-            raise RuntimeError(
-                f"Restart the kernel (Colab: Runtime > Restart session), then run this cell again: "
-                f"still missing {problems}, upgraded after import {changed}."
-            )
-    print(f"Ready: nbhelpers and the [{extras}] extras import", f"(checkout {root})" if root else "(installed)")
-
-
-set_up(EXTRAS)
+set_up("notebooks,serving,azure")  # this notebook's extras: installs what is missing or too old, or says to restart
 
 # %% tags=["parameters"]
 # Papermill parameters
 MODEL = "deci-v1"
-TINY = None  # None: follow NBHELPERS_TINY; True: an offline stand-in (the toy model unless TOY = False)
-TOY = None  # None: the trained toy "shapes" model whenever a stand-in is used; False: random-weight tiny model
+STAND_IN = None  # None: the real model (unless NBHELPERS_STAND_IN says otherwise); "toy" or "tiny": offline
 PORT = 5031
 API_KEY = "local-dev-key"
-STEPS = None  # None: the model's default online, 20 for the toy model, 4 for the tiny one
-REQUEST_TIMEOUT_MS = None  # None: Azure's default 5000 ms offline (toy/tiny), 90000 ms (the samples' value) otherwise
+PROMPTS = ["a photograph of an astronaut riding a horse", "lion holding hunted deer in grass fields"]
+CLIENT_PROMPT = "A big owl with bright shinning eyes"
+BATCH_FILES = {
+    "prompts-1.csv": ["a red fox in the snow", "a lighthouse at dusk", "a bowl of ramen"],
+    "prompts-2.csv": ["a watercolor of a cat", "a castle on a hill"],
+}
+STEPS = None  # None: the model's default (20 for the toy stand-in, 4 for the tiny one)
+REQUEST_TIMEOUT_MS = None  # None: 90000 ms (the samples' value); Azure's default 5000 ms for a stand-in
 OUTPUT_DIR = "outputs/04_endpoints"
 # Azure (optional): leave empty to skip the deployment cells
 AZURE_SUBSCRIPTION_ID = ""
@@ -144,19 +71,28 @@ from nbhelpers.endpoints.client import EndpointClient, EndpointError
 from nbhelpers.endpoints.contract import decode_image
 from nbhelpers.endpoints.serving import local_server
 from nbhelpers.images import show_images
-from nbhelpers.marks import stand_in_mark
-from nbhelpers.notebook import notebook_stand_in
+from nbhelpers.stand_in import resolve_stand_in, stand_in_mark
 
-tiny, toy = notebook_stand_in(TINY, TOY)
-steps = STEPS or (4 if tiny else 20 if toy else None)  # small models: short requests
-request_timeout_ms = REQUEST_TIMEOUT_MS or (5000 if tiny or toy else 90_000)
-mark = f" ({stand_in_mark(tiny, toy)})" if tiny or toy else ""  # every picture of a stand-in says so
-# The toy model draws one coloured shape from prompts like these, and nothing else:
-prompts = (
-    ["a red circle on a white background", "a green triangle on a gray background"]
-    if toy
-    else ["a photograph of an astronaut riding a horse", "lion holding hunted deer in grass fields"]
-)
+# %%
+# Offline stand-in: the one place this notebook changes for it. The toy model draws one coloured shape from prompts
+# like these, and nothing else; small models make short requests, so Azure's default timeout is enough.
+stand_in = resolve_stand_in(STAND_IN)  # "toy", "tiny" or None (the real model); NBHELPERS_STAND_IN is the default
+mark = f" ({stand_in_mark(stand_in)})" if stand_in else ""  # every picture of a stand-in says so
+if stand_in == "toy":
+    PROMPTS = ["a red circle on a white background", "a green triangle on a gray background"]
+    CLIENT_PROMPT = "a blue square on a black background"
+    BATCH_FILES = {
+        "prompts-1.csv": [
+            "a red circle on a black background",
+            "a yellow square on a gray background",
+            "a blue triangle on a white background",
+        ],
+        "prompts-2.csv": ["a green circle on a white background", "a red triangle on a black background"],
+    }
+steps = STEPS or {"toy": 20, "tiny": 4}.get(stand_in)  # None: the model's default
+request_timeout_ms = REQUEST_TIMEOUT_MS or (5000 if stand_in else 90_000)
+
+# %%
 output = Path(OUTPUT_DIR)
 output.mkdir(parents=True, exist_ok=True)
 
@@ -180,8 +116,7 @@ url = servers.enter_context(
     local_server(
         MODEL,
         port=PORT,
-        tiny=tiny,
-        toy=toy,
+        stand_in=stand_in,
         api_key=API_KEY,
         max_concurrent_requests_per_instance=1,
         request_timeout_ms=request_timeout_ms,
@@ -198,7 +133,7 @@ print("live:", requests.get(url + "/", timeout=10).text, "at", url)
 sample = {
     "input_data": {
         "columns": ["prompt"],
-        "data": prompts,
+        "data": PROMPTS,
         "index": [0, 1],
         "parameters": {"guidance_scale": 7.5, **({"num_inference_steps": steps} if steps else {})},
     }
@@ -230,7 +165,7 @@ for body, headers in [
 # Six requests sent at once:
 
 # %%
-busy = {"input_data": {"data": ["an owl"], "parameters": {"num_inference_steps": 12 if tiny or toy else 50}}}
+busy = {"input_data": {"data": ["an owl"], "parameters": {"num_inference_steps": 12 if stand_in else 50}}}
 
 
 def post(_):
@@ -291,9 +226,7 @@ print(f"the next request was served in {time.perf_counter() - start:.1f} s: the 
 
 # %%
 extra = {"num_inference_steps": steps} if steps else {}
-generated = client.generate(
-    ["a blue square on a black background" if toy else "A big owl with bright shinning eyes"], **extra
-)
+generated = client.generate([CLIENT_PROMPT], **extra)
 show_images([g.image for g in generated], [f"{g.prompt} (nsfw: {g.nsfw_content_detected}){mark}" for g in generated])
 servers.close()  # stops the gateway and the scoring worker
 print("server stopped")
@@ -310,29 +243,13 @@ print("server stopped")
 # %%
 inputs = output / "batch_in"
 inputs.mkdir(exist_ok=True)
-files = (
-    {
-        "prompts-1.csv": [
-            "a red circle on a black background",
-            "a yellow square on a gray background",
-            "a blue triangle on a white background",
-        ],
-        "prompts-2.csv": ["a green circle on a white background", "a red triangle on a black background"],
-    }
-    if toy
-    else {
-        "prompts-1.csv": ["a red fox in the snow", "a lighthouse at dusk", "a bowl of ramen"],
-        "prompts-2.csv": ["a watercolor of a cat", "a castle on a hill"],
-    }
-)
-for name, rows in files.items():
+for name, rows in BATCH_FILES.items():
     pd.DataFrame({"prompt": rows}).to_csv(inputs / name, index=False)
 report = run_batch(
     inputs,
     output / "batch_out",
     model=MODEL,
-    tiny=tiny,
-    toy=toy,
+    stand_in=stand_in,
     parameters={"num_inference_steps": steps} if steps else None,
 )
 print(report)

@@ -1,3 +1,10 @@
+# ---
+# jupyter:
+#   accelerator: GPU
+#   colab:
+#     gpuType: T4
+# ---
+
 # %% [markdown]
 # # 05 · DAAM: which pixels each word attended to
 #
@@ -18,114 +25,26 @@
 # device as they come, so it costs little on top of generation (see `benchmarks/daam_overhead.py`).
 
 # %%
-# Set-up: installs what this notebook needs (Colab, Paperspace, a clone or a local Jupyter) and says what it did.
-# Generated from pyproject.toml by `python -m nbhelpers.tutorials.bootstrap`: the same in every notebook but for EXTRAS.
-EXTRAS = "notebooks"
-NEEDS = {
-    "": [
-        "torch>=2.1",
-        "diffusers>=0.35",
-        "transformers>=4.44",
-        "accelerate>=0.33",
-        "safetensors>=0.4",
-        "huggingface-hub>=0.24",
-        "numpy>=1.24",
-        "scipy>=1.10",
-        "pillow>=10",
-        "matplotlib>=3.7",
-        "tqdm>=4.66",
-    ],
-    "azure": ["azure-ai-ml>=1.20", "azure-identity>=1.15", "azure-ai-contentsafety>=1.0", "pyyaml>=6"],
-    "notebooks": ["ipyplot>=1.1.2", "ipython-autotime>=0.3.2", "ipywidgets>=8", "papermill>=2.5", "pandas>=2.0"],
-    "serving": ["azureml-inference-server-http>=1.3", "gunicorn>=22", "requests>=2.31", "urllib3>=2.2", "pandas>=2.0"],
-    "training": ["peft>=0.12"],
-}
-MODULES = {
-    "pillow": "PIL",
-    "huggingface-hub": "huggingface_hub",
-    "ipython-autotime": "autotime",
-    "azure-ai-ml": "azure.ai.ml",
-    "azure-identity": "azure.identity",
-    "azure-ai-contentsafety": "azure.ai.contentsafety",
-    "pyyaml": "yaml",
-}
+# Set-up (Colab, Paperspace, a fresh runtime): installs nbhelpers, then what this notebook needs, and says so.
+import importlib.util, os, subprocess, sys  # noqa: E401, I001
 
+if importlib.util.find_spec("nbhelpers") is None:  # the project's code: the checkout this notebook is in, or git
+    url = os.environ.get("NBHELPERS_REPO_URL", "https://github.com/your-org/diffusion-tutorials")
+    source = ".." if os.path.isdir("../nbhelpers") else f"git+{url}"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
+from nbhelpers.tutorials.setup import set_up  # noqa: E402
 
-def set_up(extras):
-    import importlib
-    import os
-    import re
-    import subprocess
-    import sys
-    from importlib import metadata
-    from pathlib import Path
-
-    def number(version):
-        return tuple(int(x) for x in re.findall(r"\d+", version)[:3])
-
-    def missing():  # import what the notebook needs; never import a version that pip must replace
-        problems = []
-        for requirement in [r for extra in ["", *extras.split(",")] for r in NEEDS[extra]]:
-            dist, _, low = requirement.partition(">=")
-            try:
-                found = metadata.version(dist)
-                if low and number(found) < number(low):
-                    problems.append(f"{dist} {found} (needs >={low})")
-                    continue
-                importlib.import_module(MODULES.get(dist, dist.replace("-", "_")))
-            except (ImportError, metadata.PackageNotFoundError) as err:
-                problems.append(f"{dist} ({type(err).__name__})")
-        try:
-            importlib.import_module("nbhelpers")
-        except ImportError:
-            problems.append("nbhelpers")
-        return problems
-
-    repo_url = os.environ.get("NBHELPERS_REPO_URL") or "https://github.com/your-org/diffusion-tutorials"
-    here = Path.cwd().resolve()
-    root = next(
-        (p for p in [here, *here.parents] if (p / "pyproject.toml").is_file() and (p / "nbhelpers").is_dir()), None
-    )
-    problems = missing()
-    if problems:
-        print("Missing or too old:", ", ".join(problems))
-        if root is None:
-            root = here / repo_url.rstrip("/").split("/")[-1].removesuffix(".git")
-            if not (root / "pyproject.toml").is_file():
-                print(f"Not inside a checkout of the project: cloning {repo_url} into {root}")
-                subprocess.run(["git", "clone", "--depth", "1", repo_url, str(root)], check=True)
-        before = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
-        print(f'Installing: pip install -e "{root}[{extras}]" (a few minutes on a fresh runtime)')
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{root}[{extras}]"], check=True)
-        sys.path.insert(0, str(root))  # pip's editable install is seen by new processes; this kernel needs the path
-        importlib.invalidate_caches()
-        after = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
-        changed = [
-            n for n, v in before.items() if after.get(n) != v and MODULES.get(n, n.replace("-", "_")) in sys.modules
-        ]
-        problems = missing()
-        if problems or changed:
-            raise RuntimeError(
-                f"Restart the kernel (Colab: Runtime > Restart session), then run this cell again: "
-                f"still missing {problems}, upgraded after import {changed}."
-            )
-    print(f"Ready: nbhelpers and the [{extras}] extras import", f"(checkout {root})" if root else "(installed)")
-
-
-set_up(EXTRAS)
+set_up("notebooks")  # this notebook's extras: installs what is missing or too old, or says to restart
 
 # %% tags=["parameters"]
 # Papermill parameters
 MODELS = ["sd-v1-5", "deci-v1"]
-TINY = None  # None: follow NBHELPERS_TINY; True: an offline stand-in (the toy model unless TOY = False)
-TOY = None  # None: the trained toy "shapes" model whenever a stand-in is used; False: random-weight tiny models
+STAND_IN = None  # None: the real models (unless NBHELPERS_STAND_IN says otherwise); "toy" or "tiny": offline
 PROMPT = "A big owl with bright shinning eyes sitting on a tree branch"
 WORDS = ["owl", "eyes", "branch"]
-TOY_PROMPT = "a red circle on a gray background"  # the toy model draws one coloured shape, nothing else
-TOY_WORDS = ["circle", "red", "background"]
 SEED = 0
 STEPS = None  # None: each model's default (50 for SD, 30 for DeciDiffusion)
-SIZE = None  # image side in px; None: 512, 64 for the toy model, 128 for the tiny one
+SIZE = None  # image side in px; None: 512 (64 for the toy stand-in, 128 for the tiny one)
 STEP_RANGES = 3  # how many consecutive step ranges to show attention settling over time
 OUTPUT_DIR = "outputs/05_daam"
 
@@ -142,10 +61,16 @@ from nbhelpers.daam.words import word_token_positions
 from nbhelpers.generation import default_settings
 from nbhelpers.images import show_images
 from nbhelpers.loading import load_pipeline
-from nbhelpers.notebook import notebook_stand_in, show_model_banner
+from nbhelpers.notebook import show_model_banner
+from nbhelpers.stand_in import resolve_stand_in
 
-tiny, toy = notebook_stand_in(TINY, TOY)
-prompt, words = (TOY_PROMPT, TOY_WORDS) if toy else (PROMPT, WORDS)
+# %%
+# Offline stand-in: the one place this notebook changes for it. The toy model draws one coloured shape, nothing else,
+# and attends at its own 64 px; the tiny one's UNet needs a few more pixels to have maps at all.
+stand_in = resolve_stand_in(STAND_IN)  # "toy", "tiny" or None (the real models); NBHELPERS_STAND_IN is the default
+if stand_in == "toy":
+    PROMPT, WORDS = "a red circle on a gray background", ["circle", "red", "background"]
+size = SIZE or {"toy": 64, "tiny": 128}.get(stand_in, 512)
 
 # %% [markdown]
 # ## 1. Trace one generation per model
@@ -164,7 +89,7 @@ prompt, words = (TOY_PROMPT, TOY_WORDS) if toy else (PROMPT, WORDS)
 
 # %%
 def traced_generation(pipe, height, width):
-    """One generation of prompt inside `trace`, with the model's defaults and seed SEED; returns (image, tracer).
+    """One generation of PROMPT inside `trace`, with the model's defaults and seed SEED; returns (image, tracer).
 
     The tracer keeps its recording after the block: heat maps can be computed from it afterwards.
     """
@@ -172,15 +97,14 @@ def traced_generation(pipe, height, width):
     if STEPS is not None:
         settings["num_inference_steps"] = STEPS
     with torch.no_grad(), trace(pipe) as tc:
-        image = pipe(prompt, generator=set_seed(SEED), **settings).images[0]
+        image = pipe(PROMPT, generator=set_seed(SEED), **settings).images[0]
     return image, tc
 
 
 results = {}
 for name in MODELS:
-    pipe = load_pipeline(name, tiny=tiny, toy=toy)
+    pipe = load_pipeline(name, stand_in=stand_in)
     show_model_banner(pipe)
-    size = SIZE or (128 if tiny else 64 if toy else 512)
     image, tc = traced_generation(pipe, size, size)
     global_map = tc.compute_global_heat_map()
     ranges = [list(r) for r in torch.arange(tc.num_steps).tensor_split(STEP_RANGES)]
@@ -207,8 +131,8 @@ show_images([r["image"] for r in results.values()], [r["label"] for r in results
 # %%
 fig, axes = plt.subplots(
     len(results),
-    len(words) + 1,
-    figsize=(3 * (len(words) + 1) + 1, 3 * len(results)),
+    len(WORDS) + 1,
+    figsize=(3 * (len(WORDS) + 1) + 1, 3 * len(results)),
     squeeze=False,
     layout="constrained",
 )
@@ -216,7 +140,7 @@ for row, (name, result) in zip(axes, results.items(), strict=True):
     row[0].imshow(result["image"])
     row[0].set_title(result["label"], fontsize=9)
     row[0].set_axis_off()
-    for ax, word in zip(row[1:], words, strict=True):
+    for ax, word in zip(row[1:], WORDS, strict=True):
         result["map"].compute_word_heat_map(word).plot_overlay(result["image"], ax=ax)
         ax.set_title(f"{name}: {word}")
 fig.colorbar(axes[0, 1].images[0], ax=axes, shrink=0.8, label=COLORBAR_LABEL)
@@ -242,14 +166,14 @@ plt.show()
 # hypothesis about the model, and which layers you read it from is part of the hypothesis.
 
 # %%
-if toy:
+if stand_in == "toy":
     from nbhelpers.toy.evaluate import ATTENTION_VIEWS, shape_word_attention
     from nbhelpers.toy.shapes import COLOURS, SHAPES, Scene
 
     scenes = [Scene(shape=shape, colour=colour, background="gray") for shape in SHAPES for colour in COLOURS]
     bars = {}  # (model label, layer group) -> mean ratio per shape
     for name in MODELS:
-        pipe = load_pipeline(name, tiny=tiny, toy=toy)
+        pipe = load_pipeline(name, stand_in=stand_in)
         ratios = {(view, shape): [] for view in ATTENTION_VIEWS for shape in SHAPES}
         for scene in scenes:
             for seed in (SEED, SEED + 1):
@@ -296,7 +220,7 @@ plt.show()
 # Early steps decide the layout, later ones the details. Each column aggregates one range of steps.
 
 # %%
-word = words[0]
+word = WORDS[0]
 fig, axes = plt.subplots(
     len(results), STEP_RANGES, figsize=(3 * STEP_RANGES + 1, 3 * len(results)), squeeze=False, layout="constrained"
 )
@@ -317,16 +241,16 @@ plt.show()
 # pipeline accepts can be traced: SD takes multiples of 8 px, DeciDiffusion's UNet multiples of 64 px.
 
 # %%
-pipe = load_pipeline(MODELS[0], tiny=tiny, toy=toy)
-height, width = (72, 136) if tiny or toy else (520, 648)
+pipe = load_pipeline(MODELS[0], stand_in=stand_in)
+height, width = (72, 136) if stand_in else (520, 648)
 image, tc = traced_generation(pipe, height, width)
 odd_map = tc.compute_global_heat_map()
 for index, (h, w) in sorted(tc.layer_sizes.items()):
     print(f"{tc.layer_names[index]:55s} {h:3d} x {w:3d}  factor {tc.layer_factors[index]}")
-print("latent", tc.latent_size, "-> word map", tuple(odd_map.compute_word_heat_map(words[0]).value.shape))
+print("latent", tc.latent_size, "-> word map", tuple(odd_map.compute_word_heat_map(WORDS[0]).value.shape))
 fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
-odd_map.compute_word_heat_map(words[0]).plot_overlay(image, ax=ax, colorbar=True)
-ax.set_title(f"'{words[0]}' at {height}x{width} px\n{pipe.nbhelpers_info.label}", fontsize=10)
+odd_map.compute_word_heat_map(WORDS[0]).plot_overlay(image, ax=ax, colorbar=True)
+ax.set_title(f"'{WORDS[0]}' at {height}x{width} px\n{pipe.nbhelpers_info.label}", fontsize=10)
 plt.show()
 del pipe
 _ = gc.collect()
@@ -346,7 +270,7 @@ try:
     last["map"].compute_word_heat_map("giraffe")
 except WordNotInPromptError as err:
     print("WordNotInPromptError:", err)
-long_prompt = prompt + ", " + ", ".join(["highly detailed"] * 40) + ", giraffe"  # 135 tokens: 'giraffe' is past the cut
+long_prompt = PROMPT + ", " + ", ".join(["highly detailed"] * 40) + ", giraffe"  # 135 tokens: 'giraffe' is past the cut
 try:
     word_token_positions(last["map"].tokenizer, long_prompt, "giraffe")  # what compute_word_heat_map looks up
 except WordCutOffError as err:

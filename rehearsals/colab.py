@@ -10,10 +10,10 @@ What it builds, in a temporary folder (``--workdir`` keeps it):
 2. ``base/``: a virtual environment with only what a Colab runtime preinstalls that matters here: ipykernel (and
    nbclient to drive it), torch 2.13, numpy, pillow, matplotlib. Nothing of the project.
 3. Per notebook: a copy of ``base/`` (a fresh runtime each, as Colab gives), and the ``.ipynb`` copied alone into
-   an empty folder, executed by that environment's own kernel with ``HF_HUB_OFFLINE=1`` and ``NBHELPERS_TINY=1``
-   (the hub is not reachable; the packages come from PyPI), with ``STEPS = 4`` injected after the parameters
-   cell as papermill would (``--set NAME=JSON`` for others). The first cell must clone ``repo/`` and pip-install
-   the notebook's extras; every later cell must run.
+   an empty folder, executed by that environment's own kernel with ``HF_HUB_OFFLINE=1`` and
+   ``NBHELPERS_STAND_IN=toy`` (the hub is not reachable; the packages come from PyPI), with ``STEPS = 4`` injected
+   after the parameters cell as papermill would (``--set NAME=JSON`` for others). The first cell must pip-install
+   nbhelpers from ``repo/`` and then the notebook's extras; every later cell must run.
 
 It prints and saves (``--report``) the time of each phase and what the first cell printed, and exits non-zero if
 any notebook fails. pip's own cache makes a second run (and CI, after the project's install) quicker; the base
@@ -42,7 +42,7 @@ from rehearsals.common import (
     write_report,
 )
 
-#: Steps the rehearsal asks for (denoising steps in 01, training steps in 03): tiny mode checks code paths.
+#: Steps the rehearsal asks for (denoising steps in 01, training steps in 03): the stand-in checks code paths.
 FAST_STEPS = 4
 #: What a Colab runtime already holds, among the packages that matter here (Colab ships them all preinstalled).
 COLAB_PREINSTALLED = ["torch==2.13.0", "numpy", "pillow", "matplotlib", "ipykernel", "nbclient", "nbformat"]
@@ -115,7 +115,7 @@ def rehearse_notebook(
         PATH=f"{runtime / 'bin'}:{clean_environment().get('PATH', '')}",
         NBHELPERS_REPO_URL=repo_url,
         HF_HUB_OFFLINE="1",
-        NBHELPERS_TINY="1",
+        NBHELPERS_STAND_IN="toy",
         NBHELPERS_CACHE=str(workdir / "nbhelpers-cache"),
         HF_HOME=str(workdir / "hf-home"),
         JUPYTER_DATA_DIR=str(workdir / f"jupyter-{source.stem}"),
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[f"STEPS={FAST_STEPS}"],
         metavar="NAME=JSON",
         help=f"set a parameter the notebook declares (default: STEPS={FAST_STEPS}, few denoising or "
-        "training steps, as tiny mode needs no more)",
+        "training steps, as the stand-in needs no more)",
     )
     args = parser.parse_args(argv)
     parameters = {k: json.loads(v) for k, _, v in (item.partition("=") for item in args.set)}

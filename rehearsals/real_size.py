@@ -1,4 +1,4 @@
-"""Real-size rehearsal: the notebooks' real code path (no tiny mode), offline, on CPU, against full-size weights.
+"""Real-size rehearsal: the notebooks' real code path (no stand-in), offline, on CPU, against full-size weights.
 
     python -m rehearsals.real_size                     # notebooks 01 03 04 05, all four models
     python -m rehearsals.real_size 01 --models deci-v1 --set 'OTHER_MODELS=[]'   # the reduced form CI runs
@@ -7,7 +7,7 @@
    with the real file layout (fp32 files and ``fp16`` variants, safety checker and feature extractor folders,
    DeciDiffusion's ``flexible_unet/`` and ``unet/``): :func:`nbhelpers.models.random_weights.populate_random_hf_cache`.
    Default place: ``$NBHELPERS_CACHE/real-size-hub`` (about 12 GB for all four models; ``--cache`` moves it).
-2. Each notebook runs through papermill in an empty folder with ``HF_HUB_OFFLINE=1``, ``NBHELPERS_TINY=0`` and
+2. Each notebook runs through papermill in an empty folder with ``HF_HUB_OFFLINE=1``, ``NBHELPERS_STAND_IN=none`` and
    ``HF_HUB_CACHE`` pointing there, with few steps and small images (``PARAMETERS``; only the parameters a
    notebook declares are passed, so the harness runs whatever the notebooks currently are).
 3. It reports, per notebook: wall time, peak memory (resident memory of the kernel and every process it started,
@@ -49,7 +49,7 @@ PARAMETERS: dict[str, object] = {
     "WARMUP": 0,
     "REPEATS": 1,
     "STEP_RANGES": 2,
-    "TINY": False,
+    "STAND_IN": None,
 }
 DEFAULT_NOTEBOOKS = ["01", "03", "04", "05"]
 
@@ -129,7 +129,7 @@ def run_notebook(name: str, cache: Path, workdir: Path, timeout: int) -> dict:
         HF_HUB_OFFLINE="1",
         HF_HUB_CACHE=str(cache),
         HF_HOME=str(workdir / "hf-home"),
-        NBHELPERS_TINY="0",
+        NBHELPERS_STAND_IN="none",
         NBHELPERS_CACHE=str(workdir / "nbhelpers-cache"),
         MPLBACKEND="Agg",
         TOKENIZERS_PARALLELISM="false",

@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from nbhelpers.errors import ConfigurationError
+from nbhelpers.stand_in import STAND_IN_FIELD_METADATA
+
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 MEMORY_MODES = ("auto", "off")
 #: learning-rate schedules of ``diffusers.optimization.get_scheduler`` that need no extra arguments
@@ -20,7 +23,7 @@ LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 TEXT_ENCODER_LORA_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 
-class DreamBoothConfigError(ValueError):
+class DreamBoothConfigError(ConfigurationError):
     """A setting is out of range or inconsistent; the message names it and says what is allowed."""
 
 
@@ -50,20 +53,7 @@ class DreamBoothConfig:
         )
     )
     model: str = field(default="sd-v1-4", metadata=_help("Base model: catalog name, hub id or folder."))
-    tiny: bool | None = field(
-        default=None,
-        metadata=_help(
-            "Use the offline tiny base model with random weights (default: the NBHELPERS_TINY variable).",
-            **_OPTIONAL_SWITCH,
-        ),
-    )
-    toy: bool | None = field(
-        default=None,
-        metadata=_help(
-            "Use the trained toy 'shapes' model as the base (offline, 64 px; default: the NBHELPERS_TOY variable).",
-            **_OPTIONAL_SWITCH,
-        ),
-    )
+    stand_in: str | None = field(default=None, metadata=STAND_IN_FIELD_METADATA)
     instance_prompt: str = field(
         default="a photo of sks dog", metadata=_help("Prompt of the subject photos; must contain the identifier.")
     )
@@ -83,7 +73,9 @@ class DreamBoothConfig:
     )
     num_class_images: int = field(default=100, metadata=_help("Class images to have (missing ones are generated)."))
     prior_loss_weight: float = field(default=1.0, metadata=_help("Weight of the class (prior) loss."))
-    resolution: int = field(default=512, metadata=_help("Training image side in px (512 for SD v1.x, 64 tiny or toy)."))
+    resolution: int = field(
+        default=512, metadata=_help("Training image side in px (512 for SD v1.x, 64 for a stand-in).")
+    )
     center_crop: bool = field(default=True, metadata=_help("Crop the centre (--no_center_crop: a random crop)."))
     random_flip: bool = field(default=False, metadata=_help("Flip images left-right at random."))
     use_lora: bool = field(

@@ -16,13 +16,16 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
+from nbhelpers.errors import ConfigurationError
+from nbhelpers.stand_in import STAND_IN_VARIABLE, resolve_stand_in
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 #: The five dog photos of the DreamBooth tutorials (a dataset repo on the Hugging Face hub).
 EXAMPLE_SUBJECT_REPO = "diffusers/dog-example"
 
 
-class DreamBoothDataError(ValueError):
+class DreamBoothDataError(ConfigurationError):
     """Unusable training data; the message names the file or folder and what to do."""
 
 
@@ -241,10 +244,10 @@ def make_toy_subject(folder: str | os.PathLike[str], count: int = 6, seed: int =
     return folder
 
 
-def example_subject(folder: str | os.PathLike[str], *, tiny: bool, toy: bool = False) -> Path:
-    """A folder of subject photos for the tutorial: the hub's dog photos, or offline a drawn subject.
+def example_subject(folder: str | os.PathLike[str], *, stand_in: str | None = None) -> Path:
+    """A folder of subject photos for the tutorial: the hub's dog photos, or for a stand-in a drawn subject.
 
-    With ``toy`` the pictures are the star of :func:`make_toy_subject`, with ``tiny`` the critter of
+    With the ``"toy"`` stand-in the pictures are the star of :func:`make_toy_subject`, with ``"tiny"`` the critter of
     :func:`make_synthetic_subject` (no network either way); otherwise the dataset ``diffusers/dog-example`` is
     downloaded into ``folder`` (once; later calls reuse it).
 
@@ -252,9 +255,10 @@ def example_subject(folder: str | os.PathLike[str], *, tiny: bool, toy: bool = F
         DreamBoothDataError: the download failed; the message says how to go offline or bring your own photos.
     """
     folder = Path(folder)
-    if toy:
+    resolved = resolve_stand_in(stand_in)
+    if resolved == "toy":
         return make_toy_subject(folder)
-    if tiny:
+    if resolved == "tiny":
         return make_synthetic_subject(folder)
     if folder.is_dir() and image_files(folder):
         return folder
@@ -271,6 +275,6 @@ def example_subject(folder: str | os.PathLike[str], *, tiny: bool, toy: bool = F
         raise DreamBoothDataError(
             f"Could not download the example photos {EXAMPLE_SUBJECT_REPO!r} ({type(err).__name__}: {err}). "
             "Check your connection, or put your own photos in a folder and pass it as the instance folder, "
-            "or use the offline tiny mode (TINY = True / NBHELPERS_TINY=1)."
+            "or use an offline stand-in (STAND_IN = 'toy' / " + STAND_IN_VARIABLE + "=toy)."
         ) from None
     return folder

@@ -58,9 +58,9 @@ CPU_PRACTICAL_PARAMETERS = 50_000_000
 CPU_ADVICE = (
     "Training Stable Diffusion on a CPU is not practical: one training step of the 860M-parameter UNet at "
     "512 px is about 5 TFLOP of work (3x the 1.6 TFLOP forward pass), minutes per step on a laptop CPU, days "
-    "for a 400-step run. Use a CUDA GPU (a free Colab T4 trains LoRA at 512 px), or pass --tiny (tiny=True) "
-    "for the offline tiny model, which checks the code path in seconds. memory='off' (--memory off) trains "
-    "on the CPU anyway."
+    "for a 400-step run. Use a CUDA GPU (a free Colab T4 trains LoRA at 512 px), or pass --toy / --tiny "
+    "(stand_in='toy' / 'tiny') for an offline stand-in, which checks the code path in seconds. memory='off' "
+    "(--memory off) trains on the CPU anyway."
 )
 
 

@@ -14,7 +14,6 @@ exactly as the uninterrupted one (each step's data and noise are a function of t
 
 from __future__ import annotations
 
-import argparse
 import csv
 import logging
 import os
@@ -33,12 +32,13 @@ from nbhelpers.dreambooth.config import TEXT_ENCODER_LORA_MODULES, DreamBoothCon
 from nbhelpers.dreambooth.data import DreamBoothDataset, EpochShuffleSampler, collate, image_files, load_images
 from nbhelpers.dreambooth.export import KOHYA_FILE, peft_state_dicts, save_diffusers_lora, save_kohya_lora
 from nbhelpers.dreambooth.memory_plan import MemoryPlan, plan_memory, sliced_attention
+from nbhelpers.errors import UserFacingError, ensure_writable_folder
 from nbhelpers.generation import Generation, generate
 
 logger = logging.getLogger(__name__)
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserFacingError, RuntimeError):
     """The loss or the trained weights stopped being finite; the message names the step and the kept checkpoint."""
 
 
@@ -78,17 +78,14 @@ class DreamBoothTrainer:
 
     Args:
         config: the run's settings (validated here).
-        pipe: an already loaded base pipeline (default: ``load_pipeline(config.model, tiny=config.tiny,
-            toy=config.toy)``); it
-            is trained in place: trained weights become fp32, frozen ones the mixed-precision dtype.
+        pipe: an already loaded base pipeline (default: ``load_pipeline(config.model, stand_in=config.stand_in)``);
+            it is trained in place: trained weights become fp32, frozen ones the mixed-precision dtype.
     """
 
     def __init__(self, config: DreamBoothConfig, pipe: Any = None) -> None:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
         from diffusers import DDPMScheduler
-
-        from nbhelpers.cli import ensure_writable_folder
 
         config.validate()
         self.config = config
@@ -110,8 +107,7 @@ class DreamBoothTrainer:
 
             pipe = load_pipeline(
                 config.model,
-                tiny=config.tiny,
-                toy=config.toy,
+                stand_in=config.stand_in,
                 device=device,
                 dtype=torch.float32,
                 safety_checker=False,
@@ -649,36 +645,3 @@ class DreamBoothTrainer:
 def train_dreambooth(config: DreamBoothConfig, pipe: Any = None, progress: bool = True) -> TrainingResult:
     """Build a :class:`DreamBoothTrainer` and train; see the module docstring."""
     return DreamBoothTrainer(config, pipe=pipe).train(progress=progress)
-
-
-def _run_dreambooth(args: argparse.Namespace) -> int:
-    from accelerate.state import PartialState
-
-    from nbhelpers.cli import CommandError, settings_from_args
-
-    try:
-        result = train_dreambooth(settings_from_args(DreamBoothConfig, args))
-    except TrainingDiverged as err:
-        raise CommandError(str(err)) from None
-    if PartialState().is_main_process:
-        kohya = f"; A1111/ComfyUI file {result.kohya_file}" if result.kohya_file else ""
-        print(
-            f"Trained to step {result.global_step} (resumed from {result.resumed_from}); "
-            f"weights in {result.weights_dir}{kohya}"
-        )
-    return 0
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``nbhelpers dreambooth``: one flag per :class:`DreamBoothConfig` field."""
-    from nbhelpers.cli import add_dataclass_command
-
-    add_dataclass_command(
-        subparsers,
-        "dreambooth",
-        DreamBoothConfig,
-        _run_dreambooth,
-        help="Fine-tune SD on a few photos of a subject (LoRA or full).",
-        description="DreamBooth fine-tuning (LoRA by default). Flags are the fields of "
-        "nbhelpers.dreambooth.DreamBoothConfig.",
-    )

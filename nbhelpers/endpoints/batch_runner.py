@@ -27,16 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from nbhelpers.atomic import atomic_open
+from nbhelpers.errors import ConfigurationError, UserFacingError
 
 PREDICTION_COLUMNS = ["file", "row", "prompt", "status", "image", "nsfw_content_detected", "error"]
 JOURNAL_NAME = "progress.jsonl"
 
 
-class BatchInputError(ValueError):
+class BatchInputError(ConfigurationError):
     """The input folder or a CSV file is not usable; the message says which file, which line and why."""
 
 
-class BatchFailedError(RuntimeError):
+class BatchFailedError(UserFacingError, RuntimeError):
     """More rows failed than the error threshold allows (``predictions.csv`` is still written)."""
 
 
@@ -181,8 +182,7 @@ def run_batch(
     *,
     pipe: Any = None,
     model: str = "deci-v1",
-    tiny: bool | None = None,
-    toy: bool | None = None,
+    stand_in: str | None = None,
     parameters: dict[str, Any] | None = None,
     seed: int = 0,
     error_threshold: int = 0,
@@ -191,7 +191,7 @@ def run_batch(
     """Generate an image for every row of every CSV in ``input_folder`` into ``output_folder``.
 
     Args:
-        pipe: a loaded pipeline (default: ``load_pipeline(model, tiny=tiny, toy=toy)``).
+        pipe: a loaded pipeline (default: ``load_pipeline(model, stand_in=stand_in)``).
         parameters: generation settings for every row (e.g. ``{"num_inference_steps": 30}``).
         seed: row ``i`` of a file uses ``seed + i``.
         error_threshold: failed rows tolerated; more raise :class:`BatchFailedError` (``-1``: never).
@@ -217,7 +217,7 @@ def run_batch(
     if todo and pipe is None:
         from nbhelpers.loading import load_pipeline
 
-        pipe = load_pipeline(model, tiny=tiny, toy=toy, progress=False)
+        pipe = load_pipeline(model, stand_in=stand_in, progress=False)
     succeeded = failed = 0
     with open(journal_path, "a", encoding="utf-8") as journal:
         for (name, row, prompt), key in tqdm(todo, desc="batch", disable=not progress):

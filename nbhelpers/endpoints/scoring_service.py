@@ -130,14 +130,14 @@ class ScoringService:
     def from_environment(cls) -> ScoringService:
         """Load the model and settings named by the ``NBHELPERS_*`` variables (:mod:`~nbhelpers.endpoints.settings`)."""
         from nbhelpers.loading import load_pipeline
-        from nbhelpers.marks import stand_in_mark
+        from nbhelpers.stand_in import stand_in_mark
 
         settings = EndpointSettings.from_environment()
         source = model_source_from_environment(settings.model)
-        mark = stand_in_mark(settings.tiny, settings.toy)
+        mark = stand_in_mark(settings.stand_in)  # resolved by EndpointSettings
         logger.warning("nbhelpers: loading model %s%s", source, f" ({mark})" if mark else "")
         start = time.perf_counter()
-        pipe = load_pipeline(source, tiny=settings.tiny or None, toy=settings.toy or None, progress=True)
+        pipe = load_pipeline(source, stand_in=settings.stand_in or "none", progress=True)
         logger.warning("nbhelpers: model loaded in %.1f s; warming up", time.perf_counter() - start)
         service = cls(pipe, settings, api_key=read_api_key(), screen=ContentSafetyScreen.from_environment())
         start = time.perf_counter()

@@ -23,7 +23,6 @@ this process dies (Linux ``PR_SET_PDEATHSIG``), so nothing is left answering.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import dataclasses
@@ -42,7 +41,7 @@ import requests
 
 from nbhelpers.endpoints.gateway import Gateway, GatewayLimits
 from nbhelpers.endpoints.settings import API_KEY_VARIABLE, EndpointSettings, read_api_key
-from nbhelpers.marks import stand_in_mark
+from nbhelpers.stand_in import stand_in_mark
 
 SCORING_SCRIPT = Path(__file__).resolve().parent / "scoring" / "online_score.py"
 #: The WSGI app ``azmlinfsrv`` hands to gunicorn (azureml_inference_server_http/amlserver_linux.py).
@@ -159,7 +158,7 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    mark = stand_in_mark(args.tiny, args.toy)
+    mark = stand_in_mark(args.stand_in)  # resolved by EndpointSettings
     model = f"{args.model} ({mark})" if mark else args.model
     print(
         f"nbhelpers: Serving {model} on http://{args.host}:{port} (GET / liveness, POST /score; "
@@ -194,62 +193,19 @@ def serve(args: ServeArguments, limits: GatewayLimits | None = None) -> int:
             stop_process_group(worker)
 
 
-# --- the command line ----------------------------------------------------------------------------------------
-
-
-def _run_serve(args: argparse.Namespace) -> int:
-    from nbhelpers.cli import settings_from_args
-
-    return serve(settings_from_args(ServeArguments, args), settings_from_args(GatewayLimits, args))
-
-
-class _RefuseKeyInArgv(argparse.Action):
-    """``--api-key`` (the old flag): refused with the way to give a key instead."""
-
-    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
-        parser.error(
-            f"keys are not taken from the command line (every user sees it in `ps`); use --api_key_file "
-            f"FILE or set {API_KEY_VARIABLE}."
-        )
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``nbhelpers serve`` (its flags come from the dataclasses' fields, see the module docstring)."""
-    from nbhelpers.cli import add_dataclass_command
-
-    serve_parser = add_dataclass_command(
-        subparsers,
-        "serve",
-        (ServeArguments, GatewayLimits),
-        _run_serve,
-        allow_abbrev=False,  # else --api-key would silently mean --api-key-file
-        help="Serve the online endpoint contract locally, answering like an Azure ML managed endpoint.",
-        description="The online scoring script (azmlinfsrv) behind a loopback gateway that answers like an Azure ML "
-        "managed endpoint: 401, 408, 413, 424, 429 with Retry-After.",
-    )
-    serve_parser.add_argument(
-        "--max-concurrency",
-        dest="max_concurrent_requests_per_instance",
-        type=int,
-        default=argparse.SUPPRESS,
-        help="Old spelling of --max_concurrent_requests_per_instance.",
-    )
-    serve_parser.add_argument("--api-key", "--api_key", action=_RefuseKeyInArgv, help=argparse.SUPPRESS)
-
-
 # --- from Python: a server in a subprocess ---------------------------------------------------------------------
 
 
-def serve_command_line(model: str, *, port: int = 0, tiny: bool = False, **options: Any) -> list[str]:
+def serve_command_line(model: str, *, port: int = 0, stand_in: str | None = None, **options: Any) -> list[str]:
     """``nbhelpers serve ...`` for ``model``; ``options`` are field names of ServeArguments/GatewayLimits."""
     known = {f.name: f.default for cls in (ServeArguments, GatewayLimits) for f in dataclasses.fields(cls)}
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise TypeError(f"Unknown server option(s) {unknown}; known: {sorted(known)}.")
-    # This module's own entry point: the same parser as `nbhelpers serve`, without importing every other command.
-    command = [sys.executable, "-m", "nbhelpers.endpoints.serving", "--model", str(model), "--port", str(port)]
-    if tiny:
-        command.append("--tiny")
+    # The serve command's own entry point: the same parser as `nbhelpers serve`, without importing the others.
+    command = [sys.executable, "-m", "nbhelpers.cli.serve", "--model", str(model), "--port", str(port)]
+    if stand_in is not None:
+        command += ["--stand-in", stand_in]
     for name, value in options.items():
         if isinstance(value, bool):
             command += [f"--{name}"] if value else []
@@ -267,7 +223,7 @@ class LocalServer:
     Args:
         model: catalog name, hub id or folder.
         port: 0 (default) lets the server pick a free port; :attr:`url` is known after :meth:`start`.
-        tiny: serve the offline tiny model.
+        stand_in: serve an offline stand-in (``"toy"`` or ``"tiny"``; default: ``NBHELPERS_STAND_IN``).
         api_key: the key clients must send.
         log_file: where the server's output goes (default: a temporary file, removed by :meth:`stop`).
         progress: print the start-up steps (worker start, model loading, ready) while waiting.
@@ -280,13 +236,13 @@ class LocalServer:
         model: str,
         *,
         port: int = 0,
-        tiny: bool = False,
+        stand_in: str | None = None,
         api_key: str | None = None,
         log_file: str | os.PathLike[str] | None = None,
         progress: bool = False,
         **options: Any,
     ) -> None:
-        self.command = serve_command_line(model, port=port, tiny=tiny, **options)
+        self.command = serve_command_line(model, port=port, stand_in=stand_in, **options)
         self.progress = progress
         self.api_key = api_key
         self.log_file = Path(log_file) if log_file else None
@@ -387,27 +343,13 @@ def local_server(
     model: str,
     *,
     port: int = 0,
-    tiny: bool = False,
+    stand_in: str | None = None,
     api_key: str | None = None,
     log_file: str | os.PathLike[str] | None = None,
     progress: bool = False,
     **options: Any,
 ) -> LocalServer:
     """A :class:`LocalServer` for ``model`` (use it in a ``with`` block, or start()/stop())."""
-    return LocalServer(model, port=port, tiny=tiny, api_key=api_key, log_file=log_file, progress=progress, **options)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m nbhelpers.endpoints.serving ARGS`` = ``nbhelpers serve ARGS``, importing only what serving needs."""
-    parser = argparse.ArgumentParser(prog="nbhelpers")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.handler(args)
-    except ValueError as err:  # e.g. an unreadable key file: the message says what to fix
-        print(f"nbhelpers serve: error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return LocalServer(
+        model, port=port, stand_in=stand_in, api_key=api_key, log_file=log_file, progress=progress, **options
+    )

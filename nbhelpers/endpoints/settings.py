@@ -14,8 +14,8 @@
 ===============================================  =================================================================
 ``NBHELPERS_MODEL``                              catalog name, hub id or folder (a pipeline folder in
                                                  ``AZUREML_MODEL_DIR``, the deployment's registered model, wins)
-``NBHELPERS_TINY``                               ``1`` for the offline tiny model (random weights; tests)
-``NBHELPERS_TOY``                                ``1`` for the trained toy "shapes" model (offline, 64 px)
+``NBHELPERS_STAND_IN``                           ``toy`` (trained "shapes" model, 64 px) or ``tiny`` (random
+                                                 weights) for an offline stand-in; ``none``: the real model
 ``NBHELPERS_MAX_ROWS``                           prompts per request (more get 413)
 ``NBHELPERS_MAX_CONCURRENT_REQUESTS_PER_INSTANCE``  generations at once; as on Azure, up to twice as many
                                                  requests may be in flight, the rest get 429
@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from nbhelpers.endpoints.contract import DEFAULT_MAX_ROWS
+from nbhelpers.stand_in import STAND_IN_FIELD_METADATA, resolve_stand_in
 
 API_KEY_VARIABLE = "NBHELPERS_API_KEY"
 
@@ -63,8 +64,7 @@ class EndpointSettings:
     """
 
     model: str = _setting("deci-v1", "Catalog name, hub id or local pipeline folder.")
-    tiny: bool = _setting(False, "Serve the offline tiny model (random weights).")
-    toy: bool = _setting(False, "Serve the trained toy 'shapes' model (offline, 64 px; see nbhelpers toy-train).")
+    stand_in: str | None = field(default=None, metadata=STAND_IN_FIELD_METADATA)
     max_rows: int = _setting(DEFAULT_MAX_ROWS, "Prompts per request; more get 413.")
     max_concurrent_requests_per_instance: int = _setting(
         1,
@@ -78,8 +78,8 @@ class EndpointSettings:
     )
 
     def __post_init__(self) -> None:
-        if self.tiny and self.toy:
-            raise ValueError("Choose one stand-in: tiny (random weights) or toy (trained shapes model), not both.")
+        # Resolved once, here: the worker process gets the value itself, whatever its own environment says.
+        self.stand_in = resolve_stand_in(self.stand_in)
         if self.max_rows < 1 or self.max_concurrent_requests_per_instance < 1:
             raise ValueError("max_rows and max_concurrent_requests_per_instance must be at least 1.")
         if self.request_timeout_ms < 1:
@@ -91,10 +91,12 @@ class EndpointSettings:
         return 2 * self.max_concurrent_requests_per_instance
 
     def to_environment(self) -> dict[str, str]:
-        """The ``NBHELPERS_*`` variables for these settings (booleans as ``1``/``0``)."""
+        """The ``NBHELPERS_*`` variables for these settings (booleans as ``1``/``0``, the real model as ``none``)."""
         variables = {}
         for item in dataclasses.fields(EndpointSettings):
             value = getattr(self, item.name)
+            if value is None:
+                value = "none"
             variables[environment_variable(item.name)] = str(int(value)) if isinstance(value, bool) else str(value)
         return variables
 
@@ -113,11 +115,12 @@ class EndpointSettings:
             if raw is None or raw == "":
                 continue
             try:
-                values[item.name] = (
-                    (raw.strip().lower() in ("1", "true", "yes"))
-                    if item.type in (bool, "bool")
-                    else type(item.default)(raw)
-                )
+                if item.default is None:  # an optional text setting (the stand-in): checked in __post_init__
+                    values[item.name] = raw
+                elif item.type in (bool, "bool"):
+                    values[item.name] = raw.strip().lower() in ("1", "true", "yes")
+                else:
+                    values[item.name] = type(item.default)(raw)
             except ValueError:
                 raise ValueError(f"{variable}={raw!r} is not a valid {type(item.default).__name__}.") from None
         return cls(**values)

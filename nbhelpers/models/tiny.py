@@ -38,19 +38,6 @@ from nbhelpers.models.tokenizer import write_clip_tokenizer
 
 #: Bump when the tiny layout or configs change, so stale cached folders are rebuilt.
 TINY_FORMAT_VERSION = 1
-_TRUTHY = {"1", "true", "yes", "on"}
-
-
-def mode_requested(explicit: bool | None, variable: str) -> bool:
-    """Resolve an on/off mode: an explicit argument wins, else the environment ``variable`` (1/true/yes/on)."""
-    if explicit is not None:
-        return bool(explicit)
-    return os.environ.get(variable, "").strip().lower() in _TRUTHY
-
-
-def tiny_requested(tiny: bool | None = None) -> bool:
-    """Resolve tiny mode: an explicit ``tiny`` argument wins, else the ``NBHELPERS_TINY`` variable."""
-    return mode_requested(tiny, "NBHELPERS_TINY")
 
 
 def cache_root() -> Path:

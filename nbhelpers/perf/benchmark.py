@@ -3,14 +3,13 @@
 Every figure is measured with :func:`nbhelpers.perf.timing.measure`: the device is synchronised before each
 clock read, the first call (compilation, autotuning) is timed separately and excluded, the median of the
 repeats is reported. Variants run one after the other in one process, on the same device. Results are
-saved as JSON with the device, library versions and settings; random or tiny weights are labelled.
+saved as JSON with the device, library versions and settings; random weights and stand-ins are labelled.
 
     nbhelpers bench --models sd-v1-5 deci-v1 --weights random --device cuda --optimize none compile
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,11 +22,13 @@ from nbhelpers.atomic import write_json_atomic
 from nbhelpers.catalog import get_spec
 from nbhelpers.device import pick_device, pick_dtype
 from nbhelpers.environment import environment_report
+from nbhelpers.errors import ConfigurationError
 from nbhelpers.perf.flops import component_parameters, model_step_flops, unet_step_flops
 from nbhelpers.perf.optimize import OPTIMIZE_MODES, optimize_pipeline
 from nbhelpers.perf.timing import measure
+from nbhelpers.stand_in import STAND_IN_FIELD_METADATA, StandIn, resolve_stand_in, stand_in_mark
 
-WEIGHTS = ("hub", "random", "tiny")
+WEIGHTS = ("hub", "random")
 BENCH_PROMPT = "A photo of an astronaut riding a horse on Mars"
 
 
@@ -38,13 +39,14 @@ class BenchSettings:
     models: list[str] = field(
         default_factory=lambda: ["sd-v1-5", "deci-v1"], metadata={"help": "Catalog names of the models to measure."}
     )
-    weights: Literal["random", "hub", "tiny"] = field(
+    weights: Literal["random", "hub"] = field(
         default="random",
         metadata={
             "help": "random: full-size architectures with random weights (no download, same speed); "
-            "hub: the real weights; tiny: the offline tiny models (a CPU smoke test)."
+            "hub: the real weights. A --stand-in replaces both (tiny: a CPU smoke test)."
         },
     )
+    stand_in: str | None = field(default=None, metadata=STAND_IN_FIELD_METADATA)
     device: str | None = field(default=None, metadata={"help": "cuda, mps or cpu (default: the best available)."})
     steps: int | None = field(
         default=None, metadata={"help": "Denoising steps (default: each model's, 50 SD, 30 DeciDiffusion)."}
@@ -57,8 +59,12 @@ class BenchSettings:
             f"from {', '.join(OPTIMIZE_MODES)}."
         },
     )
-    height: int | None = field(default=None, metadata={"help": "Image height in pixels (default 512; 64 tiny)."})
-    width: int | None = field(default=None, metadata={"help": "Image width in pixels (default 512; 64 tiny)."})
+    height: int | None = field(
+        default=None, metadata={"help": "Image height in pixels (default 512; 64 for a stand-in)."}
+    )
+    width: int | None = field(
+        default=None, metadata={"help": "Image width in pixels (default 512; 64 for a stand-in)."}
+    )
     warmup: int = field(
         default=2, metadata={"help": "Untimed calls first (>= 1; compiled modes need 2: compile, capture graphs)."}
     )
@@ -77,7 +83,10 @@ class BenchSettings:
         for name in self.models:
             get_spec(name)
         if self.weights not in WEIGHTS:
-            raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}; got {self.weights!r}.")
+            raise ConfigurationError(
+                f"weights must be one of {', '.join(WEIGHTS)}; got {self.weights!r} (the offline models: --stand-in)."
+            )
+        resolve_stand_in(self.stand_in)
         unknown = [m for m in self.optimize if m not in OPTIMIZE_MODES]
         if unknown:
             raise ValueError(f"Unknown optimize mode(s) {unknown}; choose from {', '.join(OPTIMIZE_MODES)}.")
@@ -97,15 +106,15 @@ def measure_matmul_peak_tflops(device: torch.device, dtype: torch.dtype = torch.
     return 2 * size**3 / timing.median_s / 1e12
 
 
-def _load(name: str, settings: BenchSettings, device: torch.device, dtype: torch.dtype) -> Any:
-    if settings.weights == "random":
+def _load(name: str, stand_in: StandIn | None, weights: str, device: torch.device, dtype: torch.dtype) -> Any:
+    if stand_in is None and weights == "random":
         from nbhelpers.models.random_weights import build_random_pipeline
 
         return build_random_pipeline(name, device=device, dtype=dtype)
     from nbhelpers.loading import load_pipeline
 
     return load_pipeline(
-        name, tiny=settings.weights == "tiny", device=device, dtype=dtype, safety_checker=False, memory_savers="off"
+        name, stand_in=stand_in or "none", device=device, dtype=dtype, safety_checker=False, memory_savers="off"
     )
 
 
@@ -156,9 +165,9 @@ def run_benchmark(settings: BenchSettings, log: Any = print) -> dict[str, Any]:
     settings.validate()
     device = pick_device(settings.device)
     dtype = pick_dtype(device)
-    tiny = settings.weights == "tiny"
-    height = settings.height or (64 if tiny else 512)
-    width = settings.width or (64 if tiny else 512)
+    stand_in = resolve_stand_in(settings.stand_in)
+    height = settings.height or (64 if stand_in else 512)
+    width = settings.width or (64 if stand_in else 512)
     peak = settings.peak_tflops
     if peak is None and device.type == "cuda":
         peak = measure_matmul_peak_tflops(device, dtype)
@@ -166,10 +175,10 @@ def run_benchmark(settings: BenchSettings, log: Any = print) -> dict[str, Any]:
     for name in settings.models:
         spec = get_spec(name)
         steps = settings.steps or spec.num_inference_steps
-        pipe = _load(name, settings, device, dtype)
+        pipe = _load(name, stand_in, settings.weights, device, dtype)
         pipe.set_progress_bar_config(disable=True)
         parameters = component_parameters(pipe)
-        if tiny:
+        if stand_in:  # counted on the stand-in's own UNet; the published configs' counts are of the real ones
             flops_per_step = {
                 b: unet_step_flops(pipe.unet, height=height, width=width, batch_size=b) for b in settings.batch_sizes
             }
@@ -217,11 +226,14 @@ def run_benchmark(settings: BenchSettings, log: Any = print) -> dict[str, Any]:
         del pipe
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    weights_label = {
-        "hub": "real weights from the Hugging Face hub",
-        "random": "full-size architectures with RANDOM weights (timings are real; images are not)",
-        "tiny": "tiny offline models with RANDOM weights (timings of toy models, not of the real ones)",
-    }[settings.weights]
+    weights_label = (
+        f"offline stand-in models ({stand_in_mark(stand_in)}): timings of small models, not of the real ones"
+        if stand_in
+        else {
+            "hub": "real weights from the Hugging Face hub",
+            "random": "full-size architectures with RANDOM weights (timings are real; images are not)",
+        }[settings.weights]
+    )
     return {
         "weights": weights_label,
         "device": str(device),
@@ -236,26 +248,3 @@ def run_benchmark(settings: BenchSettings, log: Any = print) -> dict[str, Any]:
 def save_report(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write the report as JSON atomically; return the path."""
     return write_json_atomic(path, report)
-
-
-def _run_bench(args: argparse.Namespace) -> int:
-    from nbhelpers.cli import ensure_writable_folder, settings_from_args
-
-    settings = settings_from_args(BenchSettings, args)
-    ensure_writable_folder(Path(settings.out).parent)
-    report = run_benchmark(settings)
-    print(f"Weights: {report['weights']}. Saved {save_report(report, settings.out)}")
-    return 0
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``nbhelpers bench``: one flag per :class:`BenchSettings` field."""
-    from nbhelpers.cli import add_dataclass_command
-
-    add_dataclass_command(
-        subparsers,
-        "bench",
-        BenchSettings,
-        _run_bench,
-        help="Measure latency, throughput, memory and FLOPs of the models.",
-    )

@@ -5,5 +5,5 @@
   a word's attention falls on the shape.
 - :mod:`~nbhelpers.toy.train`: ``nbhelpers toy-train``, which trains an SD-style or DeciDiffusion-style toy model.
 - :mod:`~nbhelpers.toy.pipelines`: where trained toy pipelines live and which one stands in for a catalog model
-  (``load_pipeline(name, toy=True)``).
+  (``load_pipeline(name, stand_in="toy")``).
 """

@@ -1,12 +1,12 @@
 """Where trained toy "shapes" pipelines live, and which one stands in for a catalog model.
 
-``load_pipeline("deci-v1", toy=True)`` (or ``NBHELPERS_TOY=1``) loads the DeciDiffusion-style toy model
+``load_pipeline("deci-v1", stand_in="toy")`` (or ``NBHELPERS_STAND_IN=toy``) loads the DeciDiffusion-style toy model
 (flexible UNet, v-prediction, zero-SNR DDIM) through the same code path as the real repo; every SD v1.x entry
 maps to the SD-style toy model. A toy model is looked for first in ``$NBHELPERS_CACHE/toy/<name>`` (where
 ``nbhelpers toy-train`` writes by default), then among the folders shipped inside the package
 (``nbhelpers/toy/models/<name>``). Unlike the tiny stand-ins, toy models are trained: their 64 px pictures
-follow the prompt's colour, shape and background in part (measured figures in the README and each folder's
-``training.json``), and are labelled "toy model (shapes)".
+follow the prompt's colour, shape and background in part (measured figures in docs/stand-ins.md and each
+folder's ``training.json``), and are labelled "toy model (shapes)".
 """
 
 from __future__ import annotations
@@ -14,17 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from nbhelpers.catalog import ModelSpec
-from nbhelpers.models.tiny import cache_root, mode_requested
+from nbhelpers.models.tiny import cache_root
 
 #: Toy pipeline folder name by toy kind (``nbhelpers toy-train --model sd|deci``).
 TOY_MODEL_NAMES = {"sd": "shapes-sd", "deci": "shapes-deci"}
 #: Folders shipped with the package.
 SHIPPED_TOY_DIR = Path(__file__).resolve().parent / "models"
-
-
-def toy_requested(toy: bool | None = None) -> bool:
-    """Resolve toy mode: an explicit ``toy`` argument wins, else the ``NBHELPERS_TOY`` variable."""
-    return mode_requested(toy, "NBHELPERS_TOY")
 
 
 def toy_kind(spec: ModelSpec) -> str:
@@ -54,5 +49,5 @@ def toy_pipeline_path(spec: ModelSpec) -> Path:
         f"No toy model {TOY_MODEL_NAMES[kind]!r} for {spec.name!r}: looked in "
         + " and ".join(str(c) for c in candidates)
         + f". Train it with `nbhelpers toy-train --model {kind}` (it writes to the first folder), or use "
-        "tiny=True for the untrained offline stand-in."
+        "stand_in='tiny' for the untrained offline stand-in."
     )

@@ -25,7 +25,6 @@ pictures over the 36 captions at guidance 1 and 5).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -331,7 +330,7 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
     from diffusers.training_utils import compute_snr
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from nbhelpers.cli import ensure_writable_folder
+    from nbhelpers.errors import ensure_writable_folder
     from nbhelpers.models.configs import (
         DECI_DDIM_SCHEDULER,
         SD_V1_PNDM_SCHEDULER,
@@ -567,23 +566,3 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
     checkpoint.path.unlink(missing_ok=True)  # the pipeline folder is complete: nothing left to resume
     log(f"Trained in {minutes:.1f} min; wrote {output}.")
     return output
-
-
-def _run_toy_train(args: argparse.Namespace) -> int:
-    from nbhelpers.cli import settings_from_args
-
-    train_toy_model(settings_from_args(ToyTrainingConfig, args))
-    return 0
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``nbhelpers toy-train``: one flag per :class:`ToyTrainingConfig` field."""
-    from nbhelpers.cli import add_dataclass_command
-
-    add_dataclass_command(
-        subparsers,
-        "toy-train",
-        ToyTrainingConfig,
-        _run_toy_train,
-        help="Train a toy 'shapes' text-to-image model on the CPU.",
-    )

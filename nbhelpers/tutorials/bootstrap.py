@@ -1,26 +1,23 @@
 """The notebooks' first cell (the bootstrap) and their "Open in Colab" badges, generated from pyproject.toml.
 
 Nothing of the project is importable before a notebook's first cell has run (a fresh Colab runtime holds only
-the notebook), so that cell cannot read the repository URL or the extras from the package: this module writes
-them into the cell's text, the same text in every notebook apart from its ``EXTRAS`` line. The cell
+the notebook), so that cell carries the repository URL in its text, written here from ``[project.urls]``. It is
+eight lines, the same in every notebook apart from its extras:
 
-- checks, in a separate Python process, that everything the notebook needs imports at a high enough version
-  (importing in the kernel itself would pin old versions in memory before pip could upgrade them);
-- when something is missing: finds the checkout the kernel runs in (the repository root or ``notebooks/``),
-  or clones the repository (``[project.urls] Repository``, or ``NBHELPERS_REPO_URL``; a ``file://`` URL
-  works), then runs ``pip install -e "<checkout>[<extras>]"``;
-- prints what it found and did.
+- when ``nbhelpers`` does not import, it pip-installs the project's code alone (``--no-deps``): from the checkout
+  the notebook sits in (``notebooks/..``), else from the repository (``NBHELPERS_REPO_URL`` overrides it; a
+  ``file://`` URL works);
+- then :func:`nbhelpers.tutorials.setup.set_up` installs what the notebook's extras need, from the package's own
+  metadata, and says what it did (or asks for a restart when pip replaced something already imported).
 
-After changing ``[project.urls]``, the dependencies or a notebook's extras, run
-``python -m nbhelpers.tutorials.bootstrap`` (it rewrites the notebooks' ``.py`` scripts and syncs their
-``.ipynb``; ``--check`` only reports); ``tests/tutorials/test_bootstrap.py`` fails while a notebook or the README
-disagrees with pyproject.toml.
+After changing ``[project.urls]`` or a notebook's extras, run ``python -m nbhelpers.tutorials.bootstrap`` (it
+rewrites the notebooks' ``.py`` scripts and syncs their ``.ipynb``; ``--check`` only reports);
+``tests/tutorials/test_bootstrap.py`` fails while a notebook or the README disagrees with pyproject.toml.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -40,87 +37,21 @@ NOTEBOOK_EXTRAS: dict[str, str] = {
     "05_daam_heat_maps": "notebooks",
 }
 
-#: Import names of distributions whose module is not the distribution name with ``-`` -> ``_``.
-IMPORT_NAMES: dict[str, str] = {
-    "pillow": "PIL",
-    "huggingface-hub": "huggingface_hub",
-    "ipython-autotime": "autotime",
-    "azure-ai-ml": "azure.ai.ml",
-    "azure-identity": "azure.identity",
-    "azure-ai-contentsafety": "azure.ai.contentsafety",
-    "scikit-image": "skimage",
-    "pyyaml": "yaml",
-}
-
 #: The Colab badge image (Colab's own).
 COLAB_BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 
+#: The first code cell of every notebook: ``{repo_url}`` and ``{extras}`` are filled in by :func:`bootstrap_cell`.
 _CELL_TEMPLATE = """\
-# Set-up: installs what this notebook needs (Colab, Paperspace, a clone or a local Jupyter) and says what it did.
-# Generated from pyproject.toml by `python -m nbhelpers.tutorials.bootstrap`: the same in every notebook but for EXTRAS.
-EXTRAS = "{extras}"
-NEEDS = {needs}
-MODULES = {modules}
+# Set-up (Colab, Paperspace, a fresh runtime): installs nbhelpers, then what this notebook needs, and says so.
+import importlib.util, os, subprocess, sys  # noqa: E401, I001
 
+if importlib.util.find_spec("nbhelpers") is None:  # the project's code: the checkout this notebook is in, or git
+    url = os.environ.get("NBHELPERS_REPO_URL", "{repo_url}")
+    source = ".." if os.path.isdir("../nbhelpers") else f"git+{{url}}"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", source], check=True)
+from nbhelpers.tutorials.setup import set_up  # noqa: E402
 
-def set_up(extras):
-    import importlib
-    import os
-    import re
-    import subprocess
-    import sys
-    from importlib import metadata
-    from pathlib import Path
-
-    def number(version):
-        return tuple(int(x) for x in re.findall(r"\\d+", version)[:3])
-
-    def missing():  # import what the notebook needs; never import a version that pip must replace
-        problems = []
-        for requirement in [r for extra in ["", *extras.split(",")] for r in NEEDS[extra]]:
-            dist, _, low = requirement.partition(">=")
-            try:
-                found = metadata.version(dist)
-                if low and number(found) < number(low):
-                    problems.append(f"{{dist}} {{found}} (needs >={{low}})")
-                    continue
-                importlib.import_module(MODULES.get(dist, dist.replace("-", "_")))
-            except (ImportError, metadata.PackageNotFoundError) as err:
-                problems.append(f"{{dist}} ({{type(err).__name__}})")
-        try:
-            importlib.import_module("nbhelpers")
-        except ImportError:
-            problems.append("nbhelpers")
-        return problems
-
-    repo_url = os.environ.get("NBHELPERS_REPO_URL") or "{repo_url}"
-    here = Path.cwd().resolve()
-    root = next((p for p in [here, *here.parents] if (p / "pyproject.toml").is_file() and (p / "nbhelpers").is_dir()),
-                None)
-    problems = missing()
-    if problems:
-        print("Missing or too old:", ", ".join(problems))
-        if root is None:
-            root = here / repo_url.rstrip("/").split("/")[-1].removesuffix(".git")
-            if not (root / "pyproject.toml").is_file():
-                print(f"Not inside a checkout of the project: cloning {{repo_url}} into {{root}}")
-                subprocess.run(["git", "clone", "--depth", "1", repo_url, str(root)], check=True)
-        before = {{(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}}
-        print(f"Installing: pip install -e \\"{{root}}[{{extras}}]\\" (a few minutes on a fresh runtime)")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{{root}}[{{extras}}]"], check=True)
-        sys.path.insert(0, str(root))  # pip's editable install is seen by new processes; this kernel needs the path
-        importlib.invalidate_caches()
-        after = {{(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}}
-        changed = [n for n, v in before.items()
-                   if after.get(n) != v and MODULES.get(n, n.replace("-", "_")) in sys.modules]
-        problems = missing()
-        if problems or changed:
-            raise RuntimeError(f"Restart the kernel (Colab: Runtime > Restart session), then run this cell again: "
-                               f"still missing {{problems}}, upgraded after import {{changed}}.")
-    print(f"Ready: nbhelpers and the [{{extras}}] extras import", f"(checkout {{root}})" if root else "(installed)")
-
-
-set_up(EXTRAS)
+set_up("{extras}")  # this notebook's extras: installs what is missing or too old, or says to restart
 """
 
 
@@ -155,41 +86,13 @@ def badge_markdown(repo_url: str, notebook: str) -> str:
     return f"[![Open In Colab]({COLAB_BADGE_IMAGE})]({colab_url(repo_url, notebook)})"
 
 
-def _requirement_probe(requirement: str) -> str:
-    """``"pillow >= 10 ; python_version..."`` -> ``"pillow>=10"``: the distribution and the lowest version accepted."""
-    match = re.match(r"\s*([A-Za-z0-9_.\-]+)\s*(?:\[[^\]]*\])?\s*(?:>=\s*([0-9][^,;\s]*))?", requirement)
-    if match is None:
-        raise ValueError(f"Cannot read the requirement {requirement!r} in pyproject.toml.")
-    name = match[1].lower()
-    return f"{name}>={match[2]}" if match[2] else name
-
-
-def import_probes(pyproject: dict[str, Any]) -> dict[str, list[str]]:
-    """``"distribution>=lowest"`` per extra (``""`` for the core dependencies), for the bootstrap cell's ``NEEDS``."""
-    project = pyproject["project"]
-    probes = {"": [_requirement_probe(r) for r in project["dependencies"]]}
-    for extra in sorted({e for extras in NOTEBOOK_EXTRAS.values() for e in extras.split(",")}):
-        try:
-            requirements = project["optional-dependencies"][extra]
-        except KeyError:
-            raise ValueError(f"A notebook needs the extra [{extra}], which pyproject.toml does not define.") from None
-        probes[extra] = [_requirement_probe(r) for r in requirements]
-    return probes
-
-
 def bootstrap_cell(extras: str, pyproject: dict[str, Any] | None = None) -> str:
     """The bootstrap cell's source for a notebook that needs ``extras`` (e.g. ``"notebooks,training"``)."""
     pyproject = pyproject or read_pyproject()
-    probes = import_probes(pyproject)
-    modules = {
-        dist: module
-        for dist, module in IMPORT_NAMES.items()
-        if any(r.partition(">=")[0] == dist for needs in probes.values() for r in needs)
-    }
-    cell = _CELL_TEMPLATE.format(
-        extras=extras, repo_url=repository_url(pyproject), needs=_format_needs(probes), modules=_format_needs(modules)
-    )
-    return _ruff_formatted(cell)
+    missing = [e for e in extras.split(",") if e not in pyproject["project"].get("optional-dependencies", {})]
+    if missing:
+        raise ValueError(f"A notebook needs the extra(s) {missing}, which pyproject.toml does not define.")
+    return _ruff_formatted(_CELL_TEMPLATE.format(extras=extras, repo_url=repository_url(pyproject)))
 
 
 def _ruff_formatted(code: str) -> str:
@@ -210,24 +113,6 @@ def _ruff_formatted(code: str) -> str:
     except (OSError, subprocess.CalledProcessError):
         return code
     return done.stdout
-
-
-def _format_needs(mapping: dict[str, list[str]] | dict[str, str]) -> str:
-    """A dict literal for the cell, one key per line, lists wrapped below the 120-column lint limit."""
-    lines = ["{"]
-    for extra, probes in mapping.items():
-        if isinstance(probes, str):
-            lines.append(f"    {json.dumps(extra)}: {json.dumps(probes)},")
-            continue
-        line = f"    {json.dumps(extra)}: ["
-        for probe in probes:
-            item = json.dumps(probe) + ", "
-            if len(line) + len(item) > 116:
-                lines.append(line.rstrip())
-                line = "        "
-            line += item
-        lines.append(line.rstrip(", ") + "],")
-    return "\n".join([*lines, "}"])
 
 
 # --- rewriting the notebook scripts -------------------------------------------------------------------------
@@ -259,7 +144,7 @@ def render_script(script: str, notebook: str, pyproject: dict[str, Any]) -> str:
     body = bootstrap_cell(NOTEBOOK_EXTRAS[notebook], pyproject)
     new_cell = f"# %%\n{body}\n"
     code_index = next((i for i, c in enumerate(cells) if c.startswith("# %%") and not c.startswith("# %% [")), None)
-    if code_index is not None and cells[code_index].startswith("# %%\n# Set-up: "):
+    if code_index is not None and cells[code_index].startswith("# %%\n# Set-up"):
         cells[code_index] = new_cell
     else:
         cells.insert(title_index + 1, new_cell)

@@ -92,7 +92,7 @@ def test_empty_prompt_is_refused(tiny_sd):
 def test_scheduler_swap_keeps_training_settings(tiny_deci, name):
     from nbhelpers.loading import load_pipeline
 
-    pipe = load_pipeline("deci-v1", tiny=True, device="cpu", progress=False, scheduler=name)
+    pipe = load_pipeline("deci-v1", stand_in="tiny", device="cpu", progress=False, scheduler=name)
     assert type(pipe.scheduler) is SCHEDULERS[name]
     assert pipe.scheduler.config.prediction_type == "v_prediction"
     out = generate(pipe, "an owl", num_inference_steps=4)  # PNDM with trailing spacing needs >= 4 steps
@@ -104,40 +104,18 @@ def test_unknown_scheduler(tiny_sd):
         swap_scheduler(tiny_sd, "magic")
 
 
-def test_captions_of_tiny_images_carry_the_mark(tiny_sd):
-    from nbhelpers.marks import stand_in_mark
+def test_captions_of_stand_in_images_carry_the_mark(tiny_sd):
     from nbhelpers.notebook import with_mark
+    from nbhelpers.stand_in import stand_in_mark
 
     result = generate(tiny_sd, ["an owl", "a horse"], seed=5, num_inference_steps=1)
-    assert result.tiny
+    assert result.stand_in == "tiny"
     assert result.labels() == ["seed 5: an owl (tiny, random weights)", "seed 5: a horse (tiny, random weights)"]
-    result.tiny = False
+    result.stand_in = None
     assert result.labels() == ["seed 5: an owl", "seed 5: a horse"]
-    assert with_mark("Time per image", stand_in_mark(True)) == "Time per image (tiny, random weights)"
-    assert with_mark("Time per image", stand_in_mark(False, toy=True)) == "Time per image (toy model (shapes))"
-    assert with_mark("Time per image", stand_in_mark(False)) == "Time per image"
-
-
-@pytest.mark.parametrize(
-    ("tiny", "toy", "env", "expected"),
-    [
-        (None, None, {"NBHELPERS_TINY": "1"}, (False, True)),  # offline notebooks: the trained toy model
-        (None, False, {"NBHELPERS_TINY": "1"}, (True, False)),  # TOY = False keeps random weights
-        (True, None, {}, (False, True)),
-        (None, None, {"NBHELPERS_TOY": "1"}, (False, True)),
-        (None, True, {}, (False, True)),
-        (None, None, {}, (False, False)),  # the real model
-        (False, None, {"NBHELPERS_TINY": "1"}, (False, False)),  # TINY = False beats the variable
-    ],
-)
-def test_notebooks_use_the_toy_model_when_a_stand_in_is_asked_for(monkeypatch, tiny, toy, env, expected):
-    from nbhelpers.notebook import notebook_stand_in
-
-    for name in ("NBHELPERS_TINY", "NBHELPERS_TOY"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    assert notebook_stand_in(tiny, toy) == expected
+    assert with_mark("Time per image", stand_in_mark("tiny")) == "Time per image (tiny, random weights)"
+    assert with_mark("Time per image", stand_in_mark("toy")) == "Time per image (toy model (shapes))"
+    assert with_mark("Time per image", stand_in_mark(None)) == "Time per image"
 
 
 def test_a_step_callback_runs_but_stays_out_of_the_settings_and_metadata(tiny_sd, tmp_path):

@@ -13,7 +13,7 @@ from nbhelpers.loading import ModelLoadError, load_pipeline
 from nbhelpers.models.configs import TINY_RESOLUTION
 from nbhelpers.models.deci_pipeline import DeciDiffusionPipeline
 from nbhelpers.models.flexible_unet import FlexibleUNet2DConditionModel
-from nbhelpers.models.tiny import build_tiny_pipeline, tiny_pipeline_path, tiny_requested
+from nbhelpers.models.tiny import build_tiny_pipeline, tiny_pipeline_path
 
 HUB_LAYOUT = {
     "model_index.json",
@@ -55,18 +55,10 @@ def test_tiny_build_is_deterministic(tmp_path):
             assert (a / sub / file).read_bytes() == (b / sub / file).read_bytes(), f"{sub}/{file} differs"
 
 
-def test_tiny_mode_switches(monkeypatch):
-    monkeypatch.delenv("NBHELPERS_TINY", raising=False)
-    assert tiny_requested(None) is False
-    monkeypatch.setenv("NBHELPERS_TINY", "1")
-    assert tiny_requested(None) is True
-    assert tiny_requested(False) is False
-
-
 def test_tiny_sd_pipeline_generates(tiny_sd):
     assert isinstance(tiny_sd, StableDiffusionPipeline)
     info = tiny_sd.nbhelpers_info
-    assert info.tiny and info.device == torch.device("cpu") and info.dtype == torch.float32
+    assert info.stand_in == "tiny" and info.device == torch.device("cpu") and info.dtype == torch.float32
     assert "random weights" in info.label
     out = tiny_sd("a big owl", num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(0))
     assert out.images.shape == (1, TINY_RESOLUTION, TINY_RESOLUTION, 3)
@@ -108,7 +100,7 @@ def test_deci_defaults_applied_when_caller_gives_none(tiny_deci, monkeypatch):
 
 
 def test_safety_checker_switch():
-    pipe = load_pipeline("sd-v1-4", tiny=True, device="cpu", safety_checker=False)
+    pipe = load_pipeline("sd-v1-4", stand_in="tiny", device="cpu", safety_checker=False)
     assert pipe.safety_checker is None
     out = pipe("x", num_inference_steps=1, output_type="np")
     assert out.nsfw_content_detected is None
@@ -120,16 +112,16 @@ def test_unknown_model_lists_known_names():
 
 
 def test_tiny_mode_refuses_models_outside_the_catalog():
-    with pytest.raises(UnknownModelError, match="Tiny mode exists only for catalog models"):
-        load_pipeline("someone/some-model", tiny=True, device="cpu")
+    with pytest.raises(UnknownModelError, match="tiny stand-in exists only for catalog models"):
+        load_pipeline("someone/some-model", stand_in="tiny", device="cpu")
 
 
 def test_missing_local_folder_and_bad_folder(tmp_path):
     with pytest.raises(ModelLoadError, match="does not exist"):
-        load_pipeline("./no/such/folder", tiny=False, device="cpu")
+        load_pipeline("./no/such/folder", stand_in="none", device="cpu")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="model_index.json is missing"):
-        load_pipeline(tmp_path / "empty", tiny=False, device="cpu")
+        load_pipeline(tmp_path / "empty", stand_in="none", device="cpu")
 
 
 def test_unreachable_hub_says_how_to_go_offline(tmp_path):
@@ -139,17 +131,18 @@ def test_unreachable_hub_says_how_to_go_offline(tmp_path):
         """
         from nbhelpers.loading import ModelLoadError, load_pipeline
         try:
-            load_pipeline("sd-v1-5", tiny=False, device="cpu")
+            load_pipeline("sd-v1-5", stand_in="none", device="cpu")
         except ModelLoadError as err:
             print("MESSAGE:", err)
         """
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "NBHELPERS_TINY": "0"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "NBHELPERS_STAND_IN": "none"}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert "MESSAGE:" in result.stdout, result.stderr[-2000:]
     message = result.stdout
     assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in message
-    assert "tiny=True" in message and "NBHELPERS_TINY=1" in message and "--tiny" in message
+    assert "stand_in='toy'" in message and "NBHELPERS_STAND_IN=toy" in message and "--tiny" in message
+    assert "hf download stable-diffusion-v1-5/stable-diffusion-v1-5" in message and "huggingface-cli" not in message
 
 
 def test_loading_by_hub_id_from_a_prepopulated_offline_cache(tmp_path):
@@ -166,19 +159,19 @@ def test_loading_by_hub_id_from_a_prepopulated_offline_cache(tmp_path):
         from nbhelpers.loading import load_pipeline
         # The small-sd id as the seed tutorial writes it, with a trailing slash.
         for name in ["Deci/DeciDiffusion-v1-0", "runwayml/stable-diffusion-v1-5", "OFA-Sys/small-stable-diffusion-v0/"]:
-            pipe = load_pipeline(name, tiny=False, device="cpu", progress=False)
+            pipe = load_pipeline(name, stand_in="none", device="cpu", progress=False)
             out = pipe("an owl", num_inference_steps=2, output_type="np")
-            print("LOADED", name, type(pipe).__name__, type(pipe.unet).__name__, pipe.nbhelpers_info.tiny,
+            print("LOADED", name, type(pipe).__name__, type(pipe.unet).__name__, pipe.nbhelpers_info.stand_in,
                   out.images.shape)
         """
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "NBHELPERS_TINY": "0"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "NBHELPERS_STAND_IN": "none"}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     lines = [line for line in result.stdout.splitlines() if line.startswith("LOADED")]
     assert len(lines) == 3, result.stderr[-3000:]
-    assert "DeciDiffusionPipeline FlexibleUNet2DConditionModel False (1, 64, 64, 3)" in lines[0]
-    assert "StableDiffusionPipeline UNet2DConditionModel False" in lines[1]
-    assert "StableDiffusionPipeline UNet2DConditionModel False" in lines[2]
+    assert "DeciDiffusionPipeline FlexibleUNet2DConditionModel None (1, 64, 64, 3)" in lines[0]
+    assert "StableDiffusionPipeline UNet2DConditionModel None" in lines[1]
+    assert "StableDiffusionPipeline UNet2DConditionModel None" in lines[2]
 
 
 def test_saved_deci_pipeline_reloads_from_a_local_folder(tiny_deci, tmp_path):
@@ -205,11 +198,11 @@ def test_memory_savers_follow_gpu_memory(monkeypatch):
     import nbhelpers.loading as loading
 
     monkeypatch.setattr(loading, "total_memory_bytes", lambda device: 6 * 2**30)  # a 6 GiB GPU
-    pipe = load_pipeline("sd-v1-4", tiny=True, device="cpu", progress=False)
+    pipe = load_pipeline("sd-v1-4", stand_in="tiny", device="cpu", progress=False)
     assert pipe.nbhelpers_info.memory_savers == ("attention_slicing", "vae_slicing")
     assert pipe.vae.use_slicing
     monkeypatch.setattr(loading, "total_memory_bytes", lambda device: 40 * 2**30)
-    roomy = load_pipeline("sd-v1-4", tiny=True, device="cpu", progress=False)
+    roomy = load_pipeline("sd-v1-4", stand_in="tiny", device="cpu", progress=False)
     assert roomy.nbhelpers_info.memory_savers == () and not roomy.vae.use_slicing
     with pytest.raises(ValueError, match="memory_savers"):
-        load_pipeline("sd-v1-4", tiny=True, device="cpu", memory_savers="lots")
+        load_pipeline("sd-v1-4", stand_in="tiny", device="cpu", memory_savers="lots")

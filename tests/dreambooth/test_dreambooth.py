@@ -27,7 +27,7 @@ def subject(tmp_path_factory):
 
 
 def _config(subject, out, **overrides):
-    settings = {"tiny": True, "resolution": 64, "max_train_steps": 4, "checkpointing_steps": 2, "seed": 0}
+    settings = {"stand_in": "tiny", "resolution": 64, "max_train_steps": 4, "checkpointing_steps": 2, "seed": 0}
     return DreamBoothConfig(str(subject), str(out), **(settings | overrides))
 
 
@@ -53,7 +53,7 @@ def test_loss_falls_when_overfitting_a_fixed_batch(subject, tmp_path, use_lora):
 def test_saved_lora_loads_into_a_fresh_pipeline_and_changes_its_output(subject, tmp_path):
     result = train_dreambooth(_config(subject, tmp_path, learning_rate=5e-3), progress=False)
     assert result.weights_dir.name == "lora" and (result.weights_dir / "pytorch_lora_weights.safetensors").exists()
-    pipe = load_pipeline("sd-v1-4", tiny=True, device="cpu", progress=False)
+    pipe = load_pipeline("sd-v1-4", stand_in="tiny", device="cpu", progress=False)
     settings = {"num_inference_steps": 2, "output_type": "np"}
     before = pipe("a photo of sks dog", generator=torch.Generator().manual_seed(0), **settings).images
     pipe.load_lora_weights(result.weights_dir)
@@ -68,10 +68,10 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_total(subject, tmp_
     code = textwrap.dedent(f"""
         from nbhelpers.dreambooth.trainer import train_dreambooth
         from nbhelpers.dreambooth.config import DreamBoothConfig
-        train_dreambooth(DreamBoothConfig({str(subject)!r}, {str(out)!r}, tiny=True, resolution=64,
+        train_dreambooth(DreamBoothConfig({str(subject)!r}, {str(out)!r}, stand_in="tiny", resolution=64,
                                           max_train_steps=400, checkpointing_steps=2), progress=False)
     """)
-    process = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "NBHELPERS_TINY": "1"})
+    process = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "NBHELPERS_STAND_IN": "tiny"})
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None and latest_checkpoint(out) is None:
         time.sleep(0.1)
@@ -130,7 +130,7 @@ def test_full_fine_tune_saves_a_loadable_pipeline(subject, tmp_path):
     )
     assert result.weights_dir.name == "pipeline" and len(result.validation_images) == 1
     pipe = load_pipeline(result.weights_dir, device="cpu", progress=False)
-    base = load_pipeline("sd-v1-4", tiny=True, device="cpu", progress=False)
+    base = load_pipeline("sd-v1-4", stand_in="tiny", device="cpu", progress=False)
     changed = [not torch.equal(a, b) for a, b in zip(pipe.unet.parameters(), base.unet.parameters(), strict=True)]
     assert any(changed)
 
@@ -203,7 +203,7 @@ def test_step_benchmark_runs_and_saves_its_figures(tmp_path):
         ],
         check=True,
         capture_output=True,
-        env={**os.environ, "NBHELPERS_TINY": "1"},
+        env={**os.environ, "NBHELPERS_STAND_IN": "tiny"},
     )
     report = json.loads(out.read_text())
     [lora] = report["results"]

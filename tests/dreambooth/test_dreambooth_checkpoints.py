@@ -21,7 +21,7 @@ def subject(tmp_path_factory):
 
 def _config(subject, out, **overrides):
     settings = {
-        "tiny": True,
+        "stand_in": "tiny",
         "resolution": 64,
         "max_train_steps": 4,
         "checkpointing_steps": 2,
@@ -168,10 +168,10 @@ def test_cli_flags_are_the_config_fields_and_errors_are_one_line(subject, tmp_pa
             "--gradient_checkpointing",
         ]
     )
-    assert (args.instance_data_dir, args.output_dir, args.tiny, args.lora_rank, args.resume) == (
+    assert (args.instance_data_dir, args.output_dir, args.stand_in, args.lora_rank, args.resume) == (
         str(subject),
         str(tmp_path),
-        True,
+        "tiny",
         8,
         False,
     )

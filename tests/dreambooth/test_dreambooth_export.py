@@ -27,7 +27,7 @@ def test_kohya_export_loads_back_and_draws_the_same_images(tmp_path):
         DreamBoothConfig(
             str(subject),
             str(tmp_path / "run"),
-            tiny=True,
+            stand_in="tiny",
             resolution=64,
             max_train_steps=2,
             learning_rate=5e-2,
@@ -43,10 +43,10 @@ def test_kohya_export_loads_back_and_draws_the_same_images(tmp_path):
     assert "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight" in keys
     assert len(alphas) == sum(k.endswith(".lora_down.weight") for k in keys) and set(alphas.values()) == {4.0}
 
-    base = _draw(load_pipeline("sd-v1-4", tiny=True, device="cpu", progress=False))
-    from_folder = load_pipeline("sd-v1-4", tiny=True, device="cpu", progress=False)
+    base = _draw(load_pipeline("sd-v1-4", stand_in="tiny", device="cpu", progress=False))
+    from_folder = load_pipeline("sd-v1-4", stand_in="tiny", device="cpu", progress=False)
     from_folder.load_lora_weights(result.weights_dir)
-    from_kohya = load_pipeline("sd-v1-4", tiny=True, device="cpu", progress=False)
+    from_kohya = load_pipeline("sd-v1-4", stand_in="tiny", device="cpu", progress=False)
     from_kohya.load_lora_weights(result.kohya_file)
     folder_images, kohya_images = _draw(from_folder), _draw(from_kohya)
     assert np.abs(folder_images - base).max() > 1e-3  # the LoRA changes the picture ...

@@ -80,7 +80,7 @@ def test_gradient_checkpointing_counts_far_fewer_activation_bytes(sd_v1):
 def test_the_trainer_prints_its_plan_before_training_and_counts_what_it_trains(tmp_path, capsys):
     subject = make_synthetic_subject(tmp_path / "subject", count=2, size=64)
     trainer = DreamBoothTrainer(
-        DreamBoothConfig(str(subject), str(tmp_path / "out"), tiny=True, resolution=64, max_train_steps=1)
+        DreamBoothConfig(str(subject), str(tmp_path / "out"), stand_in="tiny", resolution=64, max_train_steps=1)
     )
     out = capsys.readouterr().out
     assert "Memory plan on cpu" in out and "expected peak" in out

@@ -33,10 +33,10 @@ def test_batch_run_killed_midway_and_rerun_has_every_row_exactly_once(tmp_path):
     _write_csvs(tmp_path / "in", (3, 2))
     code = textwrap.dedent(f"""
         from nbhelpers.endpoints.batch_runner import run_batch
-        run_batch({str(tmp_path / "in")!r}, {str(tmp_path / "out")!r}, model="deci-v1", tiny=True,
+        run_batch({str(tmp_path / "in")!r}, {str(tmp_path / "out")!r}, model="deci-v1", stand_in="tiny",
                   parameters={{"num_inference_steps": 20}}, progress=False)
     """)
-    process = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "NBHELPERS_TINY": "1"})
+    process = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "NBHELPERS_STAND_IN": "tiny"})
     journal = tmp_path / "out" / "progress.jsonl"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
@@ -51,7 +51,7 @@ def test_batch_run_killed_midway_and_rerun_has_every_row_exactly_once(tmp_path):
         tmp_path / "in",
         tmp_path / "out",
         model="deci-v1",
-        tiny=True,
+        stand_in="tiny",
         parameters={"num_inference_steps": 20},
         progress=False,
     )

@@ -15,12 +15,15 @@ from nbhelpers.endpoints.settings import EndpointSettings, read_api_key
 
 def test_settings_round_trip_through_the_environment():
     settings = EndpointSettings(
-        model="sd-v1-5", tiny=True, max_rows=2, max_concurrent_requests_per_instance=3, request_timeout_ms=1234
+        model="sd-v1-5", stand_in="tiny", max_rows=2, max_concurrent_requests_per_instance=3, request_timeout_ms=1234
     )
     variables = settings.to_environment()
-    assert variables["NBHELPERS_REQUEST_TIMEOUT_MS"] == "1234" and variables["NBHELPERS_TINY"] == "1"
+    assert variables["NBHELPERS_REQUEST_TIMEOUT_MS"] == "1234" and variables["NBHELPERS_STAND_IN"] == "tiny"
     assert EndpointSettings.from_environment(variables) == settings
     assert EndpointSettings.from_environment({}) == EndpointSettings()
+    real = EndpointSettings(stand_in="none")  # the real model, whatever the serving process's own environment says
+    assert real.to_environment()["NBHELPERS_STAND_IN"] == "none"
+    assert EndpointSettings.from_environment(real.to_environment()).stand_in is None
     assert settings.max_in_flight == 6
     with pytest.raises(ValueError, match="NBHELPERS_MAX_ROWS='many' is not a valid int"):
         EndpointSettings.from_environment({"NBHELPERS_MAX_ROWS": "many"})
@@ -51,7 +54,7 @@ def test_serve_command_line_is_generated_from_the_settings_fields(capsys):
             "3",
         ]
     )
-    assert (args.max_concurrent_requests_per_instance, args.request_timeout_ms, args.tiny) == (2, 5000, True)
+    assert (args.max_concurrent_requests_per_instance, args.request_timeout_ms, args.stand_in) == (2, 5000, "tiny")
     assert (args.api_key_file, args.header_timeout_s, args.host, args.port) == ("k.txt", 3.0, "127.0.0.1", 5001)
     assert build_parser().parse_args(["serve", "--max-concurrency", "3"]).max_concurrent_requests_per_instance == 3
     assert build_parser().parse_args(["serve"]).max_concurrent_requests_per_instance == 1
@@ -96,7 +99,9 @@ def test_content_safety_blanks_blocked_rows(tiny_deci):
 def test_no_safety_checker_gives_null():
     from nbhelpers.loading import load_pipeline
 
-    service = ScoringService(load_pipeline("sd-v1-4", tiny=True, device="cpu", safety_checker=False, progress=False))
+    service = ScoringService(
+        load_pipeline("sd-v1-4", stand_in="tiny", device="cpu", safety_checker=False, progress=False)
+    )
     body = json.dumps({"input_data": {"data": ["x"], "parameters": {"num_inference_steps": 1}}})
     status, rows, _ = service.handle(body)
     assert status == 200 and rows[0]["nsfw_content_detected"] is None

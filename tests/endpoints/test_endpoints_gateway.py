@@ -22,7 +22,9 @@ async def _status_line_and_body(port: int, request: bytes) -> tuple[str, dict]:
 def test_connections_beyond_max_connections_get_503_with_retry_after_and_the_slots_come_back(tmp_path):
     async def scenario() -> None:
         limits = GatewayLimits(max_connections=2, header_timeout_s=20)
-        gateway = Gateway(str(tmp_path / "no-worker.sock"), EndpointSettings(model="deci-v1", tiny=True), limits=limits)
+        gateway = Gateway(
+            str(tmp_path / "no-worker.sock"), EndpointSettings(model="deci-v1", stand_in="tiny"), limits=limits
+        )
         port = await gateway.start("127.0.0.1", 0)
         try:
             # Two clients open a connection and send nothing: they hold both slots.

@@ -85,7 +85,7 @@ def served(tmp_path_factory):
     log = tmp_path_factory.mktemp("server") / "server.log"
     server = local_server(
         "deci-v1",
-        tiny=True,
+        stand_in="tiny",
         api_key=KEY,
         max_rows=3,
         max_concurrent_requests_per_instance=2,
@@ -258,7 +258,7 @@ def gateway(tmp_path_factory):
     (folder / "key").write_text(KEY + "\n")
     server = local_server(
         "deci-v1",
-        tiny=True,
+        stand_in="tiny",
         api_key_file=str(folder / "key"),
         rehearse_gateway=True,
         request_timeout_ms=2500,

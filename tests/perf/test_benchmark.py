@@ -33,7 +33,7 @@ def test_flops_per_guided_step_match_the_reference(name, gflop):
 
 @pytest.mark.parametrize("name", ["sd-v1-5", "deci-v1"])
 def test_cpu_fast_path_modes_keep_the_output(name):
-    pipe = load_pipeline(name, tiny=True, device="cpu", progress=False)
+    pipe = load_pipeline(name, stand_in="tiny", device="cpu", progress=False)
     kwargs = {"num_inference_steps": 3, "output_type": "np"}
     reference = pipe("an owl", generator=torch.Generator().manual_seed(0), **kwargs).images
     optimize_pipeline(pipe, "fused")
@@ -48,7 +48,7 @@ def test_cpu_fast_path_modes_keep_the_output(name):
 
 def test_benchmark_refuses_to_measure_without_warmup():
     with pytest.raises(ValueError, match="never taken without a warm-up"):
-        run_benchmark(BenchSettings(models=["deci-v1"], weights="tiny", warmup=0), log=lambda _: None)
+        run_benchmark(BenchSettings(models=["deci-v1"], stand_in="tiny", warmup=0), log=lambda _: None)
     with pytest.raises(ValueError, match="Unknown model"):
         BenchSettings(models=["sd-v9"]).validate()
 
@@ -58,8 +58,7 @@ def test_bench_command_on_tiny_models_writes_a_report(tmp_path, capsys):
     status = main(
         [
             "bench",
-            "--weights",
-            "tiny",
+            "--tiny",
             "--device",
             "cpu",
             "--models",
@@ -80,7 +79,7 @@ def test_bench_command_on_tiny_models_writes_a_report(tmp_path, capsys):
     )
     assert status == 0
     report = json.loads(out.read_text())
-    assert "RANDOM weights" in report["weights"] and report["device"] == "cpu"
+    assert "stand-in models (tiny, random weights)" in report["weights"] and report["device"] == "cpu"
     assert report["environment"]["packages"]["diffusers"]
     rows = report["results"]
     assert [(r["model"], r["optimize"]) for r in rows] == [
@@ -94,22 +93,23 @@ def test_bench_command_on_tiny_models_writes_a_report(tmp_path, capsys):
         assert len(row["end_to_end_runs_seconds"]) == 2
         assert row["images_per_second"] == pytest.approx(1 / row["seconds_per_image"])
         assert row["max_abs_pixel_difference_vs_first_mode"] < 1e-3
-        assert row["parameters"]["unet"] == count_parameters(load_pipeline(row["model"], tiny=True).unet)
+        assert row["parameters"]["unet"] == count_parameters(load_pipeline(row["model"], stand_in="tiny").unet)
     assert "s/image" in capsys.readouterr().out
 
 
 def test_fast_path_is_one_argument_away():
-    pipe = load_pipeline("deci-v1", tiny=True, device="cpu", optimize="fused", progress=False)
+    pipe = load_pipeline("deci-v1", stand_in="tiny", device="cpu", optimize="fused", progress=False)
     assert pipe.nbhelpers_optimize == "fused"
     assert {type(p).__name__ for p in pipe.unet.attn_processors.values()} == {"FusedAttnProcessor2_0"}
     with pytest.raises(ValueError, match="Unknown optimize mode"):
-        load_pipeline("deci-v1", tiny=True, device="cpu", optimize="warp-speed")
+        load_pipeline("deci-v1", stand_in="tiny", device="cpu", optimize="warp-speed")
 
 
 def test_bench_flags_are_the_settings_fields_with_their_help(capsys):
     from dataclasses import fields
 
-    from nbhelpers.cli import build_parser, settings_from_args
+    from nbhelpers.cli import build_parser
+    from nbhelpers.cli.common import settings_from_args
 
     with pytest.raises(SystemExit):
         main(["bench", "--help"])
@@ -118,9 +118,10 @@ def test_bench_flags_are_the_settings_fields_with_their_help(capsys):
         assert f"--{settings_field.name}" in help_text
         first_words = " ".join(settings_field.metadata["help"].split()[:3])
         assert first_words in " ".join(help_text.split()), settings_field.name
-    args = build_parser().parse_args(["bench", "--batch-sizes", "1", "4", "--weights", "tiny", "--peak_tflops", "9"])
+    args = build_parser().parse_args(["bench", "--batch-sizes", "1", "4", "--stand-in", "tiny", "--peak_tflops", "9"])
     settings = settings_from_args(BenchSettings, args)
-    assert settings == BenchSettings(batch_sizes=[1, 4], weights="tiny", peak_tflops=9.0)
+    assert settings == BenchSettings(batch_sizes=[1, 4], stand_in="tiny", peak_tflops=9.0)
+    assert settings_from_args(BenchSettings, build_parser().parse_args(["bench", "--toy"])).stand_in == "toy"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "--weights", "imaginary"])
     assert "invalid choice" in capsys.readouterr().err

@@ -72,7 +72,7 @@ def test_attention_ratio():
 
 def test_micro_training_run_writes_a_pipeline_that_toy_mode_loads(tmp_path, monkeypatch):
     """Two optimiser steps per stage on 16 pictures: the script's whole path, not a trained model. Written to the
-    default folder, it is what ``load_pipeline("deci-v1", toy=True)`` finds."""
+    default folder, it is what ``load_pipeline("deci-v1", stand_in="toy")`` finds."""
     from nbhelpers.generation import generate
     from nbhelpers.loading import ModelLoadError, load_pipeline
     from nbhelpers.toy.pipelines import trained_toy_dir
@@ -89,9 +89,9 @@ def test_micro_training_run_writes_a_pipeline_that_toy_mode_loads(tmp_path, monk
     training = json.loads((folder / "training.json").read_text())
     assert training["settings"]["unet_steps"] == 2 and np.isfinite(training["final_loss"])
 
-    pipe = load_pipeline("deci-v1", toy=True, device="cpu", progress=False)
+    pipe = load_pipeline("deci-v1", stand_in="toy", device="cpu", progress=False)
     info = pipe.nbhelpers_info
-    assert info.toy and not info.tiny and info.source == str(folder) and info.label == "deci-v1 (toy model (shapes))"
+    assert info.stand_in == "toy" and info.source == str(folder) and info.label == "deci-v1 (toy model (shapes))"
     assert type(pipe.unet).__name__ == "FlexibleUNet2DConditionModel"
     assert pipe.scheduler.config.prediction_type == "v_prediction" and pipe.scheduler.config.rescale_betas_zero_snr
     result = generate(pipe, "a red circle on a white background", num_inference_steps=2)
@@ -100,9 +100,9 @@ def test_micro_training_run_writes_a_pipeline_that_toy_mode_loads(tmp_path, monk
 
     # SD v1.5's stand-in was not trained here: the error says how to get it.
     with pytest.raises(ModelLoadError, match="nbhelpers toy-train --model sd"):
-        load_pipeline("sd-v1-5", toy=True, device="cpu")
-    with pytest.raises(ValueError, match="Choose one stand-in"):
-        load_pipeline("deci-v1", toy=True, tiny=True)
+        load_pipeline("sd-v1-5", stand_in="toy", device="cpu")
+    with pytest.raises(ValueError, match="stand_in='toys' is not a stand-in: use one of toy, tiny"):
+        load_pipeline("deci-v1", stand_in="toys")
     with pytest.raises(ValueError, match="learning_rate must be a positive finite number"):
         ToyTrainingConfig(learning_rate=float("inf")).validate()
 

@@ -45,14 +45,14 @@ def _lesson_accuracy(kind: str, guidance: float) -> dict[str, float]:
 
 @pytest.fixture(scope="module", params=sorted(TOY_MODEL_NAMES))
 def shipped(request, tmp_path_factory):
-    """``(kind, pipeline)`` of a shipped toy model, loaded by ``load_pipeline(name, toy=True)`` with an empty
+    """``(kind, pipeline)`` of a shipped toy model, loaded by ``load_pipeline(name, stand_in="toy")`` with an empty
     cache, so the folder inside the package is what loads."""
     from nbhelpers.loading import load_pipeline
 
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("NBHELPERS_CACHE", str(tmp_path_factory.mktemp("empty-cache")))
     kind = request.param
-    pipe = load_pipeline(STANDS_IN_FOR[kind], toy=True, device="cpu", progress=False)
+    pipe = load_pipeline(STANDS_IN_FOR[kind], stand_in="toy", device="cpu", progress=False)
     yield kind, pipe
     monkeypatch.undo()
 
@@ -78,7 +78,7 @@ def test_shipped_toy_models_load_through_the_real_code_path(shipped):
     kind, pipe = shipped
     info = pipe.nbhelpers_info
     folder = SHIPPED_TOY_DIR / TOY_MODEL_NAMES[kind]
-    assert info.toy and not info.tiny and info.source == str(folder)
+    assert info.stand_in == "toy" and info.source == str(folder)
     assert info.label == f"{STANDS_IN_FOR[kind]} (toy model (shapes))"
     if kind == "deci":  # DeciDiffusion's layout and training: flexible_unet/, v-prediction, zero-SNR trailing DDIM
         assert (folder / "flexible_unet").is_dir() and not (folder / "unet").exists()
@@ -212,7 +212,9 @@ def test_dreambooth_teaches_the_sd_style_toy_the_star(tmp_path, monkeypatch):
     from nbhelpers.toy.evaluate import shape_likeness
 
     monkeypatch.setenv("NBHELPERS_CACHE", str(tmp_path / "empty-cache"))
-    pipe = load_pipeline("sd-v1-4", toy=True, device="cpu", safety_checker=False, memory_savers="off", progress=False)
+    pipe = load_pipeline(
+        "sd-v1-4", stand_in="toy", device="cpu", safety_checker=False, memory_savers="off", progress=False
+    )
     prompt, seeds = "a red sks on a white background", (0, 1, 2, 3)
 
     def likeness() -> list[float]:
@@ -226,7 +228,7 @@ def test_dreambooth_teaches_the_sd_style_toy_the_star(tmp_path, monkeypatch):
         instance_data_dir=str(make_toy_subject(tmp_path / "stars")),
         output_dir=str(tmp_path / "run"),
         model="sd-v1-4",
-        toy=True,
+        stand_in="toy",
         instance_prompt=prompt,
         identifier="sks",
         resolution=64,

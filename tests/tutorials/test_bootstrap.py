@@ -1,4 +1,5 @@
-"""Every notebook starts with the same generated bootstrap cell and a Colab badge, both agreeing with pyproject.toml."""
+"""Every notebook starts with the same short generated bootstrap cell and a Colab badge, both agreeing with
+pyproject.toml; the cell's work is done by nbhelpers.tutorials.setup."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 import jupytext
 import pytest
 
-from nbhelpers.tutorials import bootstrap
+import nbhelpers
+from nbhelpers.tutorials import bootstrap, setup
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
@@ -33,8 +35,9 @@ def test_first_code_cell_is_the_bootstrap_and_identical_but_for_extras(script: P
     cell = _first_code_cell(script)
     extras = bootstrap.NOTEBOOK_EXTRAS[script.stem]
     assert cell == bootstrap.bootstrap_cell(extras).strip()
+    assert len([line for line in cell.splitlines() if line.strip()]) <= 8  # a learner can read past it
     reference = _first_code_cell(SCRIPTS[0])
-    assert re.sub(r'^EXTRAS = ".*"$', "", cell, flags=re.M) == re.sub(r'^EXTRAS = ".*"$', "", reference, flags=re.M)
+    assert re.sub(r'^set_up\(".*"\)', "", cell, flags=re.M) == re.sub(r'^set_up\(".*"\)', "", reference, flags=re.M)
     title = jupytext.read(script).cells[0].source
     assert bootstrap.badge_markdown(bootstrap.repository_url(bootstrap.read_pyproject()), script.stem) in title
     # The badge opens this very notebook on Colab.
@@ -44,9 +47,9 @@ def test_first_code_cell_is_the_bootstrap_and_identical_but_for_extras(script: P
 def test_the_cell_names_the_repository_url_and_the_extras_of_pyproject():
     pyproject = bootstrap.read_pyproject()
     cell = bootstrap.bootstrap_cell("notebooks,training", pyproject)
-    assert bootstrap.repository_url(pyproject) in cell
-    assert '"peft>=0.12"' in cell and '"ipyplot>=1.1.2"' in cell and '"diffusers>=0.35"' in cell
-    assert "find_spec" not in cell  # decided by importing, not by finding a source folder
+    assert bootstrap.repository_url(pyproject) in cell and 'set_up("notebooks,training")' in cell
+    with pytest.raises(ValueError, match="does not define"):
+        bootstrap.bootstrap_cell("notebooks,no-such-extra", pyproject)
 
 
 def test_every_notebook_extra_exists_and_notebook_only_packages_left_the_core():
@@ -91,49 +94,61 @@ def test_colab_badges_need_a_github_url():
         bootstrap.colab_url("https://gitlab.com/a/b", "01_text_to_image")
 
 
-def _run_cell(cwd: Path, extras: str = "notebooks", **env: str) -> subprocess.CompletedProcess[str]:
-    code = bootstrap.bootstrap_cell(extras)
-    environment = {**os.environ, **env}
+def _run_cell(cwd: Path, code: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", code], cwd=cwd, env=environment, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code], cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True, timeout=300
     )
 
 
-def test_every_probed_distribution_is_imported_by_a_module_it_installs():
-    # The cell imports each requirement by a module name; a wrong guess (``pyyaml`` is imported as ``yaml``) makes
-    # the cell ask for a restart forever. The dev environment holds every extra, so each name can be checked.
-    from importlib import metadata
+def test_setup_reads_the_requirements_of_the_extras_from_the_package():
+    names = {r.name for r in setup.requirements("notebooks,training")}
+    assert {"diffusers", "torch", "ipyplot", "peft"} <= names and "gunicorn" not in names
+    assert "gunicorn" in {r.name for r in setup.requirements(["serving"])}
+    assert not any(r.name == "diffusion-nbhelpers" for r in setup.requirements("dev"))
 
-    provided: dict[str, set[str]] = {}
-    for module, dists in metadata.packages_distributions().items():
-        for dist in dists:
-            provided.setdefault(dist.lower().replace("_", "-"), set()).add(module)
-    probes = {
-        r.partition(">=")[0] for needs in bootstrap.import_probes(bootstrap.read_pyproject()).values() for r in needs
-    }
-    for dist in sorted(probes):
-        module = bootstrap.IMPORT_NAMES.get(dist, dist.replace("-", "_"))
-        assert module.split(".")[0] in provided[dist], f"{dist} installs {sorted(provided[dist])}, not {module}"
+
+def test_setup_finds_what_is_missing_or_too_old_without_importing_it():
+    from packaging.requirements import Requirement
+
+    wanted = [Requirement("no-such-dist-xyz>=1"), Requirement("pytest>=999"), Requirement("pytest>=1")]
+    found = setup.unmet(wanted)
+    assert found["no-such-dist-xyz>=1"] is None and found["pytest>=999"] is not None and "pytest>=1" not in found
+
+
+def test_setup_installs_what_is_missing_in_one_pip_call_and_asks_for_a_restart_if_it_still_misses(monkeypatch):
+    from packaging.requirements import Requirement
+
+    calls = []
+    monkeypatch.setattr(setup, "requirements", lambda extras: [Requirement("no-such-dist-xyz>=1")])
+    monkeypatch.setattr(setup.subprocess, "run", lambda command, check: calls.append(command))
+    with pytest.raises(RuntimeError, match="Restart the kernel.*still missing"):
+        setup.set_up("notebooks")
+    assert calls == [[sys.executable, "-m", "pip", "install", "-q", "no-such-dist-xyz>=1"]]
 
 
 @pytest.mark.parametrize("extras", sorted(set(bootstrap.NOTEBOOK_EXTRAS.values())))
-def test_cell_installs_nothing_and_clones_nothing_when_everything_imports(tmp_path: Path, extras: str):
+def test_cell_installs_nothing_when_everything_is_there(tmp_path: Path, extras: str):
     # The test environment has nbhelpers and every extra: an empty folder stays empty, whatever the notebook.
-    result = _run_cell(tmp_path, extras, NBHELPERS_REPO_URL=f"file://{tmp_path}/no-such-repo")
+    result = _run_cell(tmp_path, bootstrap.bootstrap_cell(extras), NBHELPERS_REPO_URL=f"file://{tmp_path}/no-repo")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert f"Ready: nbhelpers and the [{extras}] extras import" in result.stdout
-    assert "Installing" not in result.stdout and "Cloning" not in result.stdout
+    assert f"Ready: nbhelpers {nbhelpers.__version__}" in result.stdout and f"[{extras}] extras" in result.stdout
+    assert "Missing" not in result.stdout
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cell_clones_from_the_override_url_when_something_is_missing(tmp_path: Path):
-    # A missing package outside any checkout: the cell clones NBHELPERS_REPO_URL (here a repository that does not
-    # exist, so git fails after saying what it tried; the real install runs in the Colab rehearsal).
-    code = bootstrap.bootstrap_cell("notebooks").replace('"notebooks": [', '"notebooks": ["no-such-dist-xyz", ', 1)
-    env = {**os.environ, "NBHELPERS_REPO_URL": f"file://{tmp_path}/missing-repo", "GIT_TERMINAL_PROMPT": "0"}
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+def test_cell_installs_nbhelpers_from_the_override_url_when_it_does_not_import(tmp_path: Path):
+    # nbhelpers hidden from find_spec, outside any checkout: the cell pip-installs NBHELPERS_REPO_URL (here a
+    # repository that does not exist, so pip fails after saying what it tried; the real install runs in the Colab
+    # rehearsal).
+    hide = (
+        "import importlib.util as u; find = u.find_spec\n"
+        "u.find_spec = lambda name, *a: None if name == 'nbhelpers' else find(name, *a)\n"
     )
-    assert "Missing or too old: no-such-dist-xyz (PackageNotFoundError)" in result.stdout
-    assert f"cloning file://{tmp_path}/missing-repo into {tmp_path / 'missing-repo'}" in result.stdout
+    result = _run_cell(
+        tmp_path,
+        hide + bootstrap.bootstrap_cell("notebooks"),
+        NBHELPERS_REPO_URL=f"file://{tmp_path}/missing-repo",
+        GIT_TERMINAL_PROMPT="0",
+    )
+    assert f"git+file://{tmp_path}/missing-repo" in result.stderr + result.stdout
     assert result.returncode != 0 and "CalledProcessError" in result.stderr

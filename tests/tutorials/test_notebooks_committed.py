@@ -80,3 +80,23 @@ def test_notebook_has_title_explanation_and_parameters(path: Path):
     assert "learn" in first.source.lower()
     tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, "exactly one papermill 'parameters' cell"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_opens_on_a_colab_gpu_runtime(path: Path):
+    metadata = nbformat.read(path, as_version=4).metadata
+    assert metadata.get("accelerator") == "GPU" and metadata.get("colab", {}).get("gpuType") == "T4"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_one_stand_in_parameter_and_no_twin_parameters(path: Path):
+    import ast
+
+    notebook = nbformat.read(path, as_version=4)
+    cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+    names = {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets}
+    assert "STAND_IN" in names
+    assert not [n for n in names if n.startswith(("TOY", "TINY"))], "stand-in settings live in one marked cell"
+    code = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
+    for private in ("tiny_pipeline_path", "toy_pipeline_path", "NBHELPERS_TINY", "NBHELPERS_TOY"):
+        assert private not in code  # the loader finds a stand-in's files

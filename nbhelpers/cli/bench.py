@@ -1,0 +1,32 @@
+"""``nbhelpers bench``: latency, throughput, memory and FLOPs of the models (:mod:`nbhelpers.perf.benchmark`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from nbhelpers.cli.common import add_dataclass_command, settings_from_args
+from nbhelpers.perf.benchmark import BenchSettings
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from nbhelpers.errors import ensure_writable_folder
+    from nbhelpers.perf.benchmark import run_benchmark, save_report
+
+    settings = settings_from_args(BenchSettings, args)
+    settings.validate()
+    ensure_writable_folder(Path(settings.out).parent)
+    report = run_benchmark(settings)
+    print(f"Weights: {report['weights']}. Saved {save_report(report, settings.out)}")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``nbhelpers bench``: one flag per :class:`BenchSettings` field."""
+    add_dataclass_command(
+        subparsers,
+        "bench",
+        BenchSettings,
+        _run_bench,
+        help="Measure latency, throughput, memory and FLOPs of the models.",
+    )

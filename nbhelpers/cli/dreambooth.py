@@ -1,0 +1,36 @@
+"""``nbhelpers dreambooth``: DreamBooth fine-tuning (:mod:`nbhelpers.dreambooth`); needs the ``[training]`` extra."""
+
+from __future__ import annotations
+
+import argparse
+
+from nbhelpers.cli.common import add_dataclass_command, settings_from_args
+from nbhelpers.dreambooth.config import DreamBoothConfig
+
+
+def _run_dreambooth(args: argparse.Namespace) -> int:
+    from accelerate.state import PartialState
+
+    from nbhelpers.dreambooth.trainer import train_dreambooth
+
+    result = train_dreambooth(settings_from_args(DreamBoothConfig, args))
+    if PartialState().is_main_process:
+        kohya = f"; A1111/ComfyUI file {result.kohya_file}" if result.kohya_file else ""
+        print(
+            f"Trained to step {result.global_step} (resumed from {result.resumed_from}); "
+            f"weights in {result.weights_dir}{kohya}"
+        )
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``nbhelpers dreambooth``: one flag per :class:`DreamBoothConfig` field."""
+    add_dataclass_command(
+        subparsers,
+        "dreambooth",
+        DreamBoothConfig,
+        _run_dreambooth,
+        help="Fine-tune SD on a few photos of a subject (LoRA or full).",
+        description="DreamBooth fine-tuning (LoRA by default). Flags are the fields of "
+        "nbhelpers.dreambooth.DreamBoothConfig.",
+    )

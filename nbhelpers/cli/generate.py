@@ -1,0 +1,71 @@
+"""``nbhelpers generate``: images from text prompts, saved as PNG with their settings in the metadata."""
+
+from __future__ import annotations
+
+import argparse
+
+from nbhelpers.cli.common import add_stand_in_flags
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from nbhelpers.errors import ensure_writable_folder
+    from nbhelpers.generation import generate, validate_settings
+    from nbhelpers.loading import load_pipeline
+
+    out = ensure_writable_folder(args.out)
+    validate_settings(
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        height=args.height,
+        width=args.width,
+        num_images=args.num_images,
+    )
+    pipe = load_pipeline(
+        args.model,
+        stand_in=args.stand_in,
+        device=args.device,
+        safety_checker=not args.no_safety_checker,
+        scheduler=args.scheduler,
+        progress=not args.quiet,
+    )
+    result = generate(
+        pipe,
+        args.prompt,
+        seed=args.seed,
+        num_images=args.num_images,
+        negative_prompt=args.negative_prompt,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        height=args.height,
+        width=args.width,
+    )
+    paths = result.save(out)
+    for path, note in zip(paths, result.diagnosis(), strict=True):
+        print(f"{path}" + ("" if note == "ok" else f"  ({note})"))
+    per_image = result.seconds / len(paths)
+    print(
+        f"Wrote {len(paths)} image(s) to {out} with {result.model} in {result.seconds:.2f} s "
+        f"({per_image:.2f} s per image, device {pipe.nbhelpers_info.device})."
+    )
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``nbhelpers generate``."""
+    gen = subparsers.add_parser("generate", help="Generate images from text prompts and save them as PNG.")
+    gen.add_argument("prompt", nargs="+", help="One or more prompts (quote each).")
+    gen.add_argument("--model", default="deci-v1", help="Catalog name, hub id or local folder (default deci-v1).")
+    add_stand_in_flags(gen)
+    gen.add_argument("--out", default="outputs", help="Output folder (default ./outputs).")
+    gen.add_argument("--seed", type=int, default=0, help="Seed of the first image; image i uses seed+i.")
+    gen.add_argument("--num-images", type=int, default=1, help="Images per prompt.")
+    gen.add_argument("--steps", type=int, default=None, help="Denoising steps (default: the model's).")
+    gen.add_argument("--guidance", type=float, default=None, help="Guidance scale (default: the model's).")
+    gen.add_argument("--negative-prompt", default=None, help="What the image should not show.")
+    gen.add_argument("--height", type=int, default=None, help="Image height in pixels, multiple of 8.")
+    gen.add_argument("--width", type=int, default=None, help="Image width in pixels, multiple of 8.")
+    gen.add_argument("--scheduler", default=None, help="Swap the scheduler: ddim, pndm, euler, euler-a, dpm++, ...")
+    gen.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available).")
+    gen.add_argument("--no-safety-checker", action="store_true", help="Turn the NSFW safety checker off.")
+    gen.add_argument("--quiet", action="store_true", help="No progress bar.")
+    gen.set_defaults(handler=_run_generate)

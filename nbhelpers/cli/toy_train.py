@@ -1,0 +1,26 @@
+"""``nbhelpers toy-train``: train a toy "shapes" text-to-image model on the CPU (:mod:`nbhelpers.toy.train`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from nbhelpers.cli.common import add_dataclass_command, settings_from_args
+from nbhelpers.toy.train import ToyTrainingConfig
+
+
+def _run_toy_train(args: argparse.Namespace) -> int:
+    from nbhelpers.toy.train import train_toy_model
+
+    train_toy_model(settings_from_args(ToyTrainingConfig, args))
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``nbhelpers toy-train``: one flag per :class:`ToyTrainingConfig` field."""
+    add_dataclass_command(
+        subparsers,
+        "toy-train",
+        ToyTrainingConfig,
+        _run_toy_train,
+        help="Train a toy 'shapes' text-to-image model on the CPU.",
+    )
