@@ -29,12 +29,14 @@ STAND_INS: tuple[StandIn, ...] = get_args(StandIn)
 STAND_IN_VARIABLE = "NBHELPERS_STAND_IN"
 #: Spellings that mean "the real model" (to override the environment variable from code).
 _REAL = ("", "none", "real")
+#: What ``--stand-in`` accepts: a stand-in, or ``none`` for the real model whatever the variable says.
+STAND_IN_CHOICES: tuple[str, ...] = (*STAND_INS, "none")
 #: ``dataclasses.field`` metadata of a settings class's ``stand_in`` field: ``transformers.HfArgumentParser`` turns
 #: it into ``--stand-in {toy,tiny,none}`` (the command line adds ``--toy`` and ``--tiny``).
 STAND_IN_FIELD_METADATA: dict[str, object] = {
     "help": "Offline stand-in for the model: toy (trained 64 px 'shapes' model, pictures follow simple prompts) or "
     f"tiny (random weights, code paths only); none: the real model. Default: the {STAND_IN_VARIABLE} variable.",
-    "choices": [*STAND_INS, "none"],
+    "choices": list(STAND_IN_CHOICES),
 }
 
 #: How every picture, chart and label made from a stand-in is marked, so nobody takes it for a real model's result.

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from nbhelpers.errors import UserFacingError
-from nbhelpers.stand_in import STAND_IN_FIELD_METADATA, STAND_INS
+from nbhelpers.stand_in import STAND_IN_CHOICES, STAND_IN_FIELD_METADATA, STAND_INS
 
 SettingsT = TypeVar("SettingsT")
 
@@ -35,7 +35,7 @@ def add_stand_in_flags(parser: argparse.ArgumentParser, *, with_option: bool = T
             "--stand_in",
             dest="stand_in",
             default=None,
-            choices=STAND_IN_FIELD_METADATA["choices"],
+            choices=STAND_IN_CHOICES,
             help=str(STAND_IN_FIELD_METADATA["help"]),
         )
     for stand_in in STAND_INS:
@@ -88,7 +88,8 @@ def add_dataclass_command(
 
 def settings_from_args(settings_cls: type[SettingsT], args: argparse.Namespace) -> SettingsT:
     """The ``settings_cls`` instance described by arguments parsed for :func:`add_dataclass_command`."""
-    values: dict[str, Any] = {f.name: getattr(args, f.name) for f in dataclasses.fields(settings_cls) if f.init}
+    fields = dataclasses.fields(settings_cls)  # type: ignore[arg-type]  # a dataclass, by this function's contract
+    values: dict[str, Any] = {f.name: getattr(args, f.name) for f in fields if f.init}
     return settings_cls(**values)
 
 

@@ -194,7 +194,10 @@ def shape_word_attention(
     reading = read_scene(image)
     if reading.shape == "none":
         raise ValueError(f"The picture for {scene.caption!r} (seed {seed}) shows no shape to score attention on.")
-    options = {"default": {}, "coarsest": {"factors": [max(tracer.factors())], "include_mid_block": True}}
+    options: dict[str, dict[str, Any]] = {
+        "default": {},
+        "coarsest": {"factors": [max(tracer.factors())], "include_mid_block": True},
+    }
     heat_maps = {
         view: tracer.compute_global_heat_map(**options[view])
         .compute_word_heat_map(scene.shape)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,10 @@ set_up("{extras}")  # this notebook's extras: installs what is missing or too ol
 
 def read_pyproject(path: Path = PYPROJECT) -> dict[str, Any]:
     """The parsed ``pyproject.toml``."""
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
     with open(path, "rb") as handle:
         return tomllib.load(handle)
 

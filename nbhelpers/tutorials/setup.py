@@ -24,7 +24,7 @@ from pathlib import Path
 DISTRIBUTION = "diffusion-nbhelpers"
 
 
-def requirements(extras: str | list[str] = ()) -> list:
+def requirements(extras: str | list[str] = "") -> list:
     """The requirements of nbhelpers and of ``extras`` (``"notebooks,training"`` or a list) on this machine."""
     from packaging.requirements import Requirement
 
