@@ -14,6 +14,10 @@ allowed range; ``to_json()`` is the error body the servers return. Hostile JSON 
 ``NaN``/``Infinity`` and numbers that overflow a float (``1e400``), integers longer than
 :data:`MAX_NUMBER_DIGITS` digits, nesting deeper than Python's recursion limit, and strings holding lone UTF-16
 surrogates (``"\\ud800"``, which cannot be encoded as UTF-8 by the tokenizer or the PNG metadata).
+
+Image sides must be a multiple of what the model can take (:func:`size_multiple`): 8 for Stable Diffusion's UNet,
+64 for DeciDiffusion's, which halves the latents three times and cannot pad odd sizes. A side given alone is
+passed on as given: :func:`nbhelpers.generation.generate` fills the other from the model's default size.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ PARAMETER_RULES: dict[str, tuple[type, Any, Any]] = {
 }
 DEFAULT_MAX_ROWS = 4
 MAX_PROMPT_CHARS = 2000
+#: What image sides must be a multiple of when the model is not known (the VAE's factor).
+DEFAULT_SIZE_MULTIPLE = 8
 #: Longest integer literal accepted (any valid parameter fits in 10 digits; 400 digits is an attack).
 MAX_NUMBER_DIGITS = 20
 
@@ -73,12 +79,26 @@ def _check_text(where: str, text: str) -> None:
         raise ContractError(where, "holds a lone UTF-16 surrogate (e.g. \\ud800); send valid Unicode text.") from None
 
 
-def _check_parameter(name: str, value: Any) -> Any:
+def size_multiple(pipe: Any) -> int:
+    """What image sides must be a multiple of for ``pipe``: the VAE's factor (8), times ``2 ** n`` for
+    DeciDiffusion's flexible UNet, which downsamples ``n`` times (3: 64 px) and, unlike diffusers'
+    ``UNet2DConditionModel``, cannot upsample back to an odd latent size."""
+    from nbhelpers.models.flexible_unet import FlexibleUNet2DConditionModel
+
+    multiple = int(getattr(pipe, "vae_scale_factor", DEFAULT_SIZE_MULTIPLE))
+    if isinstance(getattr(pipe, "unet", None), FlexibleUNet2DConditionModel):
+        multiple *= 2**pipe.unet.num_downsamplers
+    return multiple
+
+
+def _check_parameter(name: str, value: Any, multiple: int = DEFAULT_SIZE_MULTIPLE) -> Any:
     kind, low, high = PARAMETER_RULES[name]
     where = f"input_data.parameters.{name}"
     if kind is str:
         if not isinstance(value, str):
             raise ContractError(where, f"must be a string; got {type(value).__name__}.")
+        if len(value) > MAX_PROMPT_CHARS:
+            raise ContractError(where, f"is {len(value)} characters long; at most {MAX_PROMPT_CHARS}.")
         _check_text(where, value)
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -90,8 +110,10 @@ def _check_parameter(name: str, value: Any) -> Any:
     if kind is int and isinstance(value, float) and not value.is_integer():
         raise ContractError(where, f"must be a whole number between {low} and {high}; got {value!r}.")
     value = kind(value)
-    if name in ("height", "width") and value % 8:
-        raise ContractError(where, f"must be a multiple of 8 between {low} and {high}; got {value}.")
+    if name in ("height", "width") and value % multiple:
+        raise ContractError(
+            where, f"must be a multiple of {multiple} for this model, between {low} and {high}; got {value}."
+        )
     return value
 
 
@@ -127,8 +149,12 @@ def parse_json(body: str | bytes) -> Any:
         raise ContractError("body", "is nested too deeply; the contract needs two levels of objects.") from None
 
 
-def parse_request(body: str | bytes | dict[str, Any], *, max_rows: int = DEFAULT_MAX_ROWS) -> ScoringRequest:
+def parse_request(
+    body: str | bytes | dict[str, Any], *, max_rows: int = DEFAULT_MAX_ROWS, size_multiple: int = DEFAULT_SIZE_MULTIPLE
+) -> ScoringRequest:
     """Validate a request body (JSON text or an already parsed dict) and return a :class:`ScoringRequest`.
+
+    ``size_multiple`` is what the served model needs image sides to be a multiple of (:func:`size_multiple`).
 
     Raises:
         ContractError: malformed JSON, a missing or wrongly typed field, empty data, an index of the wrong
@@ -176,7 +202,7 @@ def parse_request(body: str | bytes | dict[str, Any], *, max_rows: int = DEFAULT
     unknown = sorted(set(parameters) - set(PARAMETER_RULES))
     if unknown:
         raise ContractError("input_data.parameters", f"unknown {unknown}; allowed: {', '.join(PARAMETER_RULES)}.")
-    checked = {name: _check_parameter(name, value) for name, value in parameters.items()}
+    checked = {name: _check_parameter(name, value, size_multiple) for name, value in parameters.items()}
     return ScoringRequest(prompts=prompts, index=index, parameters=checked)
 
 

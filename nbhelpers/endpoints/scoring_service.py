@@ -32,7 +32,7 @@ from typing import Any
 from PIL import Image
 
 from nbhelpers.endpoints.content_safety import ContentSafetyScreen
-from nbhelpers.endpoints.contract import ContractError, build_response, parse_request
+from nbhelpers.endpoints.contract import ContractError, build_response, parse_request, size_multiple
 from nbhelpers.endpoints.settings import EndpointSettings, read_api_key
 
 logger = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ class ScoringService:
         self.api_key = api_key or None
         self.screen = screen
         self.pool = PipelinePool(pipe, self.settings.max_concurrent_requests_per_instance)
+        self.size_multiple = size_multiple(pipe)  # image sides this model takes, checked with the request
 
     @classmethod
     def from_environment(cls) -> ScoringService:
@@ -157,7 +158,7 @@ class ScoringService:
             error = ContractError("Authorization", "missing or wrong key: send 'Authorization: Bearer <key>'.", 401)
             return 401, error.to_json(), {**JSON_HEADERS, "WWW-Authenticate": "Bearer"}
         try:
-            request = parse_request(body, max_rows=self.settings.max_rows)
+            request = parse_request(body, max_rows=self.settings.max_rows, size_multiple=self.size_multiple)
         except ContractError as error:
             return error.status, error.to_json(), JSON_HEADERS
         timed_out = ContractError(

@@ -17,8 +17,17 @@ The command line is generated from the dataclasses it fills (:class:`ServeArgume
 with ``transformers.HfArgumentParser``: flag names are the field names (``--max_rows``; the dashed spelling
 ``--max-rows`` works too), defaults and help are written once, on the fields.
 
-SIGTERM and Ctrl-C stop the gateway and the whole worker process group; the worker also receives SIGTERM if
-this process dies (Linux ``PR_SET_PDEATHSIG``), so nothing is left answering.
+Everything that can be checked is checked before the worker starts, each with one line saying what to pass:
+the settings and limits (their dataclasses' ``__post_init__`` and :meth:`GatewayLimits.check_room_for`), the key
+(:func:`~nbhelpers.endpoints.settings.read_api_key`) and the address, by binding it (:func:`listening_socket`).
+The worker's own header limits are set no tighter than the gateway's (:func:`worker_command`), so a request the
+gateway accepts never meets gunicorn's HTML 400/431.
+
+SIGTERM and Ctrl-C drain the gateway (the requests in flight finish within ``--drain_timeout_s`` or get 503; a
+second Ctrl-C ends the wait), then stop the whole worker process group; the worker also receives SIGTERM if this
+process dies (Linux ``PR_SET_PDEATHSIG``), so nothing is left answering. The worker's socket folder is named
+after this process; one left behind by a killed server (``kill -9``) is removed by the next start
+(:func:`remove_stale_socket_folders`).
 """
 
 from __future__ import annotations
@@ -26,13 +35,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
+import ipaddress
 import os
 import re
+import shutil
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +62,9 @@ SCORING_SCRIPT = Path(__file__).resolve().parent / "scoring" / "online_score.py"
 #: The WSGI app ``azmlinfsrv`` hands to gunicorn (azureml_inference_server_http/amlserver_linux.py).
 WORKER_APP = "azureml_inference_server_http.server.entry:app"
 BANNER = re.compile(r"Serving .* on (http://\S+?) ")
+#: The worker socket's private folder in the temporary folder: ``nbhelpers-serve-<pid of nbhelpers serve>-<random>``.
+SOCKET_FOLDER_PREFIX = "nbhelpers-serve-"
+SOCKET_FOLDER = re.compile(re.escape(SOCKET_FOLDER_PREFIX) + r"(\d+)-[A-Za-z0-9_]+")
 
 
 @dataclass
@@ -73,6 +91,13 @@ class ServeArguments(EndpointSettings):
         },
     )
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise ValueError(f"--port must be between 0 and 65535 (0 picks a free port); got {self.port}.")
+        if not self.host.strip():
+            raise ValueError("--host is empty: pass 127.0.0.1 (this machine only) or 0.0.0.0 (every interface).")
+
     def endpoint_settings(self) -> EndpointSettings:
         """Just the settings the scoring worker reads."""
         return EndpointSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(EndpointSettings)})
@@ -86,7 +111,15 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 
 def worker_command(socket_path: str | os.PathLike[str], settings: EndpointSettings) -> list[str]:
-    """The gunicorn command line that runs the azmlinfsrv app on ``online_score.py`` behind the gateway."""
+    """The gunicorn command line that runs the azmlinfsrv app on ``online_score.py`` behind the gateway.
+
+    gunicorn's header limits (a 4094-byte request line, 100 fields of 8190 bytes) are tighter than the gateway's
+    (:attr:`GatewayLimits.max_header_bytes` for the whole head), and gunicorn answers them with an HTML 400/431
+    that the rehearsed gateway would even call a model error (424). They are raised so that any head the gateway
+    forwards fits: a field as long as the gateway's whole head, as many fields as can fit in it (4 bytes each at
+    least, ``a:\\r\\n``), and no request-line limit (the gateway forwards ``POST /score`` only).
+    """
+    head = GatewayLimits.max_header_bytes
     return [
         sys.executable,
         "-m",
@@ -103,6 +136,12 @@ def worker_command(socket_path: str | os.PathLike[str], settings: EndpointSettin
         "300",
         "--graceful-timeout",
         "5",
+        "--limit-request-line",
+        "0",
+        "--limit-request-fields",
+        str(head // 4),
+        "--limit-request-field_size",
+        str(head + 2),
         "--access-logfile",
         "-",
         WORKER_APP,
@@ -147,17 +186,123 @@ def stop_process_group(process: subprocess.Popen, grace_s: float = 10.0) -> None
             continue
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` and listening, or one line saying what to pass instead.
+
+    Bound before the worker starts, so a bad address costs nothing and no traceback: an address that is not an
+    IP literal nor a name of this machine, one this machine does not have, a port in use or one that needs
+    privileges.
+
+    Raises:
+        ValueError: what is wrong with ``--host`` or ``--port`` and what to pass.
+    """
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port must be between 0 and 65535 (0 picks a free port); got {port}.")
+    if re.fullmatch(r"[0-9.]+|.*:.*", host):  # written as an address: parse it, do not ask DNS about it
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(
+                f"--host {host} is not an IP address: pass 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)."
+            ) from None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as err:
+        raise ValueError(
+            f"--host {host} is not an address or name of this machine ({err.strerror}): pass 127.0.0.1 or 0.0.0.0."
+        ) from None
+    listener = socket.socket(family, kind, proto)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(128)
+    except OSError as err:
+        listener.close()
+        reasons: dict[int | None, str] = {
+            errno.EADDRINUSE: f"port {port} is in use: pass another --port (0 picks a free one)",
+            errno.EACCES: f"port {port} needs privileges: pass --port 1024 or above",
+            errno.EADDRNOTAVAIL: f"--host {host} is not an address of this machine: pass 127.0.0.1 or 0.0.0.0",
+        }
+        reason = reasons.get(err.errno, err.strerror or str(err))
+        raise ValueError(f"Cannot listen on {host}:{port}: {reason}.") from None
+    listener.setblocking(False)
+    return listener
+
+
+def remove_stale_socket_folders(folder: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Remove the worker-socket folders of servers that are gone (killed with SIGKILL, which no cleanup survives).
+
+    Only folders of this user named ``nbhelpers-serve-<pid>-...`` whose process no longer exists are removed.
+    Returns the removed paths.
+    """
+    removed = []
+    for path in Path(folder or tempfile.gettempdir()).glob(SOCKET_FOLDER_PREFIX + "*"):
+        match = SOCKET_FOLDER.fullmatch(path.name)
+        try:
+            info = path.lstat()
+        except OSError:
+            continue
+        if not match or not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or _process_exists(int(match[1])):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def private_socket_folder() -> Iterator[Path]:
+    """A folder only this user can enter (mode 0700) for the worker's socket, named after this process and removed
+    on exit; stale ones of killed servers are removed first."""
+    remove_stale_socket_folders()
+    with tempfile.TemporaryDirectory(prefix=f"{SOCKET_FOLDER_PREFIX}{os.getpid()}-") as folder:
+        yield Path(folder)
+
+
+def check_serve_arguments(args: ServeArguments, limits: GatewayLimits) -> None:
+    """What the dataclasses cannot check alone: the limits against the settings (see
+    :meth:`GatewayLimits.check_room_for`).
+
+    Raises:
+        ValueError: one line naming the flag and what to pass.
+    """
+    limits.check_room_for(args.endpoint_settings())
+
+
 async def _serve(
-    args: ServeArguments, limits: GatewayLimits, api_key: str | None, worker: subprocess.Popen, socket_path: str
+    args: ServeArguments,
+    limits: GatewayLimits,
+    api_key: str | None,
+    worker: subprocess.Popen,
+    socket_path: str,
+    listener: socket.socket,
 ) -> int:
     gateway = Gateway(
         socket_path, args.endpoint_settings(), api_key=api_key, rehearse_gateway=args.rehearse_gateway, limits=limits
     )
-    port = await gateway.start(args.host, args.port)
+    port = await gateway.start(sock=listener)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        stop.set()
+        if signals > 1:  # a second Ctrl-C: stop waiting for the requests in flight
+            asyncio.ensure_future(gateway.drain(0))
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     mark = stand_in_mark(args.stand_in)  # resolved by EndpointSettings
     model = f"{args.model} ({mark})" if mark else args.model
     print(
@@ -169,26 +314,40 @@ async def _serve(
     while not stop.is_set() and worker.poll() is None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.5)
-    await gateway.close()
-    if worker.poll() is not None and not stop.is_set():
+    if stop.is_set():
+        busy = gateway.in_flight
         print(
-            f"nbhelpers: the scoring worker exited with status {worker.returncode}; see the log above.",
-            file=sys.stderr,
+            f"nbhelpers: stopping: no new connections; {busy} request(s) in flight get up to "
+            f"{limits.drain_timeout_s:g} s to finish.",
             flush=True,
         )
-        return 1
-    return 0
+        await gateway.drain(limits.drain_timeout_s)
+        return 0
+    await gateway.close()
+    print(
+        f"nbhelpers: the scoring worker exited with status {worker.returncode}; see the log above.",
+        file=sys.stderr,
+        flush=True,
+    )
+    return 1
 
 
 def serve(args: ServeArguments, limits: GatewayLimits | None = None) -> int:
-    """Run the gateway and the scoring worker until SIGTERM/Ctrl-C or until the worker dies; stop both."""
+    """Run the gateway and the scoring worker until SIGTERM/Ctrl-C or until the worker dies; stop both.
+
+    Raises:
+        ValueError: before anything starts, one line saying what to fix (key, limits, address).
+    """
+    limits = limits or GatewayLimits()
     api_key = read_api_key(args.api_key_file)
-    with tempfile.TemporaryDirectory(prefix="nbhelpers-serve-") as folder:  # mode 0700: the socket is private
-        socket_path = str(Path(folder) / "worker.sock")
+    check_serve_arguments(args, limits)
+    listener = listening_socket(args.host, args.port)
+    with contextlib.closing(listener), private_socket_folder() as folder:
+        socket_path = str(folder / "worker.sock")
         print("nbhelpers: starting the scoring worker (azmlinfsrv app under gunicorn)", flush=True)
         worker = start_worker(socket_path, args.endpoint_settings(), api_key)
         try:
-            return asyncio.run(_serve(args, limits or GatewayLimits(), api_key, worker, socket_path))
+            return asyncio.run(_serve(args, limits, api_key, worker, socket_path, listener))
         finally:
             stop_process_group(worker)
 
@@ -243,6 +402,7 @@ class LocalServer:
         **options: Any,
     ) -> None:
         self.command = serve_command_line(model, port=port, stand_in=stand_in, **options)
+        self.drain_timeout_s = float(options.get("drain_timeout_s", GatewayLimits.drain_timeout_s))
         self.progress = progress
         self.api_key = api_key
         self.log_file = Path(log_file) if log_file else None
@@ -306,11 +466,12 @@ class LocalServer:
         )
 
     def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after 20 s); its worker stops with it. No-op if not running."""
+        """Stop the server (SIGTERM: it drains, then stops its worker; SIGKILL if it has not exited 30 s after the
+        drain timeout). No-op if not running."""
         if self.process is not None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=self.drain_timeout_s + 30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()

@@ -22,7 +22,8 @@
 ``NBHELPERS_REQUEST_TIMEOUT_MS``                 a request still running after this gets 408 and its
                                                  generation is stopped
 ``NBHELPERS_API_KEY``                            when set, requests need ``Authorization: Bearer <key>``; never
-                                                 a command-line argument (``nbhelpers serve --api_key_file``)
+                                                 a command-line argument (``nbhelpers serve --api_key_file``);
+                                                 printable ASCII without spaces (see :func:`read_api_key`)
 ===============================================  =================================================================
 
 Azure ML documents ``request_timeout_ms`` (default 5000 ms; text-to-image needs far more, its samples use 90 s)
@@ -43,6 +44,10 @@ from nbhelpers.endpoints.contract import DEFAULT_MAX_ROWS
 from nbhelpers.stand_in import STAND_IN_FIELD_METADATA, resolve_stand_in
 
 API_KEY_VARIABLE = "NBHELPERS_API_KEY"
+#: Most generations at once: each is a view of the pipeline (its own scheduler and tokenizer) and two worker
+#: threads, and the gateway keeps a connection for each of twice as many requests in flight plus the liveness
+#: probe within its 64 by default. A value like 100000 would copy the pipeline for ever and never be ready.
+MAX_CONCURRENT_REQUESTS = 16
 
 
 def environment_variable(name: str) -> str:
@@ -80,8 +85,13 @@ class EndpointSettings:
     def __post_init__(self) -> None:
         # Resolved once, here: the worker process gets the value itself, whatever its own environment says.
         self.stand_in = resolve_stand_in(self.stand_in)
-        if self.max_rows < 1 or self.max_concurrent_requests_per_instance < 1:
-            raise ValueError("max_rows and max_concurrent_requests_per_instance must be at least 1.")
+        if self.max_rows < 1:
+            raise ValueError(f"max_rows must be at least 1; got {self.max_rows}.")
+        if not 1 <= self.max_concurrent_requests_per_instance <= MAX_CONCURRENT_REQUESTS:
+            raise ValueError(
+                f"max_concurrent_requests_per_instance must be between 1 and {MAX_CONCURRENT_REQUESTS} (generations "
+                f"at once on one instance); got {self.max_concurrent_requests_per_instance}."
+            )
         if self.request_timeout_ms < 1:
             raise ValueError(f"request_timeout_ms must be positive; got {self.request_timeout_ms}.")
 
@@ -140,18 +150,43 @@ def read_api_key(
 ) -> str | None:
     """The endpoint key: the first line of ``key_file`` if given, else ``NBHELPERS_API_KEY``, else ``None``.
 
-    Keys are never taken from argv, where every user of the machine can read them (``ps``).
+    The first line is the key (later lines are ignored, a UTF-8 byte-order mark and surrounding spaces are
+    stripped). Keys are never taken from argv, where every user of the machine can read them (``ps``).
 
     Raises:
-        ValueError: the key file cannot be read or is empty.
+        ValueError: one line saying what to fix: the file cannot be read, the key is empty, or it holds a
+            character no HTTP client can send (non-ASCII, a space or a control character).
     """
     environ = os.environ if environ is None else environ
     if key_file:
         try:
-            key = Path(key_file).read_text(encoding="utf-8").strip()
+            text = Path(key_file).read_text(encoding="utf-8-sig")  # utf-8-sig: a leading BOM is not the key's
         except (OSError, UnicodeDecodeError) as err:
             raise ValueError(f"Cannot read the API key file {key_file}: {err}.") from None
-        if not key:
-            raise ValueError(f"The API key file {key_file} is empty.")
-        return key
-    return environ.get(API_KEY_VARIABLE) or None
+        lines = text.splitlines()
+        return check_api_key(lines[0] if lines else "", f"the first line of the API key file {key_file}")
+    key = environ.get(API_KEY_VARIABLE)
+    return check_api_key(key, API_KEY_VARIABLE) if key else None
+
+
+def check_api_key(key: str, source: str) -> str:
+    """``key`` without surrounding spaces (and a leading byte-order mark), if every HTTP client can send it.
+
+    A key travels in the ``Authorization`` header, which carries ASCII only; a key with other characters would
+    lock every client out. The message names the position of the first bad character, never the key.
+
+    Raises:
+        ValueError: the key is empty or holds a character outside printable ASCII, or a space.
+    """
+    key = key.lstrip("\ufeff").strip()
+    if not key:
+        raise ValueError(f"The API key ({source}) is empty: put the key on the first line.")
+    for position, character in enumerate(key, start=1):
+        if not "!" <= character <= "~":
+            kind = "a non-ASCII character" if ord(character) > 127 else "a space or control character"
+            raise ValueError(
+                f"The API key ({source}) holds {kind} at position {position}; HTTP headers carry printable ASCII "
+                "only. Use letters, digits and -._~+/= (e.g. the output of "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)."
+            )
+    return key

@@ -24,7 +24,13 @@ BAD_REQUESTS = [
         {"input_data": {"data": ["a"], "parameters": {"height": 100}}},
         400,
         "input_data.parameters.height",
-        "multiple of 8",
+        "must be a multiple of",  # 8 for SD, 64 for DeciDiffusion (test_endpoints_contract checks which)
+    ),
+    (
+        {"input_data": {"data": ["a"], "parameters": {"negative_prompt": "blurry " * 300}}},
+        400,
+        "input_data.parameters.negative_prompt",
+        "at most 2000",
     ),
     (
         {"input_data": {"data": ["a"], "parameters": {"sampler": "euler"}}},

@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from nbhelpers.endpoints.contract import ContractError, decode_image, parse_request
+from nbhelpers.endpoints.contract import ContractError, decode_image, parse_request, size_multiple
 from nbhelpers.endpoints.scoring_service import ScoringService, bearer_key
 from nbhelpers.endpoints.settings import EndpointSettings
 from tests.endpoints.endpoint_cases import BAD_REQUESTS, HOSTILE_BODIES, with_steps
@@ -103,3 +103,28 @@ def test_a_request_past_request_timeout_gets_408_and_its_generation_stops(tiny_d
         assert view is tiny_deci
     status, rows, _ = ScoringService(tiny_deci).handle(_body(["a fox"], 1))
     assert status == 200 and np.asarray(decode_image(rows[0]["generated_image"])).std() > 0
+
+
+def test_each_model_is_asked_for_the_image_sides_it_can_take(tiny_deci, tiny_sd):
+    """DeciDiffusion's UNet halves the latents 3 times and cannot pad: 72 px was a 422 (or 424 behind the
+    rehearsed gateway, "model error"); it is a 400 naming the multiple, before any generation."""
+    assert (size_multiple(tiny_deci), size_multiple(tiny_sd)) == (64, 8)
+    status, body, _ = ScoringService(tiny_deci).handle(_body(["a fox"], 1, height=72, width=64))
+    assert status == 400 and body["error"]["field"] == "input_data.parameters.height"
+    assert "multiple of 64 for this model" in body["error"]["message"]
+    with pytest.raises(ContractError, match="multiple of 8 for this model"):
+        parse_request(_body(["a fox"], 1, width=100), size_multiple=size_multiple(tiny_sd))
+    assert parse_request(_body(["a fox"], 1, width=72), size_multiple=8).parameters["width"] == 72
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs generate() to fill a side given alone from the model's default size (nbhelpers/generation.py, "
+    "another engineer's change); remove this mark when it lands",
+)
+def test_a_side_given_alone_gives_an_image_of_that_side(tiny_deci):
+    """diffusers falls back to the default size unless both sides are given; the endpoint passes what it gets to
+    generate(), which fills the other side from the model's default (64 px for the tiny stand-in)."""
+    status, rows, _ = ScoringService(tiny_deci).handle(_body(["a fox"], 1, height=128))
+    assert status == 200
+    assert decode_image(rows[0]["generated_image"]).size == (64, 128)  # PIL: (width, height)

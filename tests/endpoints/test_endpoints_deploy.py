@@ -39,6 +39,35 @@ def test_api_key_comes_from_a_file_or_the_environment(tmp_path):
         read_api_key(tmp_path / "empty")
 
 
+def test_the_first_line_of_the_key_file_is_the_key_without_a_byte_order_mark(tmp_path):
+    """The file was used whole: a second line or a BOM (Windows editors) locked every client out."""
+    key_file = tmp_path / "key"
+    key_file.write_bytes(b"\xef\xbb\xbf  k3y-ok  \r\nsecond line\r\n")
+    assert read_api_key(key_file) == "k3y-ok"
+    assert read_api_key(None, {"NBHELPERS_API_KEY": "\ufeffk3y-ok\n"}) == "k3y-ok"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("clé-secrète\n", "holds a non-ASCII character at position 3"),
+        ("two words\n", "holds a space or control character at position 4"),
+        ("\nkey-on-line-two\n", "is empty: put the key on the first line"),
+        ("", "is empty"),
+    ],
+    ids=["non-ascii", "space", "blank-first-line", "empty-file"],
+)
+def test_a_key_no_client_could_send_is_refused_in_one_line_that_does_not_show_it(tmp_path, content, message):
+    key_file = tmp_path / "key"
+    key_file.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError) as info:
+        read_api_key(key_file)
+    assert message in str(info.value) and str(key_file) in str(info.value) and "\n" not in str(info.value)
+    assert "secrète" not in str(info.value) and "words" not in str(info.value)
+    with pytest.raises(ValueError, match="NBHELPERS_API_KEY"):
+        read_api_key(None, {"NBHELPERS_API_KEY": "clé"})
+
+
 def test_serve_command_line_is_generated_from_the_settings_fields(capsys):
     args = build_parser().parse_args(
         [

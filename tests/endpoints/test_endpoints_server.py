@@ -7,10 +7,15 @@ by the module's last test.
 
 import base64
 import concurrent.futures
+import contextlib
 import json
 import os
+import re
 import signal
 import socket
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,9 +24,12 @@ import numpy as np
 import pytest
 import requests
 
+from nbhelpers.cli import serve as serve_command
+from nbhelpers.endpoints import serving
 from nbhelpers.endpoints.client import EndpointClient, EndpointError
 from nbhelpers.endpoints.contract import decode_image
-from nbhelpers.endpoints.serving import local_server
+from nbhelpers.endpoints.serving import local_server, remove_stale_socket_folders, worker_command
+from nbhelpers.endpoints.settings import EndpointSettings
 from tests.endpoints.endpoint_cases import BAD_REQUESTS, HOSTILE_BODIES
 
 KEY = "test-key-4c1d"
@@ -77,6 +85,92 @@ def _raw_exchange(url: str, data: bytes, wait_s: float = 15.0) -> bytes:
                 break
             received += chunk
     return received
+
+
+# --- before anything starts: arguments, address, the worker's limits, stale socket folders ------------------------
+
+
+def _refuse_to_start(*args, **kwargs):
+    raise AssertionError("the scoring worker was started before the arguments were checked")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--port", "99999"], "--port must be between 0 and 65535 (0 picks a free port); got 99999."),
+        (["--host", "256.1.1.1"], "--host 256.1.1.1 is not an IP address: pass 127.0.0.1"),
+        (["--host", "192.0.2.1"], "--host 192.0.2.1 is not an address of this machine"),  # RFC 5737: nobody's
+        (["--max_connections", "0"], "--max_connections must be a whole number at least 1; got 0."),
+        (["--max_connections", "3"], "pass --max_connections 4 or more"),
+        (["--header_timeout_s", "nan"], "--header_timeout_s must be a number of seconds, above 0"),
+        (["--body_timeout_s", "-1"], "--body_timeout_s must be a number of seconds, above 0"),
+        (["--max_concurrent_requests_per_instance", "100000"], "between 1 and 16 (generations at once"),
+    ],
+    ids=["port", "host-not-ip", "host-not-here", "no-connections", "no-room-for-probe", "nan", "negative", "100000"],
+)
+def test_bad_serve_arguments_get_one_line_and_status_2_before_anything_starts(monkeypatch, capsys, argv, message):
+    """``--port 99999`` and ``--host 256.1.1.1`` gave tracebacks after the worker had started; bad limits were
+    taken (a concurrency of 100000 never became ready)."""
+    monkeypatch.setattr(serving, "start_worker", _refuse_to_start)
+    assert serve_command.main(["--model", "deci-v1", "--stand-in", "tiny", *argv]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1 and error.startswith("nbhelpers serve: error: ")
+
+
+def test_a_port_in_use_or_a_bad_key_file_is_named_before_anything_starts(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(serving, "start_worker", _refuse_to_start)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert serve_command.main(["--stand-in", "tiny", "--port", str(port)]) == 2
+    assert f"port {port} is in use: pass another --port" in capsys.readouterr().err
+    (tmp_path / "key").write_text("clé\n", encoding="utf-8")
+    assert serve_command.main(["--stand-in", "tiny", "--api_key_file", str(tmp_path / "key")]) == 2
+    assert "non-ASCII character at position 3" in capsys.readouterr().err
+
+
+def test_the_command_line_exits_2_without_a_traceback():
+    done = subprocess.run(
+        [sys.executable, "-m", "nbhelpers.cli.serve", "--stand-in", "tiny", "--port", "99999"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "nbhelpers serve: error: --port must be between 0 and 65535 (0 picks a free port); got 99999."
+    ]
+    assert "starting the scoring worker" not in done.stdout
+
+
+def test_the_worker_header_limits_are_no_tighter_than_the_gateway():
+    command = worker_command("/tmp/x.sock", EndpointSettings())
+    option = {command[i]: command[i + 1] for i in range(len(command) - 1) if command[i].startswith("--limit")}
+    assert option["--limit-request-line"] == "0"  # no limit (the gateway forwards POST /score only)
+    assert int(option["--limit-request-field_size"]) >= 16 * 1024 + 2  # a field as long as the gateway's whole head
+    assert int(option["--limit-request-fields"]) >= 16 * 1024 // 4
+
+
+def test_socket_folders_of_killed_servers_are_removed_and_live_ones_kept(tmp_path, monkeypatch):
+    """kill -9 of the gateway left its private socket folder behind for good."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = tmp_path / f"nbhelpers-serve-{gone.pid}-abc123"
+    live = tmp_path / f"nbhelpers-serve-{os.getpid()}-def456"
+    other = tmp_path / "nbhelpers-serve-notapid"
+    for folder in (stale, live, other):
+        folder.mkdir()
+        (folder / "worker.sock").write_text("")
+    assert remove_stale_socket_folders(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and other.exists()
+    # serve() takes its folder through private_socket_folder, which cleans first and names the folder after itself.
+    stale.mkdir()
+    monkeypatch.setattr(serving.tempfile, "tempdir", str(tmp_path))
+    with serving.private_socket_folder() as folder:
+        assert not stale.exists() and folder.name.startswith(f"nbhelpers-serve-{os.getpid()}-")
+        assert folder.stat().st_mode & 0o777 == 0o700
+    assert not folder.exists()
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +242,20 @@ def test_lowercase_bearer_scheme_is_accepted(server):
     assert response.status_code == 200
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {**AUTH, "Content-Type": "application/json; x=" + "a" * 9000},
+        {"Authorization": "Bearer" + " " * 9000 + KEY},  # the gateway takes it (spaces around the key are allowed)
+    ],
+    ids=["long-content-type", "long-authorization"],
+)
+def test_a_long_header_the_gateway_accepts_gets_the_contract_answer_not_gunicorns_html(server, headers):
+    """gunicorn's 8190-byte field limit answered heads the gateway had accepted with an HTML 400/431."""
+    response = requests.post(server + "/score", data=b'{"input_data": {}}', headers=headers, timeout=60)
+    assert response.status_code == 400 and response.json()["error"]["field"] == "input_data.data"
+
+
 def test_auth_and_size_are_decided_from_the_headers_before_the_body(server):
     """Issue 14: a 300 MB unauthenticated body was read whole before the 401."""
     head = "POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 314572800\r\n"
@@ -155,7 +263,10 @@ def test_auth_and_size_are_decided_from_the_headers_before_the_body(server):
     unauthenticated = _raw_exchange(server, (head + "\r\n").encode())  # no body is ever sent
     too_large = _raw_exchange(server, (head + f"Authorization: Bearer {KEY}\r\n\r\n").encode())
     chunked = _raw_exchange(
-        server, f"POST /score HTTP/1.1\r\nAuthorization: Bearer {KEY}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        server,
+        f"POST /score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nTransfer-Encoding: chunked\r\n\r\n".encode(
+            "ascii"
+        ),
     )
     assert unauthenticated.startswith(b"HTTP/1.1 401")
     assert too_large.startswith(b"HTTP/1.1 413") and b"at most 262144" in too_large
@@ -176,7 +287,7 @@ def test_stalled_clients_do_not_block_liveness_or_scoring(server):
     for number in range(16):
         sock = socket.create_connection((address.hostname, address.port), timeout=10)
         if number % 2:  # headers complete, body cut short
-            head = f"POST /score HTTP/1.1\r\nAuthorization: Bearer {KEY}\r\nContent-Length: 500\r\n\r\n"
+            head = f"POST /score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Length: 500\r\n\r\n"
             sock.sendall(head.encode() + b"{")
         else:  # headers cut short
             sock.sendall(b"POST /score HTTP/1.1\r\nContent-Le")
@@ -255,7 +366,7 @@ def test_listens_on_loopback_only_and_the_key_is_not_on_any_command_line(served)
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gateway")
-    (folder / "key").write_text(KEY + "\n")
+    (folder / "key").write_text("\ufeff" + KEY + "\nsecond line: not part of the key\n", encoding="utf-8")
     server = local_server(
         "deci-v1",
         stand_in="tiny",
@@ -304,12 +415,43 @@ def test_request_past_request_timeout_gets_408_and_the_worker_stops_it(gateway):
     assert info.value.status == 408
 
 
-def test_sigterm_stops_the_gateway_and_the_worker(gateway):
-    """Issue 14: SIGTERM to ``nbhelpers serve`` left the inference server running and answering. Runs last."""
+def _tcp_sockets_of(pid: int) -> int:
+    """How many TCP sockets ``pid`` holds (its listening socket and the client connections it has accepted)."""
+    tcp = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        tcp |= {line.split()[9] for line in Path(table).read_text().splitlines()[1:]}
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            link = os.readlink(fd)
+            count += link.startswith("socket:[") and link[8:-1] in tcp
+    return count
+
+
+def test_sigterm_drains_the_request_in_flight_then_stops_the_gateway_and_the_worker(gateway):
+    """Issue 14: SIGTERM to ``nbhelpers serve`` left the inference server running and answering. Then it dropped
+    the requests in flight: they are answered now. Runs last."""
     processes = _descendants(gateway.process.pid)
     assert len(processes) >= 3
+    listening = _tcp_sockets_of(gateway.process.pid)
+    body = {"input_data": {"data": ["a fox"], "parameters": {"num_inference_steps": 8}}}
+    answers = []
+    client = threading.Thread(
+        target=lambda: answers.append(requests.post(gateway.url + "/score", json=body, headers=AUTH, timeout=120))
+    )
+    client.start()
+    deadline = time.monotonic() + 60  # SIGTERM once the gateway has accepted the connection
+    while _tcp_sockets_of(gateway.process.pid) <= listening and time.monotonic() < deadline:
+        time.sleep(0.005)
     os.kill(gateway.process.pid, signal.SIGTERM)
-    assert gateway.process.wait(timeout=30) == 0
+    client.join(timeout=120)
+    assert answers, "the request in flight was dropped"
+    # Finished (200, or 408 past request_timeout_ms), or, if SIGTERM came before its headers were read, 503.
+    assert answers[0].status_code in (200, 408, 503) and answers[0].headers["Content-Type"] == "application/json"
+    assert gateway.process.wait(timeout=60) == 0
+    assert re.search(
+        r"no new connections; \d+ request\(s\) in flight get up to 20 s", gateway.log_file.read_text()
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and any(_alive(pid) for pid in processes):
         time.sleep(0.2)
