@@ -10,8 +10,14 @@ generates, and the run records what that client got, what an ``EndpointClient`` 
 sent at the same moment, and how long the server took to answer ``GET /`` with 200 again (gunicorn restarts the
 worker, which reloads the model).
 
+Flood run: ``--idle`` sockets from one peer connect and send nothing (more than ``--max_connections``); the run
+records what ``GET /`` and a request then get and how fast, and how many idle sockets were told to make room.
+Then two clients keep both in-flight places busy (``max_concurrent_requests_per_instance=1``) while a third
+collects the ``Retry-After`` of its 429s, to compare with how long the busy clients' requests took.
+
     python benchmarks/bench_server.py load --clients 8 --requests 20
     python benchmarks/bench_server.py fault
+    python benchmarks/bench_server.py flood --idle 200
 """
 
 from __future__ import annotations
@@ -23,10 +29,13 @@ import concurrent.futures
 import io
 import os
 import signal
+import socket
+import statistics
 import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import requests
@@ -171,9 +180,94 @@ def fault_run(args: argparse.Namespace) -> dict:
     }
 
 
+def _told_to_make_room(sock: socket.socket) -> bool:
+    """Whether the gateway closed this idle socket with 408 "... make room for other clients" (not the header
+    timeout's 408)."""
+    sock.settimeout(0.5)
+    try:
+        answer = sock.recv(4096)
+        return answer.startswith(b"HTTP/1.1 408") and b"make room for other clients" in answer
+    except (TimeoutError, OSError):
+        return False
+
+
+def flood_run(args: argparse.Namespace) -> dict:
+    small = {"input_data": {"data": ["a fox"], "parameters": {"num_inference_steps": 1}}}
+    with local_server(
+        args.model,
+        tiny=not args.real,
+        max_concurrent_requests_per_instance=1,
+        request_timeout_ms=args.request_timeout_ms,
+        max_connections=args.max_connections,
+        header_timeout_s=60,
+    ) as url:
+        address = urlsplit(url)
+        idle = [socket.create_connection((address.hostname, address.port)) for _ in range(args.idle)]
+        probes = []
+        for _ in range(5):
+            start = time.perf_counter()
+            status = requests.get(url + "/", timeout=30).status_code
+            probes.append((status, (time.perf_counter() - start) * 1e3))
+        start = time.perf_counter()
+        scored = requests.post(url + "/score", json=small, timeout=300).status_code
+        scored_ms = (time.perf_counter() - start) * 1e3
+        told = sum(_told_to_make_room(sock) for sock in idle)
+        for sock in idle:
+            sock.close()
+
+        busy_body = {"input_data": {"data": ["an owl"], "parameters": {"num_inference_steps": args.steps}}}
+        stop = threading.Event()
+        latencies: list[float] = []
+        finished: list[float] = []  # when each busy request was answered: a place had just freed
+
+        def busy() -> None:
+            while not stop.is_set():
+                start = time.perf_counter()
+                if requests.post(url + "/score", json=busy_body, timeout=300).status_code == 200:
+                    finished.append(time.perf_counter())
+                    latencies.append(finished[-1] - start)
+
+        workers = [threading.Thread(target=busy) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        while len(latencies) < 4:  # the gateway has learnt a few hold times
+            time.sleep(0.1)
+        retry_after: list[tuple[float, int]] = []  # (when, Retry-After)
+        for _ in range(args.samples):
+            response = requests.post(url + "/score", json=small, timeout=300)
+            if response.status_code == 429:
+                retry_after.append((time.perf_counter(), int(response.headers["Retry-After"])))
+            time.sleep(0.3)
+        stop.set()
+        for worker in workers:
+            worker.join()
+    # How long each 429's client would really have waited for a place to free, against what it was told.
+    waits = [(min(t for t in finished if t > when) - when, told) for when, told in retry_after if finished[-1] > when]
+    return {
+        "run": "flood",
+        "model": args.model + ("" if args.real else " (tiny, random weights)"),
+        "idle_sockets": args.idle,
+        "max_connections": args.max_connections,
+        "probe_status": [status for status, _ in probes],
+        "probe_ms_max": max(ms for _, ms in probes),
+        "score_status_during_flood": scored,
+        "score_ms_during_flood": scored_ms,
+        "idle_sockets_told_408": told,
+        "busy_steps": args.steps,
+        "busy_request_seconds_p50": statistics.median(latencies),
+        "busy_request_seconds_max": max(latencies),
+        "retry_after_samples": len(waits),
+        "retry_after_s_median": statistics.median(told for _, told in waits) if waits else None,
+        "wait_until_a_place_freed_s_median": statistics.median(wait for wait, _ in waits) if waits else None,
+        # Median of |told - real wait|, and the same for the old constant Retry-After: 1.
+        "retry_after_error_s_median": statistics.median(abs(told - wait) for wait, told in waits) if waits else None,
+        "constant_1s_error_s_median": statistics.median(abs(1 - wait) for wait, _ in waits) if waits else None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", choices=["load", "fault"])
+    parser.add_argument("run", choices=["load", "fault", "flood"])
     parser.add_argument("--model", default="deci-v1")
     parser.add_argument("--real", action="store_true", help="serve the real model instead of the tiny one")
     parser.add_argument("--clients", type=int, default=8)
@@ -183,9 +277,12 @@ def main() -> None:
     parser.add_argument("--request_timeout_ms", type=int, default=60_000)
     parser.add_argument("--kill_after_s", type=float, default=2.0)
     parser.add_argument("--max_seconds", type=float, default=600, help="stop sending after this long")
+    parser.add_argument("--idle", type=int, default=200, help="flood: idle sockets from one peer")
+    parser.add_argument("--max_connections", type=int, default=64, help="flood: the gateway's connection limit")
+    parser.add_argument("--samples", type=int, default=20, help="flood: requests sent to collect Retry-After")
     parser.add_argument("--out", default=None, help="default: benchmarks/results/server-<run>.json")
     args = parser.parse_args()
-    figures = load_run(args) if args.run == "load" else fault_run(args)
+    figures = {"load": load_run, "fault": fault_run, "flood": flood_run}[args.run](args)
     figures["command"] = "python benchmarks/bench_server.py " + " ".join(sys.argv[1:])
     figures["environment"] = environment_report().as_dict()
     print({k: v for k, v in figures.items() if k != "environment"})
