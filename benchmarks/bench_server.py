@@ -195,7 +195,7 @@ def flood_run(args: argparse.Namespace) -> dict:
     small = {"input_data": {"data": ["a fox"], "parameters": {"num_inference_steps": 1}}}
     with local_server(
         args.model,
-        tiny=not args.real,
+        stand_in="none" if args.real else "tiny",
         max_concurrent_requests_per_instance=1,
         request_timeout_ms=args.request_timeout_ms,
         max_connections=args.max_connections,

@@ -57,6 +57,7 @@ import h11
 
 from nbhelpers.endpoints.scoring_service import key_matches
 from nbhelpers.endpoints.settings import EndpointSettings
+from nbhelpers.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class GatewayLimits:
     """Protections of the gateway against slow, large or too many requests (``nbhelpers serve`` flags).
 
     Raises:
-        ValueError: a limit out of range, naming the flag and what to pass.
+        ConfigurationError: a limit out of range, naming the flag and what to pass.
     """
 
     header_timeout_s: float = field(default=10.0, metadata={"help": "Seconds a client has to send the headers."})
@@ -112,14 +113,14 @@ class GatewayLimits:
             number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             if not number or value > MAX_WAIT_S or (value < 0 if lowest == 0.0 else value <= 0):
                 above = "0 or more" if lowest == 0.0 else "above 0"
-                raise ValueError(
+                raise ConfigurationError(
                     f"--{name} must be a number of seconds, {above} and at most {MAX_WAIT_S:g}; got {value}."
                 )
         for name, highest in (("max_body_bytes", MAX_BODY_LIMIT), ("max_connections", None)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (highest and value > highest):
                 bound = f"between 1 and {highest}" if highest else "at least 1"
-                raise ValueError(f"--{name} must be a whole number {bound}; got {value}.")
+                raise ConfigurationError(f"--{name} must be a whole number {bound}; got {value}.")
 
     def check_room_for(self, settings: EndpointSettings) -> None:
         """Refuse limits that leave no connection for the liveness probe, or more than the process can open.
@@ -129,11 +130,11 @@ class GatewayLimits:
         one for any other client (which then gets 429 rather than 503). Each connection is a file descriptor.
 
         Raises:
-            ValueError: naming the flag and the value to pass.
+            ConfigurationError: naming the flag and the value to pass.
         """
         needed = settings.max_in_flight + 2
         if self.max_connections < needed:
-            raise ValueError(
+            raise ConfigurationError(
                 f"--max_connections {self.max_connections} leaves no room for the liveness probe: it must be at "
                 f"least 2 x max_concurrent_requests_per_instance + 2 = {needed}; pass --max_connections {needed} "
                 "or more."
@@ -141,7 +142,7 @@ class GatewayLimits:
         soft_limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         most = soft_limit - RESERVED_DESCRIPTORS - settings.max_in_flight
         if soft_limit != resource.RLIM_INFINITY and self.max_connections > most:
-            raise ValueError(
+            raise ConfigurationError(
                 f"--max_connections {self.max_connections} is more than this process can open (its file limit, "
                 f"`ulimit -n`, is {soft_limit}); pass --max_connections {max(most, needed)} or raise `ulimit -n`."
             )
@@ -322,6 +323,11 @@ class Gateway:
         return len(self._held)
 
     @property
+    def answering(self) -> int:
+        """Requests being answered (admitted: the gateway is waiting for the worker or sending the answer)."""
+        return self._connections.answering()
+
+    @property
     def connections(self) -> int:
         """Open client connections."""
         return len(self._connections)
@@ -349,18 +355,18 @@ class Gateway:
         """
         if self.draining:
             self._give_up.set()
-            return self._connections.answering()
+            return self.answering
         self.draining = True
         if self._server is not None:
             self._server.close()
-        busy = self._connections.answering()
+        busy = self.answering
         deadline = time.monotonic() + timeout_s
-        while self._connections.answering() and time.monotonic() < deadline and not self._give_up.is_set():
+        while self.answering and time.monotonic() < deadline and not self._give_up.is_set():
             await asyncio.sleep(0.05)
         self._give_up.set()
         # The 503s still have to be written; a client that does not read them is not waited for long.
         deadline = time.monotonic() + 2.0
-        while self._connections.answering() and time.monotonic() < deadline:
+        while self.answering and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         await self.close()
         return busy

@@ -56,6 +56,7 @@ import requests
 
 from nbhelpers.endpoints.gateway import Gateway, GatewayLimits
 from nbhelpers.endpoints.settings import API_KEY_VARIABLE, EndpointSettings, read_api_key
+from nbhelpers.errors import ConfigurationError
 from nbhelpers.stand_in import stand_in_mark
 
 SCORING_SCRIPT = Path(__file__).resolve().parent / "scoring" / "online_score.py"
@@ -93,10 +94,11 @@ class ServeArguments(EndpointSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 <= self.port <= 65535:
-            raise ValueError(f"--port must be between 0 and 65535 (0 picks a free port); got {self.port}.")
+        check_port(self.port)
         if not self.host.strip():
-            raise ValueError("--host is empty: pass 127.0.0.1 (this machine only) or 0.0.0.0 (every interface).")
+            raise ConfigurationError(
+                "--host is empty: pass 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)."
+            )
 
     def endpoint_settings(self) -> EndpointSettings:
         """Just the settings the scoring worker reads."""
@@ -186,6 +188,16 @@ def stop_process_group(process: subprocess.Popen, grace_s: float = 10.0) -> None
             continue
 
 
+def check_port(port: int) -> None:
+    """Refuse a port outside 0-65535 (0 picks a free one).
+
+    Raises:
+        ConfigurationError: naming ``--port`` and the range.
+    """
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigurationError(f"--port must be between 0 and 65535 (0 picks a free port); got {port}.")
+
+
 def listening_socket(host: str, port: int) -> socket.socket:
     """A TCP socket bound to ``host:port`` and listening, or one line saying what to pass instead.
 
@@ -194,21 +206,20 @@ def listening_socket(host: str, port: int) -> socket.socket:
     privileges.
 
     Raises:
-        ValueError: what is wrong with ``--host`` or ``--port`` and what to pass.
+        ConfigurationError: what is wrong with ``--host`` or ``--port`` and what to pass.
     """
-    if not 0 <= port <= 65535:
-        raise ValueError(f"--port must be between 0 and 65535 (0 picks a free port); got {port}.")
+    check_port(port)
     if re.fullmatch(r"[0-9.]+|.*:.*", host):  # written as an address: parse it, do not ask DNS about it
         try:
             ipaddress.ip_address(host)
         except ValueError:
-            raise ValueError(
+            raise ConfigurationError(
                 f"--host {host} is not an IP address: pass 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)."
             ) from None
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as err:
-        raise ValueError(
+        raise ConfigurationError(
             f"--host {host} is not an address or name of this machine ({err.strerror}): pass 127.0.0.1 or 0.0.0.0."
         ) from None
     listener = socket.socket(family, kind, proto)
@@ -224,7 +235,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
             errno.EADDRNOTAVAIL: f"--host {host} is not an address of this machine: pass 127.0.0.1 or 0.0.0.0",
         }
         reason = reasons.get(err.errno, err.strerror or str(err))
-        raise ValueError(f"Cannot listen on {host}:{port}: {reason}.") from None
+        raise ConfigurationError(f"Cannot listen on {host}:{port}: {reason}.") from None
     listener.setblocking(False)
     return listener
 
@@ -273,7 +284,7 @@ def check_serve_arguments(args: ServeArguments, limits: GatewayLimits) -> None:
     :meth:`GatewayLimits.check_room_for`).
 
     Raises:
-        ValueError: one line naming the flag and what to pass.
+        ConfigurationError: one line naming the flag and what to pass.
     """
     limits.check_room_for(args.endpoint_settings())
 
@@ -315,9 +326,8 @@ async def _serve(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.5)
     if stop.is_set():
-        busy = gateway.in_flight
         print(
-            f"nbhelpers: stopping: no new connections; {busy} request(s) in flight get up to "
+            f"nbhelpers: stopping: no new connections; {gateway.answering} request(s) in flight get up to "
             f"{limits.drain_timeout_s:g} s to finish.",
             flush=True,
         )
@@ -336,7 +346,7 @@ def serve(args: ServeArguments, limits: GatewayLimits | None = None) -> int:
     """Run the gateway and the scoring worker until SIGTERM/Ctrl-C or until the worker dies; stop both.
 
     Raises:
-        ValueError: before anything starts, one line saying what to fix (key, limits, address).
+        ConfigurationError: before anything starts, one line saying what to fix (key, limits, address).
     """
     limits = limits or GatewayLimits()
     api_key = read_api_key(args.api_key_file)

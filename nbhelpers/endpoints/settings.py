@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from nbhelpers.endpoints.contract import DEFAULT_MAX_ROWS
+from nbhelpers.errors import ConfigurationError
 from nbhelpers.stand_in import STAND_IN_FIELD_METADATA, resolve_stand_in
 
 API_KEY_VARIABLE = "NBHELPERS_API_KEY"
@@ -86,9 +87,9 @@ class EndpointSettings:
         # Resolved once, here: the worker process gets the value itself, whatever its own environment says.
         self.stand_in = resolve_stand_in(self.stand_in)
         if self.max_rows < 1:
-            raise ValueError(f"max_rows must be at least 1; got {self.max_rows}.")
+            raise ConfigurationError(f"max_rows must be at least 1; got {self.max_rows}.")
         if not 1 <= self.max_concurrent_requests_per_instance <= MAX_CONCURRENT_REQUESTS:
-            raise ValueError(
+            raise ConfigurationError(
                 f"max_concurrent_requests_per_instance must be between 1 and {MAX_CONCURRENT_REQUESTS} (generations "
                 f"at once on one instance); got {self.max_concurrent_requests_per_instance}."
             )
@@ -154,7 +155,7 @@ def read_api_key(
     stripped). Keys are never taken from argv, where every user of the machine can read them (``ps``).
 
     Raises:
-        ValueError: one line saying what to fix: the file cannot be read, the key is empty, or it holds a
+        ConfigurationError: one line saying what to fix: the file cannot be read, the key is empty, or it holds a
             character no HTTP client can send (non-ASCII, a space or a control character).
     """
     environ = os.environ if environ is None else environ
@@ -162,7 +163,7 @@ def read_api_key(
         try:
             text = Path(key_file).read_text(encoding="utf-8-sig")  # utf-8-sig: a leading BOM is not the key's
         except (OSError, UnicodeDecodeError) as err:
-            raise ValueError(f"Cannot read the API key file {key_file}: {err}.") from None
+            raise ConfigurationError(f"Cannot read the API key file {key_file}: {err}.") from None
         lines = text.splitlines()
         return check_api_key(lines[0] if lines else "", f"the first line of the API key file {key_file}")
     key = environ.get(API_KEY_VARIABLE)
@@ -176,15 +177,15 @@ def check_api_key(key: str, source: str) -> str:
     lock every client out. The message names the position of the first bad character, never the key.
 
     Raises:
-        ValueError: the key is empty or holds a character outside printable ASCII, or a space.
+        ConfigurationError: the key is empty or holds a character outside printable ASCII, or a space.
     """
     key = key.lstrip("\ufeff").strip()
     if not key:
-        raise ValueError(f"The API key ({source}) is empty: put the key on the first line.")
+        raise ConfigurationError(f"The API key ({source}) is empty: put the key on the first line.")
     for position, character in enumerate(key, start=1):
         if not "!" <= character <= "~":
             kind = "a non-ASCII character" if ord(character) > 127 else "a space or control character"
-            raise ValueError(
+            raise ConfigurationError(
                 f"The API key ({source}) holds {kind} at position {position}; HTTP headers carry printable ASCII "
                 "only. Use letters, digits and -._~+/= (e.g. the output of "
                 "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)."

@@ -66,7 +66,9 @@ def run_with_gateway(
     async def main() -> None:
         worker = FakeWorker(tmp_path / "worker.sock")
         await worker.start()
-        gateway = Gateway(worker.path, settings or EndpointSettings(model="deci-v1", stand_in="tiny"), **gateway_options)
+        gateway = Gateway(
+            worker.path, settings or EndpointSettings(model="deci-v1", stand_in="tiny"), **gateway_options
+        )
         port = await gateway.start("127.0.0.1", 0)
         try:
             await scenario(gateway, worker, port)
@@ -245,7 +247,7 @@ def test_when_every_connection_is_being_answered_a_newcomer_gets_503_and_the_slo
         worker.probe.clear()
         scoring = [asyncio.ensure_future(exchange(port, post())) for _ in range(2)]  # both in-flight places
         probes = [asyncio.ensure_future(exchange(port, PROBE)) for _ in range(2)]  # share one worker probe
-        await wait_until(lambda: gateway._connections.answering() == 4)
+        await wait_until(lambda: gateway.answering == 4)
         status, headers, body = await exchange(port, PROBE)
         assert status == 503 and headers["retry-after"] == "1" and b"every connection is busy" in body
         assert sum(target == b"/" for target, _, _ in worker.received) == 1

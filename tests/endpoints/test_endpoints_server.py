@@ -449,9 +449,7 @@ def test_sigterm_drains_the_request_in_flight_then_stops_the_gateway_and_the_wor
     # Finished (200, or 408 past request_timeout_ms), or, if SIGTERM came before its headers were read, 503.
     assert answers[0].status_code in (200, 408, 503) and answers[0].headers["Content-Type"] == "application/json"
     assert gateway.process.wait(timeout=60) == 0
-    assert re.search(
-        r"no new connections; \d+ request\(s\) in flight get up to 20 s", gateway.log_file.read_text()
-    )
+    assert re.search(r"no new connections; \d+ request\(s\) in flight get up to 20 s", gateway.log_file.read_text())
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and any(_alive(pid) for pid in processes):
         time.sleep(0.2)
