@@ -45,7 +45,6 @@ import contextlib
 import json
 import logging
 import math
-import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -109,10 +108,10 @@ class GatewayLimits:
     def __post_init__(self) -> None:
         for name in ("header_timeout_s", "body_timeout_s", "health_timeout_s", "drain_timeout_s"):
             value = getattr(self, name)
-            lowest = 0.0 if name == "drain_timeout_s" else None
-            number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            if not number or value > MAX_WAIT_S or (value < 0 if lowest == 0.0 else value <= 0):
-                above = "0 or more" if lowest == 0.0 else "above 0"
+            zero_allowed = name == "drain_timeout_s"  # 0: answer 503 at once
+            finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not finite or not 0 <= value <= MAX_WAIT_S or (value == 0 and not zero_allowed):
+                above = "0 or more" if zero_allowed else "above 0"
                 raise ConfigurationError(
                     f"--{name} must be a number of seconds, {above} and at most {MAX_WAIT_S:g}; got {value}."
                 )
@@ -139,6 +138,10 @@ class GatewayLimits:
                 f"least 2 x max_concurrent_requests_per_instance + 2 = {needed}; pass --max_connections {needed} "
                 "or more."
             )
+        try:
+            import resource  # Unix only, as is the gunicorn worker
+        except ImportError:
+            return
         soft_limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         most = soft_limit - RESERVED_DESCRIPTORS - settings.max_in_flight
         if soft_limit != resource.RLIM_INFINITY and self.max_connections > most:
@@ -382,10 +385,10 @@ class Gateway:
             if self._connections.admit(connection):
                 answer = await self._answer(connection, reader)
             else:
-                connection.state = "closing"
                 message = "every connection is busy answering a request; retry later."
                 answer = _Answer(503, _error_body(503, message), {"Retry-After": "1"})
             if not connection.evicted:
+                connection.state = "answering"  # an answer being written is never cut by an eviction
                 await self._send(connection, answer)
                 connection.state = "closing"
                 await self._linger(connection, reader)

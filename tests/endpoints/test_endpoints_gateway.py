@@ -189,12 +189,13 @@ def test_headers_trickled_byte_by_byte_get_408_at_the_header_timeout(tmp_path):
 
     async def scenario(gateway, worker, port):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        answer = asyncio.ensure_future(reader.read())
         for byte in b"GET / HTTP/1.1\r\nX-Slow: " + b"a" * 1000:
-            if reader.at_eof() or reader._buffer:  # the gateway has answered
+            if answer.done():
                 break
             writer.write(bytes([byte]))
             await asyncio.sleep(0.02)
-        status, _, body = parse_answer(await asyncio.wait_for(reader.read(), 20))
+        status, _, body = parse_answer(await asyncio.wait_for(answer, 20))
         assert status == 408 and "headers not received within 0.5 s" in json.loads(body)["error"]["message"]
 
     run_with_gateway(tmp_path, scenario, limits=GatewayLimits(header_timeout_s=0.5))
