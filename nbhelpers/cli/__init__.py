@@ -38,7 +38,7 @@ COMMANDS: dict[str, Command] = {
 
 #: The top-level modules each optional extra provides (a test checks them against pyproject.toml).
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
-    "serving": ("azureml_inference_server_http", "gunicorn", "requests", "urllib3", "pandas"),
+    "serving": ("azureml_inference_server_http", "gunicorn", "h11", "requests", "urllib3", "pandas"),
     "training": ("peft",),
 }
 
