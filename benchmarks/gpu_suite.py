@@ -397,6 +397,7 @@ def part_flexible_unet(ctx: Context) -> dict[str, Any]:
     unet16 = copy.deepcopy(unet32).to(half)
     scheduler = build_scheduler(spec)
     scheduler.set_timesteps(profile.flexible_steps)
+    own_scheduler = copy.deepcopy(scheduler)  # one per trajectory, whatever state a scheduler keeps between steps
     config = unet32.config
     latent = profile.size // 8
     generator = torch.Generator("cpu").manual_seed(0)
@@ -429,7 +430,7 @@ def part_flexible_unet(ctx: Context) -> dict[str, Any]:
                     first_non_finite = index
                 largest = max(largest, float(prediction.abs().max()))
                 reference = scheduler.step(exact, timestep, reference).prev_sample
-                own = scheduler.step(prediction, timestep, own).prev_sample
+                own = own_scheduler.step(prediction, timestep, own).prev_sample
             drift = float((own - reference).norm() / reference.norm())
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
