@@ -16,7 +16,7 @@ the order of what matters most:
    schedule (relative error, NaN/inf);
 4. ``daam``: DAAM tracing overhead at 512 px for both models (``benchmarks/daam_overhead.py``);
 5. ``bench_more``: batch 8 and small-sd, as the time budget allows;
-6. ``quality``: CLIP-score timing (``nbhelpers.quality``; skipped until it exists);
+6. ``quality``: CLIP-score timing (``nbhelpers.quality``, a random-weight CLIP ViT-L/14);
 7. ``few_step``: few-step fast paths such as LCM-LoRA (``nbhelpers.perf.few_step``; skipped until it exists).
 
 A part that fails is recorded (error type, message, the end of its traceback, elapsed time) and the next one
@@ -207,28 +207,12 @@ def _free_device_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _stand_in_bench_fields() -> dict[str, Any]:
-    """The tiny stand-in in ``BenchSettings``: ``stand_in="tiny"`` once nbhelpers has it, else ``weights="tiny"``."""
-    from nbhelpers.perf.benchmark import BenchSettings
-
-    names = {item.name for item in dataclasses.fields(BenchSettings)}
-    return {"weights": "random", "stand_in": "tiny"} if "stand_in" in names else {"weights": "tiny"}
-
-
-def _tiny_pipeline(name: str, device: str) -> Any:
-    """The offline tiny stand-in of ``name`` (``stand_in="tiny"`` where ``load_pipeline`` takes it)."""
-    import inspect
-
-    from nbhelpers.loading import load_pipeline
-
-    stand_in = {"stand_in": "tiny"} if "stand_in" in inspect.signature(load_pipeline).parameters else {"tiny": True}
-    return load_pipeline(name, device=device, progress=False, safety_checker=False, **stand_in)
-
-
 def _pipeline(name: str, profile: Profile) -> Any:
     """The model the part times: full size with random weights in fp16, or the tiny stand-in in the rehearsal."""
     if profile.dry_run:
-        pipe = _tiny_pipeline(name, profile.device)
+        from nbhelpers.loading import load_pipeline
+
+        pipe = load_pipeline(name, stand_in="tiny", device=profile.device, progress=False, safety_checker=False)
     else:
         import torch
 
@@ -270,7 +254,6 @@ def _run_bench_variants(ctx: Context, variants: list[tuple[str, list[str], list[
             skipped.append({"model": model, "optimize": modes, "batch_sizes": batches, "reason": reason})
             ctx.log(f"bench {model} {modes} batch {batches}: skipped ({reason})")
             continue
-        fields = _stand_in_bench_fields() if profile.dry_run else {"weights": "random"}
         settings = BenchSettings(
             models=[model],
             device=profile.device,
@@ -282,7 +265,8 @@ def _run_bench_variants(ctx: Context, variants: list[tuple[str, list[str], list[
             warmup=profile.warmup,
             repeats=profile.repeats,
             peak_tflops=peak,
-            **fields,
+            weights="random",
+            stand_in="tiny" if profile.dry_run else "none",
         )
         report = run_benchmark(settings, log=ctx.log)
         report.pop("environment", None)  # once, in the summary
@@ -479,29 +463,53 @@ def part_daam(ctx: Context) -> dict[str, Any]:
     return {"weights": profile.weights, "models": results}
 
 
+def _random_full_size_clip(folder: Path) -> Path:
+    """CLIP ViT-L/14 (the default backbone's architecture, as in SD's safety checker) with random weights and the
+    real preprocessing and tokenizer, saved where ``ClipScorer`` loads a local backbone: the GPU machine is offline."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from nbhelpers.models.configs import FEATURE_EXTRACTOR_CONFIG, SAFETY_CHECKER_CLIP_CONFIG
+    from nbhelpers.models.tiny import cache_root
+    from nbhelpers.models.tokenizer import load_clip_tokenizer
+
+    CLIPModel(CLIPConfig(**SAFETY_CHECKER_CLIP_CONFIG)).save_pretrained(folder, safe_serialization=True)
+    tokenizer = load_clip_tokenizer(cache_root() / "clip-tokenizer")
+    CLIPProcessor(image_processor=CLIPImageProcessor(**FEATURE_EXTRACTOR_CONFIG), tokenizer=tokenizer).save_pretrained(
+        folder
+    )
+    return folder
+
+
 def part_quality(ctx: Context) -> dict[str, Any]:
-    """Time of the CLIP score of a batch of pictures (``nbhelpers.quality.clip_score``)."""
+    """Time of CLIP-scoring a batch of generated-size pictures (``nbhelpers.quality.ClipScorer``, torchmetrics)."""
     try:
-        from nbhelpers.quality import clip_score  # type: ignore[import-not-found]
+        from nbhelpers.quality import ClipScorer
     except ImportError as err:
         raise PartSkipped(f"nbhelpers.quality not available ({err})") from None
     import torch
 
     from nbhelpers.perf.timing import measure
 
-    count, size = 8, ctx.profile.size
-    images = torch.randint(
-        0, 256, (count, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
-    )
+    profile = ctx.profile
+    count = 4 if profile.dry_run else 64
+    pictures = torch.randint(0, 256, (count, 3, profile.size, profile.size), dtype=torch.uint8)
     prompts = ["A big owl with bright shinning eyes"] * count
-    timing = measure(lambda: clip_score(images, prompts), warmup=1, repeats=ctx.profile.repeats, device=None)
+    with tempfile.TemporaryDirectory() as folder:
+        if profile.dry_run:
+            scorer, backbone = ClipScorer(stand_in="tiny", device=profile.device), "tiny stand-in CLIP"
+        else:
+            scorer = ClipScorer(_random_full_size_clip(Path(folder)), device=profile.device)
+            backbone = "CLIP ViT-L/14 architecture with RANDOM weights (timing only; its scores mean nothing)"
+        timing = measure(lambda: scorer.score(pictures, prompts), warmup=1, repeats=profile.repeats, device=None)
+    ctx.log(f"quality: {timing.median_s / count * 1e3:.1f} ms per picture ({count} pictures)")
     return {
-        "images": count,
-        "size_px": size,
+        "backbone": backbone,
+        "pictures": count,
+        "size_px": profile.size,
+        "batch_size": scorer.batch_size,
         "median_s": timing.median_s,
-        "seconds_per_image": timing.median_s / count,
+        "seconds_per_picture": timing.median_s / count,
         "first_call_s": timing.first_call_s,
-        "score": float(timing.result) if isinstance(timing.result, int | float) else str(timing.result),
     }
 
 
@@ -664,6 +672,9 @@ def headline_figures(records: dict[str, dict[str, Any]], fast_mode: str) -> dict
     daam = _measured(records.get("daam"))
     if daam:
         figures["daam_overhead"] = {item["model"]: item["overhead_ratio"] for item in daam["models"]}
+    quality = _measured(records.get("quality"))
+    if quality:
+        figures["quality_seconds_per_picture"] = quality["seconds_per_picture"]
     flexible = _measured(records.get("flexible_unet"))
     if flexible:
         figures["flexible_unet"] = {

@@ -157,6 +157,8 @@ ROWS = (
         lambda v: "none" if v < 0 else f"from step {v:.0f}", lambda v: v < 0),
     Row("Flexible UNet fp16 against fp32: largest relative error of a step's output", "-",
         lambda f: _get(f, "flexible_unet", "max_relative_error"), lambda v: f"{v:.1e}"),
+    Row("CLIP score (ViT-L/14, random weights), ms per 512 px picture", "-",
+        lambda f: _get(f, "quality_seconds_per_picture"), lambda v: f"{1e3 * v:.1f} ms"),
     Row("Moonshot: UNet's share of the GPU's dense fp16 peak (fast path, best)", ">= 40%", _best_share,
         lambda v: f"{100 * v:.0f}%", lambda v: v >= 0.4),
     Row("Moonshot: SD v1.5, s per image, batch 1", "<= 0.25 s", _fastest("sd-v1-5"), _s, lambda v: v <= 0.25),

@@ -47,6 +47,8 @@ PROVIDED = {
     "hf-xet": "used by huggingface-hub only to download, and the suite never downloads (4 MiB)",
     "typer": "the transformers and hf command lines only, which the suite never runs (with pydantic, rich: 5 MiB)",
     "click": "the hf command line only",
+    "torchmetrics": "on the machine at the version tested here (1.9.0), for the CLIP score; needs lightning-utilities",
+    "lightning-utilities": "on the machine (torchmetrics' requirement)",
 }
 #: what one call carries to the machine
 TRAVEL_LIMIT_BYTES = 64 * 2**20

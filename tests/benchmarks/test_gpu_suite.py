@@ -48,9 +48,9 @@ def test_the_rehearsal_writes_what_the_gpu_call_can_return(dry_run, gpu_suite):
 def test_every_part_runs_or_skips_with_its_reason(dry_run):
     out, summary, stdout = dry_run
     statuses = {entry["part"]: entry["status"] for entry in summary["parts"]}
-    for name in ("bench", "dreambooth", "flexible_unet", "daam", "bench_more"):
+    for name in ("bench", "dreambooth", "flexible_unet", "daam", "bench_more", "quality"):
         assert statuses[name] == "ok", _record(out, name).get("error")
-    optional = {"quality": "nbhelpers.quality", "few_step": "nbhelpers.perf.few_step"}
+    optional = {"few_step": "nbhelpers.perf.few_step"}
     for name, module in optional.items():
         record = _record(out, name)
         if importlib.util.find_spec(module) is None:
@@ -112,19 +112,23 @@ def test_the_other_parts_record_their_figures(dry_run):
     assert all(m["overhead_ratio"] > 0 for m in daam["models"])
     assert set(summary["figures"]["daam_overhead"]) == {"sd-v1-5", "deci-v1"}
     assert summary["figures"]["flexible_unet"]["half_trajectory_finite"] is True
+    quality = _record(out, "quality")["results"]
+    assert quality["pictures"] == 4 and quality["seconds_per_picture"] > 0 and "tiny" in quality["backbone"]
+    assert summary["figures"]["quality_seconds_per_picture"] == quality["seconds_per_picture"]
 
 
 def test_the_wheel_kit_carries_what_the_rehearsal_imported(dry_run, gpu_wheels):
-    """A distribution the suite imports must travel as a wheel, be left to the machine for a stated reason, or
-    be imported only because it is installed here (diffusers and tqdm use scipy and colorama when present)."""
+    """A distribution the suite imports must travel as a wheel, be left to the machine for a stated reason, or be
+    imported only because it is installed here (diffusers uses scipy, torchmetrics matplotlib, transformers protobuf,
+    when present; the GPU machine has all three)."""
     from packaging.utils import canonicalize_name
 
     _, summary, _ = dry_run
     imported = {canonicalize_name(name) for name in summary["imported_distributions"]}
     carried = set(gpu_wheels.resolve_installed())
-    with_torch = set(gpu_wheels.resolve_installed(roots=("torch", "numpy"), provided=()))  # the machine's own
-    optional_here = {"scipy", "colorama", "diffusion-nbhelpers"}
-    left_over = imported - carried - set(gpu_wheels.PROVIDED) - with_torch - optional_here
+    machine = gpu_wheels.resolve_installed(roots=("torch", "numpy", *gpu_wheels.PROVIDED), provided=())
+    optional_here = gpu_wheels.resolve_installed(roots=("scipy", "matplotlib", "colorama", "protobuf"), provided=())
+    left_over = imported - carried - set(machine) - set(optional_here) - {"diffusion-nbhelpers"}
     assert not left_over, f"imported by the suite but not in the wheel kit: {sorted(left_over)}"
 
 
