@@ -36,6 +36,8 @@ MODES = {
     "lora-gc": _FIXED | {"use_lora": True, "mixed_precision": "fp16", "gradient_checkpointing": True},
     "full-gc-8bit": _FIXED
     | {"use_lora": False, "mixed_precision": "fp16", "gradient_checkpointing": True, "use_8bit_adam": True},
+    # what a T4 without bitsandbytes runs (the GPU suite's machine has none)
+    "full-gc": _FIXED | {"use_lora": False, "mixed_precision": "fp16", "gradient_checkpointing": True},
     "full": _FIXED | {"use_lora": False, "mixed_precision": "fp16"},
 }
 

@@ -1,8 +1,9 @@
-"""Benchmark harness: end-to-end latency, throughput, UNet step time, memory, parameters and FLOPs.
+"""Benchmark harness: end-to-end latency, throughput, UNet step time, stage shares, memory, parameters and FLOPs.
 
 Every figure is measured with :func:`nbhelpers.perf.timing.measure`: the device is synchronised before each
 clock read, the first call (compilation, autotuning) is timed separately and excluded, the median of the
-repeats is reported. Variants run one after the other in one process, on the same device. Results are
+repeats is reported; one more call is split into stages (prompt encoding, denoising loop, VAE decode; see
+:mod:`nbhelpers.perf.stages`). Variants run one after the other in one process, on the same device. Results are
 saved as JSON with the device, library versions and settings; random weights and stand-ins are labelled.
 
     nbhelpers bench --models sd-v1-5 deci-v1 --weights random --device cuda --optimize none compile
@@ -25,7 +26,8 @@ from nbhelpers.environment import environment_report
 from nbhelpers.errors import ConfigurationError
 from nbhelpers.perf.flops import component_parameters, model_step_flops, unet_step_flops
 from nbhelpers.perf.optimize import OPTIMIZE_MODES, optimize_pipeline
-from nbhelpers.perf.timing import measure
+from nbhelpers.perf.stages import StageTimes, profile_stages
+from nbhelpers.perf.timing import Timing, measure
 from nbhelpers.stand_in import STAND_IN_FIELD_METADATA, StandIn, resolve_stand_in, stand_in_mark
 
 WEIGHTS = ("hub", "random")
@@ -94,8 +96,9 @@ class BenchSettings:
             raise ValueError("warmup and repeats must be at least 1: numbers are never taken without a warm-up.")
         if any(b < 1 for b in self.batch_sizes):
             raise ValueError(f"batch sizes must be positive; got {self.batch_sizes}.")
-        if self.steps is not None and not 1 <= self.steps <= 1000:
-            raise ValueError(f"steps must be between 1 and 1000; got {self.steps}.")
+        if self.steps is not None and not 2 <= self.steps <= 1000:
+            # one step cannot be told apart from the set-up in the stage profile (nbhelpers.perf.stages)
+            raise ValueError(f"steps must be between 2 and 1000; got {self.steps}.")
 
 
 def measure_matmul_peak_tflops(device: torch.device, dtype: torch.dtype = torch.float16, size: int = 8192) -> float:
@@ -133,20 +136,24 @@ def _unet_inputs(pipe: Any, batch: int, height: int, width: int) -> tuple[torch.
     context = torch.randn(
         2 * batch, 77, unet.config.cross_attention_dim, device=parameter.device, dtype=parameter.dtype
     )
-    timestep = torch.full((2 * batch,), 500, device=parameter.device, dtype=torch.long)
+    # One timestep for the batch, a 0-d tensor on the device, as the pipelines pass it: a compiled UNet then runs
+    # the graph it compiled for generation instead of compiling (about a minute on a GPU) for another input shape.
+    timestep = torch.tensor(500, device=parameter.device, dtype=torch.long)
     return latents, timestep, context
 
 
 def _measure_variant(
     pipe: Any, settings: BenchSettings, device: torch.device, batch: int, steps: int, height: int, width: int
-) -> tuple[Any, Any]:
-    """Time one whole generation of ``batch`` images and one guided UNet step; returns both timings."""
-    kwargs = {"num_inference_steps": steps, "height": height, "width": width, "output_type": "np"}
+) -> tuple[Timing, Timing, StageTimes]:
+    """Time whole generations of ``batch`` images, one guided UNet step, and the stages of one more generation."""
+    kwargs: dict[str, Any] = {"num_inference_steps": steps, "height": height, "width": width, "output_type": "np"}
     prompts = [BENCH_PROMPT] * batch
 
+    def generators() -> list[torch.Generator]:
+        return [torch.Generator("cpu").manual_seed(i) for i in range(batch)]
+
     def generate_once() -> Any:
-        generators = [torch.Generator("cpu").manual_seed(i) for i in range(batch)]
-        return pipe(prompts, generator=generators, **kwargs).images
+        return pipe(prompts, generator=generators(), **kwargs).images
 
     inputs = _unet_inputs(pipe, batch, height, width)
     with torch.no_grad():
@@ -157,7 +164,10 @@ def _measure_variant(
             repeats=settings.repeats,
             device=device,
         )
-    return end_to_end, step
+        # After the timed calls, so compilation and graph capture are over; a separate call, since the profile
+        # synchronises at every step.
+        stages = profile_stages(pipe, prompts, generator=generators(), device=device, **kwargs)
+    return end_to_end, step, stages
 
 
 def run_benchmark(settings: BenchSettings, log: Any = print) -> dict[str, Any]:
@@ -190,7 +200,7 @@ def run_benchmark(settings: BenchSettings, log: Any = print) -> dict[str, Any]:
         for mode in settings.optimize:
             optimize_pipeline(pipe, mode)
             for batch in settings.batch_sizes:
-                end_to_end, step = _measure_variant(pipe, settings, device, batch, steps, height, width)
+                end_to_end, step, stages = _measure_variant(pipe, settings, device, batch, steps, height, width)
                 images = np.asarray(end_to_end.result, dtype=np.float32)
                 if mode == settings.optimize[0]:
                     eager_images[batch] = images
@@ -213,13 +223,15 @@ def run_benchmark(settings: BenchSettings, log: Any = print) -> dict[str, Any]:
                     "unet_tflops_achieved": achieved,
                     "share_of_peak": achieved / peak if peak else None,
                     "max_abs_pixel_difference_vs_first_mode": difference,
+                    "stages": stages.as_dict(),
                     "parameters": parameters,
                 }
                 rows.append(row)
                 log(
                     f"{name:12s} {mode:13s} batch {batch}: {row['seconds_per_image']:.3f} s/image, "
                     f"{row['images_per_second']:.2f} img/s, UNet step {row['unet_step_ms']:.2f} ms, "
-                    f"first call {row['first_call_seconds']:.1f} s"
+                    f"first call {row['first_call_seconds']:.1f} s, "
+                    f"loop {stages.shares()['loop']:.0%} of the time"
                     + (f", {row['peak_memory_gib']:.2f} GiB" if row["peak_memory_gib"] is not None else "")
                     + (f", diff vs {settings.optimize[0]} {difference:.4f}" if difference is not None else "")
                 )

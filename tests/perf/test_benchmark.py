@@ -51,6 +51,8 @@ def test_benchmark_refuses_to_measure_without_warmup():
         run_benchmark(BenchSettings(models=["deci-v1"], stand_in="tiny", warmup=0), log=lambda _: None)
     with pytest.raises(ValueError, match="Unknown model"):
         BenchSettings(models=["sd-v9"]).validate()
+    with pytest.raises(ValueError, match="steps must be between 2 and 1000"):
+        BenchSettings(steps=1).validate()
 
 
 def test_bench_command_on_tiny_models_writes_a_report(tmp_path, capsys):
@@ -94,6 +96,11 @@ def test_bench_command_on_tiny_models_writes_a_report(tmp_path, capsys):
         assert row["images_per_second"] == pytest.approx(1 / row["seconds_per_image"])
         assert row["max_abs_pixel_difference_vs_first_mode"] < 1e-3
         assert row["parameters"]["unet"] == count_parameters(load_pipeline(row["model"], stand_in="tiny").unet)
+        stages = row["stages"]
+        # PNDM (SD) runs one iteration more than the steps asked for, DDIM (DeciDiffusion) as many
+        assert stages["loop_iterations"] == {"sd-v1-5": 3, "deci-v1": 2}[row["model"]]
+        assert stages["loop_s"] > 0 and stages["after_loop_s"] > 0
+        assert sum(stages["shares"].values()) == pytest.approx(1.0)
     assert "s/image" in capsys.readouterr().out
 
 
