@@ -57,16 +57,22 @@ def _requirements_from_pyproject(extras: list[str]) -> list[str]:
 
 
 def unmet(requirements_: list) -> dict[str, str | None]:
-    """``{requirement: installed version or None}`` for each requirement that is missing or too old."""
+    """``{requirement: installed version or None}`` for each requirement that is missing or too old.
+
+    The keys are what pip is asked for: name, extras and versions, without markers (those were evaluated when the
+    requirements were chosen; pip would read ``extra == "notebooks"`` as false and skip the requirement).
+    """
     found: dict[str, str | None] = {}
     for requirement in requirements_:
+        extras = f"[{','.join(sorted(requirement.extras))}]" if requirement.extras else ""
+        wanted = f"{requirement.name}{extras}{requirement.specifier}"
         try:
             version = metadata.version(requirement.name)
         except metadata.PackageNotFoundError:
-            found[str(requirement)] = None
+            found[wanted] = None
             continue
         if not requirement.specifier.contains(version, prereleases=True):
-            found[str(requirement)] = version
+            found[wanted] = version
     return found
 
 

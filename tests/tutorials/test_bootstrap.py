@@ -119,7 +119,9 @@ def test_setup_installs_what_is_missing_in_one_pip_call_and_asks_for_a_restart_i
     from packaging.requirements import Requirement
 
     calls = []
-    monkeypatch.setattr(setup, "requirements", lambda extras: [Requirement("no-such-dist-xyz>=1")])
+    # A requirement of an extra carries its marker; pip must get it without (it would read the marker as false).
+    missing = Requirement('no-such-dist-xyz>=1; extra == "notebooks"')
+    monkeypatch.setattr(setup, "requirements", lambda extras: [missing])
     monkeypatch.setattr(setup.subprocess, "run", lambda command, check: calls.append(command))
     with pytest.raises(RuntimeError, match="Restart the kernel.*still missing"):
         setup.set_up("notebooks")
