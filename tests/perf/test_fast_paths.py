@@ -179,3 +179,17 @@ def test_random_lora_files_cover_every_adapter_layer_in_both_layouts():
     assert "unet.up_blocks.2.attentions.0.proj_in.lora.up.weight" in diffusers_layout
     with pytest.raises(ValueError, match="key_format"):
         random_lora_state_dict(unet, key_format="peft")
+
+
+def test_the_library_guide_lists_every_fast_path_with_the_tables_settings():
+    from pathlib import Path
+
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "library.md").read_text(encoding="utf-8")
+    for path in FAST_PATHS.values():
+        (row,) = [line for line in guide.splitlines() if line.startswith(f"| `{path.name}` |")]
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert path.repo_id in cells[1] and path.weight_name in cells[1] and path.scheduler in cells[2]
+        assert cells[3].split(" ")[0] == str(path.num_inference_steps)
+        assert cells[4].split(" ")[0].rstrip(",") == f"{path.guidance_scale:g}"
+        assert all(f"{key}={value}" in cells[5] for key, value in path.call_options.items())
+        assert path.source in cells[6]
