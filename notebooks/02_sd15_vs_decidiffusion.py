@@ -304,7 +304,8 @@ plt.show()
 #
 # Counted on the real architectures on PyTorch's meta device (no weights, no memory, works offline): each UNet's
 # parameters and the FLOPs of one guided step at 512x512, split by the resolution the work runs at (latents of
-# 64x64 down to 8x8) and into attention and convolution.
+# 64x64 down to 8x8) and into attention and convolution. The two UNets share their convolutions at 64x64 and 32x32;
+# they differ in where they attend.
 
 # %%
 work = pd.concat([pd.DataFrame(model_work_by_level(name)).assign(model=name) for name in ("sd-v1-5", "deci-v1")])
@@ -368,15 +369,18 @@ print(
 (components / 1e6).round(1).rename(columns=lambda c: f"{c} (M)")
 
 # %% [markdown]
-# Where the time goes at batch 1 depends on the GPU. At a T4's fp16 peak a guided SD v1.5 step needs tens of
-# milliseconds of arithmetic, far more than launching its kernels, so generation is compute-bound and `share_of_peak`
-# above is high; on a fast GPU such as an H100 the same arithmetic takes under two milliseconds, launching kernels
-# from Python dominates, and CUDA graphs (`optimize="compile"`) remove it.
+# What limits batch-1 generation depends on the GPU. A T4 needs tens of milliseconds of arithmetic per guided SD v1.5
+# step even at its peak, so the GPU, not Python launching the step's kernels, sets the pace: generation is
+# compute-bound there. On a fast GPU such as an H100 the same arithmetic takes under two milliseconds, launching the
+# kernels one by one from Python takes longer than running them, and that is what CUDA graphs
+# (`optimize="compile"`) remove; on your GPU, `share_of_peak` in section 3 says which case you are in.
 
 # %%
 T4_FP16_TFLOPS, H100_FP16_TFLOPS = 65.0, 989.4  # dense fp16 tensor-core peaks, NVIDIA data sheets (H100 SXM)
 for gpu, tflops in (("T4", T4_FP16_TFLOPS), ("H100", H100_FP16_TFLOPS)):
-    print(f"{gpu}: at least {sd_gflop / tflops:.1f} ms of arithmetic per guided SD v1.5 step at its peak")
+    print(f"{gpu}: at least {sd_gflop / tflops:.1f} ms of arithmetic per guided SD v1.5 step, at its peak")
+t4_step_ms = t4_seconds_per_image("sd-v1-5", 1) * 1e3
+print(f"T4, estimated from a published A10 timing (not measured): about {t4_step_ms:.0f} ms per guided step")
 
 # %% [markdown]
 # ## 5. The few-step fast paths for SD v1.5, and why DeciDiffusion has none
@@ -413,8 +417,8 @@ if "lcm-lora" not in COMPARE_FAST_PATHS:
 # %% [markdown]
 # ## 6. Cost per 10,000 images
 #
-# cost = seconds per image x 10,000 / 3600 x price per hour, using the benchmark's measured medians; the same sum
-# for the quality grid's settings follows from section 2's seconds per image.
+# cost = seconds per image x 10,000 / 3600 x price per hour, using the benchmark's measured medians. The same sum
+# applies to the quality grid's settings, with section 2's seconds per image.
 
 # %%
 cost = table[["model", "optimize", "batch_size", "seconds_per_image"]].copy()
@@ -481,7 +485,8 @@ pd.DataFrame(claims).set_index("claim")
 # %% [markdown]
 # ## 8. The machine these numbers belong to
 #
-# Numbers without their machine mean little: the report is saved with the device, versions and settings.
+# Numbers without their machine mean little. The benchmark's report is saved with the device, library versions and
+# settings.
 
 # %%
 path = save_report(report, OUTPUT)
