@@ -22,6 +22,8 @@ from nbhelpers.catalog import get_spec
 from nbhelpers.perf.fast_paths import FAST_PATHS, get_fast_path
 
 BENCH_PROMPT = "A photo of an astronaut riding a horse on Mars"
+#: Steps of every setting in a dry run (the rehearsal checks the code path, not the speed).
+DRY_RUN_STEPS = 2
 _MODEL_TITLES = {"sd-v1-4": "SD v1.4", "sd-v1-5": "SD v1.5", "deci-v1": "DeciDiffusion", "small-sd-v0": "small-sd"}
 _SCHEDULER_TITLES = {"dpm++": "DPM++"}
 
@@ -130,17 +132,20 @@ def run_few_step_benchmark(
     size: int = 512,
     log: Callable[[str], Any] = print,
     warmup: int = 1,
-    repeats: int = 3,
+    repeats: int | None = None,
     settings: Sequence[Setting] | None = None,
 ) -> dict[str, Any]:
     """Seconds per image of every comparison setting at batch 1 (whole pipeline call, VAE decode included).
 
-    On a GPU the pipelines are the full-size architectures with random weights (fp16); with ``dry_run`` the tiny
-    stand-ins on the CPU (a rehearsal of the code path, no real figure). Returns a JSON-serialisable record.
+    On a GPU the pipelines are the full-size architectures with random weights (fp16), timed ``repeats`` times
+    (default 3) at each setting's own step count; with ``dry_run`` the tiny stand-ins on the CPU, at most
+    :data:`DRY_RUN_STEPS` steps and one timed call (default): a rehearsal of the code path, no real figure. Returns
+    a JSON-serialisable record.
     """
     from nbhelpers.perf.timing import measure
 
     target = torch.device(device)
+    repeats = repeats if repeats is not None else (1 if dry_run else 3)
     chosen = list(settings) if settings is not None else comparison_settings()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as folder:
@@ -150,8 +155,9 @@ def run_few_step_benchmark(
             else:
                 pipe = _random_weight_pipeline(setting, target, folder)
             pipe.set_progress_bar_config(disable=True)
+            steps = min(setting.num_inference_steps, DRY_RUN_STEPS) if dry_run else setting.num_inference_steps
             call: dict[str, Any] = {
-                "num_inference_steps": setting.num_inference_steps,
+                "num_inference_steps": steps,
                 "guidance_scale": setting.guidance_scale,
                 "height": size,
                 "width": size,
@@ -170,7 +176,7 @@ def run_few_step_benchmark(
                     repeats=repeats,
                     device=target if target.type != "cpu" else None,
                 )
-            rows.append({**setting.row(), **timing.summary(), "seconds_per_image": timing.median_s})
+            rows.append({**setting.row(), "steps": steps, **timing.summary(), "seconds_per_image": timing.median_s})
             log(f"{setting.label}: {timing.median_s:.3f} s/image ({setting.unet_passes} UNet passes)")
             del pipe
             gc.collect()
