@@ -88,9 +88,12 @@ class Generation:
 
 
 def default_settings(pipe: DiffusionPipeline) -> dict[str, Any]:
-    """The model's published defaults (steps, guidance, ...) if the pipeline came from :func:`load_pipeline`."""
+    """The model's published defaults (steps, guidance, ...) if the pipeline came from :func:`load_pipeline`, or those
+    of the few-step fast path it runs (:func:`nbhelpers.perf.fast_paths.apply_fast_path`)."""
     info = load_info(pipe)
-    return info.spec.generation_defaults() if info is not None and info.spec is not None else {}
+    settings = info.spec.generation_defaults() if info is not None and info.spec is not None else {}
+    fast_path = getattr(pipe, "nbhelpers_fast_path", None)
+    return {**settings, **fast_path.generation_defaults()} if fast_path is not None else settings
 
 
 def validate_settings(

@@ -64,6 +64,8 @@ class LoadInfo:
         device: device the pipeline runs on.
         dtype: weight dtype.
         memory_savers: the memory savers turned on (e.g. ``["attention_slicing", "vae_slicing"]``).
+        fast_path: the few-step fast path applied (e.g. ``"lcm-lora"``, see :mod:`nbhelpers.perf.fast_paths`), or
+            ``None``.
     """
 
     source: str
@@ -72,6 +74,7 @@ class LoadInfo:
     device: torch.device
     dtype: torch.dtype
     memory_savers: tuple[str, ...]
+    fast_path: str | None = None
 
     @property
     def mark(self) -> str:
@@ -82,6 +85,7 @@ class LoadInfo:
     def label(self) -> str:
         """Short human-readable name, marked when a stand-in replaces the real weights."""
         name = self.spec.name if self.spec else self.source
+        name = f"{name} + {self.fast_path}" if self.fast_path else name
         return f"{name} ({self.mark})" if self.mark else name
 
 
@@ -215,6 +219,7 @@ def load_pipeline(
     scheduler: str | None = None,
     memory_savers: str = "auto",
     optimize: str | None = None,
+    fast_path: str | None = None,
     progress: bool = True,
     **from_pretrained_kwargs: Any,
 ) -> DiffusionPipeline:
@@ -234,6 +239,9 @@ def load_pipeline(
             ``"slicing"`` or ``"offload"``.
         optimize: the fast path, e.g. ``"compile"`` (see :mod:`nbhelpers.perf.optimize`); ``None`` keeps the plain
             pipeline.
+        fast_path: a few-step adapter for SD v1.x with its scheduler and its authors' steps and guidance as the
+            generation defaults: ``"lcm-lora"``, ``"hyper-sd-cfg"`` or ``"tcd-lora"`` (see
+            :mod:`nbhelpers.perf.fast_paths`; refused for DeciDiffusion, whose UNet no SD adapter fits).
         progress: show diffusers' per-step progress bar when generating.
         **from_pretrained_kwargs: passed on (e.g. ``revision``, ``cache_dir``, ``variant``).
 
@@ -247,6 +255,10 @@ def load_pipeline(
     """
     resolved = resolve_stand_in(stand_in)
     source, spec, is_local = _resolve_source(model, resolved)
+    if fast_path is not None:  # refused before any download: unknown name, a toy stand-in, a UNet it does not fit
+        from nbhelpers.perf.fast_paths import check_fast_path_for
+
+        fast_path = check_fast_path_for(fast_path, spec, resolved).name
     target_device = pick_device(device)
     torch_dtype = pick_dtype(target_device, dtype)
     kwargs: dict[str, Any] = {"torch_dtype": torch_dtype, **from_pretrained_kwargs}
@@ -273,6 +285,13 @@ def load_pipeline(
     if scheduler is not None:
         swap_scheduler(pipe, scheduler)
     savers = _apply_memory_savers(pipe, target_device, memory_savers)
+    if fast_path is not None:  # before optimize: fused QKV projections and compiled code must see the fused weights
+        from nbhelpers.perf.fast_paths import apply_fast_path
+
+        hub_kwargs = {
+            k: v for k, v in from_pretrained_kwargs.items() if k in ("cache_dir", "token", "local_files_only")
+        }
+        apply_fast_path(pipe, fast_path, stand_in=resolved, **hub_kwargs)
     if optimize is not None:
         from nbhelpers.perf.optimize import optimize_pipeline
 
@@ -285,6 +304,7 @@ def load_pipeline(
         device=target_device,
         dtype=torch_dtype,
         memory_savers=savers,
+        fast_path=fast_path,
     )
     return pipe
 

@@ -6,11 +6,14 @@ Modes, each including the previous ones:
 * ``"channels_last"`` - UNet and VAE in channels-last memory layout (faster convolutions on tensor cores);
 * ``"fused"`` - query/key/value projections fused into one matmul per attention (``fuse_qkv_projections``);
 * ``"compile"`` - ``torch.compile`` of the UNet and the VAE decoder; on CUDA with
-  ``mode="reduce-overhead"`` (CUDA graphs: batch-1 generation is bound by kernel-launch overhead, which
-  graphs remove). The first call compiles (about a minute on an H100 per resolution and batch size);
-  later calls with the same shapes reuse the compiled code.
+  ``mode="reduce-overhead"`` (CUDA graphs: on a fast GPU such as an H100 a batch-1 UNet step is so short that
+  launching its kernels from Python takes longer than running them, and graphs remove the launches; on a T4 the
+  arithmetic takes longer than the launches, the step is compute-bound, and graphs save less). The first call
+  compiles (about a minute on an H100 per resolution and batch size); later calls with the same shapes reuse the
+  compiled code.
 
-All modes keep the output the same within fp16 tolerance; ``nbhelpers bench`` checks it on the same seed.
+All modes keep the output the same within fp16 tolerance; ``nbhelpers bench`` checks it on the same seed. The
+few-step fast paths (fewer steps, other pictures) are :mod:`nbhelpers.perf.fast_paths`.
 """
 
 from __future__ import annotations
