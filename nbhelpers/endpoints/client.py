@@ -9,10 +9,15 @@ clients that get 429: https://learn.microsoft.com/azure/machine-learning/how-to-
 Never retried: 4xx input errors (400, 401, 413, 422, and 424, the managed endpoint's wrapper of a scoring error)
 and a read timeout, because a request that reached the server may still be generating, and sending it again
 would only double the work; the server stops timed-out generations itself and answers 408.
+
+With ``record_timings=True`` the client keeps, per request, when each attempt was sent and answered and with which
+status (:class:`RequestTiming`), for a timeline of concurrent requests and their retries (notebook 04).
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +58,97 @@ class GeneratedImage:
     nsfw_content_detected: bool | None
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One sending of a request: ``time.perf_counter()`` seconds when it was sent and answered, and the answer's
+    status (``None``: no answer, e.g. the connection failed or timed out)."""
+
+    start_s: float
+    end_s: float
+    status: int | None
+
+
+@dataclass(frozen=True)
+class RequestTiming:
+    """Every attempt of one request, in order; the wait between two attempts is the retry's backoff."""
+
+    attempts: tuple[Attempt, ...]
+
+    @property
+    def start_s(self) -> float:
+        """When the first attempt was sent."""
+        return self.attempts[0].start_s
+
+    @property
+    def end_s(self) -> float:
+        """When the last attempt was answered (or failed)."""
+        return self.attempts[-1].end_s
+
+    @property
+    def status(self) -> int | None:
+        """The last attempt's status: what the caller got."""
+        return self.attempts[-1].status
+
+    @property
+    def retries(self) -> int:
+        """Attempts after the first."""
+        return len(self.attempts) - 1
+
+
+class _AttemptEvents(threading.local):
+    """What :class:`TimedRetry` noted for the request the current thread is sending (``None``: not recording).
+
+    Thread-local because urllib3 retries inside the calling thread, and one client may serve several threads."""
+
+    events: list[tuple[str, float, int | None]] | None = None
+
+
+_ATTEMPT_EVENTS = _AttemptEvents()
+
+
+class TimedRetry(Retry):
+    """urllib3's :class:`~urllib3.util.retry.Retry`, which also notes when a failed attempt was answered and when the
+    next one was sent (after the backoff), for :class:`EndpointClient`'s timings. Retrying itself is unchanged."""
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> TimedRetry:
+        events = _ATTEMPT_EVENTS.events
+        if events is not None:
+            events.append(("answered", time.perf_counter(), response.status if response is not None else None))
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+    def sleep(self, response: Any = None) -> None:
+        super().sleep(response)
+        events = _ATTEMPT_EVENTS.events
+        if events is not None:
+            events.append(("sent", time.perf_counter(), None))
+
+
+def _attempts(
+    start_s: float, end_s: float, events: list[tuple[str, float, int | None]], status: int | None
+) -> tuple[Attempt, ...]:
+    """Attempts from the retry's notes: each failed attempt ends when it was answered, the next starts when sent;
+    the last one (unless the retry already noted its answer, as when retries ran out) ends at ``end_s``."""
+    attempts: list[Attempt] = []
+    sent: float | None = start_s
+    for kind, at, answer in events:
+        if kind == "answered" and sent is not None:
+            attempts.append(Attempt(sent, at, answer))
+            sent = None
+        elif kind == "sent":
+            sent = at
+    if sent is not None:
+        attempts.append(Attempt(sent, end_s, status))
+    return tuple(attempts)
+
+
 def request_body(prompts: list[str], parameters: dict[str, Any] | None = None) -> dict[str, Any]:
     """The contract's request JSON for ``prompts`` (and optional generation parameters)."""
     payload: dict[str, Any] = {"columns": ["prompt"], "data": list(prompts), "index": list(range(len(prompts)))}
@@ -67,7 +163,7 @@ def retry_policy(retries: int, backoff_s: float) -> Retry:
     urllib3's backoff: the first retry follows at once, the next after ``2 x backoff_s``, then ``4 x``, ``8 x``...
     (at most :data:`MAX_WAIT_S`); a ``Retry-After`` the server sends wins (also capped).
     """
-    return Retry(
+    return TimedRetry(
         total=retries,
         connect=retries,
         read=False,
@@ -103,6 +199,7 @@ class EndpointClient:
         backoff_s: backoff factor: waits of 0, 2, 4, 8... x ``backoff_s``; ``Retry-After`` wins (capped at 60 s).
         deployment: optional ``azureml-model-deployment`` header to pick a deployment of the endpoint.
         session: a requests session to use (the retry adapter is mounted on it).
+        record_timings: keep a :class:`RequestTiming` of every request in :attr:`timings` (attempts, statuses).
     """
 
     def __init__(
@@ -115,8 +212,12 @@ class EndpointClient:
         backoff_s: float = 1.0,
         deployment: str | None = None,
         session: requests.Session | None = None,
+        record_timings: bool = False,
     ) -> None:
         self.url = url
+        self.record_timings = record_timings
+        #: One entry per request sent (in the order they finished) when ``record_timings`` is on.
+        self.timings: list[RequestTiming] = []
         self.timeout_s = timeout_s
         self.retries = retries
         self.session = session or requests.Session()
@@ -137,6 +238,23 @@ class EndpointClient:
                 after every retry, could not be reached, did not answer within ``timeout_s``, or answered 200
                 with something that is not the contract's JSON list. The message says which.
         """
+        if not self.record_timings:
+            return self._score(body)
+        events: list[tuple[str, float, int | None]] = []
+        _ATTEMPT_EVENTS.events = events
+        start, status = time.perf_counter(), None
+        try:
+            rows = self._score(body)
+            status = 200
+            return rows
+        except EndpointError as err:
+            status = err.status
+            raise
+        finally:
+            _ATTEMPT_EVENTS.events = None
+            self.timings.append(RequestTiming(_attempts(start, time.perf_counter(), events, status)))
+
+    def _score(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         try:
             response = self.session.post(self.url, json=body, headers=self.headers, timeout=self.timeout_s)
         except requests.ConnectionError as err:

@@ -117,3 +117,62 @@ def test_connection_errors_are_retried_then_explained(monkeypatch):
     with pytest.raises(EndpointError, match="could not reach .* after 3 attempt") as info:
         EndpointClient(f"http://127.0.0.1:{port}/score", retries=2, backoff_s=0.1).score(request_body(["p"]))
     assert info.value.status is None and sleeps == [0.2]  # the first retry follows at once
+
+
+def _statuses(timing):
+    return [attempt.status for attempt in timing.attempts]
+
+
+def _in_order(timing):
+    times = [t for attempt in timing.attempts for t in (attempt.start_s, attempt.end_s)]
+    return times == sorted(times)
+
+
+def test_timings_keep_every_attempt_its_status_and_the_wait_between(scripted):
+    scripted.script = [
+        (429, {}, {"error": "busy"}, 0),
+        (503, {}, {"error": "busy"}, 0),
+        (200, {"Content-Type": "application/json"}, OK_ROWS, 0),
+    ]
+    client = EndpointClient(_url(scripted), retries=4, backoff_s=0.05, record_timings=True)
+    client.score(request_body(["p"]))
+    (timing,) = client.timings
+    assert _statuses(timing) == [429, 503, 200] and timing.status == 200 and timing.retries == 2
+    assert _in_order(timing)
+    first, second, third = timing.attempts
+    assert third.start_s - second.end_s >= 0.1  # urllib3's second backoff: 2 x 0.05 s, slept between the attempts
+    assert EndpointClient(_url(scripted)).timings == []  # off by default
+
+
+def test_timings_of_failed_requests_are_kept_too(scripted, monkeypatch):
+    _record_waits(monkeypatch)
+    scripted.script = [(503, {}, {"error": "busy"}, 0)]
+    client = EndpointClient(_url(scripted), retries=2, record_timings=True)
+    with pytest.raises(EndpointError):
+        client.score(request_body(["p"]))
+    assert [_statuses(t) for t in client.timings] == [[503, 503, 503]]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    unreachable = EndpointClient(f"http://127.0.0.1:{port}/score", retries=1, record_timings=True)
+    with pytest.raises(EndpointError):
+        unreachable.score(request_body(["p"]))
+    assert [_statuses(t) for t in unreachable.timings] == [[None, None]]
+
+
+def test_timings_of_concurrent_requests_stay_apart(scripted):
+    """urllib3 retries inside the calling thread: each thread's attempts go to its own request."""
+    scripted.script = [
+        (200, {"Content-Type": "application/json"}, OK_ROWS, 0.3),  # the first to arrive is held a moment
+        (429, {}, {"error": "busy"}, 0),
+        (200, {"Content-Type": "application/json"}, OK_ROWS, 0),
+    ]
+    client = EndpointClient(_url(scripted), retries=2, backoff_s=0, record_timings=True)
+    threads = [threading.Thread(target=client.score, args=(request_body(["p"]),)) for _ in range(2)]
+    threads[0].start()
+    time.sleep(0.1)  # so that the second request arrives while the first is held
+    threads[1].start()
+    for thread in threads:
+        thread.join()
+    assert sorted(_statuses(t) for t in client.timings) == [[200], [429, 200]]
+    assert all(_in_order(t) for t in client.timings)
