@@ -23,10 +23,12 @@ from nbhelpers.atomic import atomic_open
 from nbhelpers.daam.alignment import upsample_to_latent
 from nbhelpers.daam.words import PromptWord, kept_token_count, prompt_words, word_token_positions
 
-__all__ = ["COLORBAR_LABEL", "GlobalHeatMap", "WordHeatMap", "aggregate_maps"]
+__all__ = ["COLORBAR_LABEL", "SHARED_COLORBAR_LABEL", "GlobalHeatMap", "WordHeatMap", "aggregate_maps"]
 
-#: Colour bar label of the overlays: each word map is min-max normalised before it is drawn.
+#: Colour bar label of an overlay of one map, min-max normalised before it is drawn.
 COLORBAR_LABEL = "attention to the word (min-max normalised)"
+#: Colour bar label of panels drawn on one scale (``vmax``): their values, not each one's own range.
+SHARED_COLORBAR_LABEL = "attention to the word (one scale for every panel)"
 
 
 def aggregate_maps(
@@ -93,6 +95,7 @@ class WordHeatMap:
         color_normalize: bool = True,
         ax: Any = None,
         colorbar: bool = False,
+        vmax: float | None = None,
     ) -> Any:
         """Draw the map (jet colours) under the image, which fades where attention is high; return the axes.
 
@@ -102,24 +105,36 @@ class WordHeatMap:
             color_normalize: stretch the colours over the map's range (the reference's default); ``False``
                 pins them to 0..1.
             ax: matplotlib axes to draw on (default: a new figure).
-            colorbar: add a colour bar labelled :data:`COLORBAR_LABEL`.
+            colorbar: add a colour bar labelled :data:`COLORBAR_LABEL` (:data:`SHARED_COLORBAR_LABEL` with
+                ``vmax``).
+            vmax: draw the map's own values on the scale 0..``vmax`` instead of min-max normalising it, so that
+                panels drawn with the same ``vmax`` can be compared colour for colour (then one colour bar serves
+                them all).
         """
         import matplotlib.pyplot as plt
 
         if ax is None:
             _, ax = plt.subplots(figsize=(4, 4))
-        heat = self.expand_as(image)
-        if color_normalize:
-            shown = ax.imshow(heat.numpy(), cmap="jet")
+        if vmax is not None:
+            if not vmax > 0:
+                raise ValueError(f"vmax must be above 0, not {vmax}.")
+            values = self.expand_as(image, absolute=True).clamp(min=0)
+            shown = ax.imshow(values.numpy(), cmap="jet", vmin=0.0, vmax=vmax)
+            heat = (values / vmax).clamp(0, 1)
         else:
-            shown = ax.imshow(heat.clamp(0, 1).numpy(), cmap="jet", vmin=0.0, vmax=1.0)
+            heat = self.expand_as(image)
+            if color_normalize:
+                shown = ax.imshow(heat.numpy(), cmap="jet")
+            else:
+                shown = ax.imshow(heat.clamp(0, 1).numpy(), cmap="jet", vmin=0.0, vmax=1.0)
         pixels = torch.from_numpy(np.array(image.convert("RGB"))).float() / 255
         ax.imshow(torch.cat((pixels, (1 - heat).unsqueeze(-1)), dim=-1).numpy())
         ax.set_axis_off()
         if self.word is not None:
             ax.set_title(self.word)
         if colorbar:
-            ax.figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label=COLORBAR_LABEL)
+            label = COLORBAR_LABEL if vmax is None else SHARED_COLORBAR_LABEL
+            ax.figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label=label)
         if out_file is not None:
             with atomic_open(out_file, "wb") as file:
                 ax.figure.savefig(file, format="png", bbox_inches="tight")
@@ -178,13 +193,17 @@ class GlobalHeatMap:
         size: float = 3.0,
         title: str | None = None,
         colorbar: bool = True,
+        label: str = SHARED_COLORBAR_LABEL,
     ) -> Any:
         """One overlay per word (default: every distinct word of the prompt) in a grid; returns the figure.
 
+        Every panel is drawn on one scale, 0 to the largest value of the words shown (not each map min-max
+        normalised on its own), so colours compare across words and one colour bar serves the grid.
+
         Args:
             title: the figure's title (say there if the weights are tiny and random).
-            colorbar: one colour bar for the grid, labelled :data:`COLORBAR_LABEL` (every map is min-max
-                normalised, so one scale fits all).
+            colorbar: add the grid's colour bar, labelled ``label`` (say the maps' unit there, e.g. after
+                :func:`nbhelpers.daam.measures.attention_share`).
         """
         import matplotlib.pyplot as plt
 
@@ -202,10 +221,12 @@ class GlobalHeatMap:
         )
         for ax in axes.flat[len(chosen) :]:
             ax.set_axis_off()
-        for ax, word in zip(axes.flat, chosen, strict=False):
-            self.compute_word_heat_map(word).plot_overlay(image, ax=ax)
+        maps = [self.compute_word_heat_map(word) for word in chosen]
+        vmax = max(float(m.expand_as(image, absolute=True).max()) for m in maps)
+        for ax, word_map in zip(axes.flat, maps, strict=False):
+            word_map.plot_overlay(image, ax=ax, vmax=vmax if vmax > 0 else 1.0)
         if colorbar:
-            figure.colorbar(axes.flat[0].images[0], ax=axes, shrink=0.8, label=COLORBAR_LABEL)
+            figure.colorbar(axes.flat[0].images[0], ax=axes, shrink=0.8, label=label)
         if title is not None:
             figure.suptitle(title)
         return figure

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from nbhelpers.daam import GlobalHeatMap, WordCutOffError, set_seed, trace
-from nbhelpers.daam.heatmap import COLORBAR_LABEL
+from nbhelpers.daam.heatmap import COLORBAR_LABEL, SHARED_COLORBAR_LABEL
 from nbhelpers.daam.words import WordNotInPromptError, prompt_words, word_token_positions
 
 PROMPT = "A big owl with bright shinning eyes"
@@ -119,7 +119,13 @@ def test_maps_and_overlays_are_saved(tiny_deci, tmp_path):
     figure = heat.plot_word_grid(out.images[0], title="a red fox (tiny, random weights)")
     assert [ax.get_title() for ax in figure.axes if ax.get_title()] == ["a", "red", "fox"]
     assert figure.get_suptitle() == "a red fox (tiny, random weights)"
-    assert [ax.get_ylabel() for ax in figure.axes if ax.get_ylabel()] == [COLORBAR_LABEL]  # one shared colour bar
+    assert [ax.get_ylabel() for ax in figure.axes if ax.get_ylabel()] == [SHARED_COLORBAR_LABEL]  # one colour bar
+    # ... over panels drawn on one scale (0 to the largest word value), not each min-max normalised on its own
+    scales = {ax.images[0].get_clim() for ax in figure.axes if ax.images}
+    largest = max(
+        float(heat.compute_word_heat_map(w).expand_as(out.images[0], absolute=True).max()) for w in "a red fox".split()
+    )
+    assert len(scales) == 1 and scales.pop() == (0.0, pytest.approx(largest))
     ax = heat.compute_word_heat_map("fox").plot_overlay(
         out.images[0], out_file=tmp_path / "fox-overlay.png", colorbar=True
     )
