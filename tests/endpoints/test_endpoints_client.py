@@ -161,16 +161,17 @@ def test_timings_of_failed_requests_are_kept_too(scripted, monkeypatch):
 
 
 def test_timings_of_concurrent_requests_stay_apart(scripted):
-    """urllib3 retries inside the calling thread: each thread's attempts go to its own request."""
+    """urllib3 retries inside the calling thread: each thread's attempts go to its own request, also when another
+    request starts and ends while one waits to retry."""
     scripted.script = [
-        (200, {"Content-Type": "application/json"}, OK_ROWS, 0.3),  # the first to arrive is held a moment
-        (429, {}, {"error": "busy"}, 0),
+        (429, {"Retry-After": "1"}, {"error": "busy"}, 0),  # the first to arrive waits 1 s, then retries
+        (200, {"Content-Type": "application/json"}, OK_ROWS, 0),
         (200, {"Content-Type": "application/json"}, OK_ROWS, 0),
     ]
     client = EndpointClient(_url(scripted), retries=2, backoff_s=0, record_timings=True)
     threads = [threading.Thread(target=client.score, args=(request_body(["p"]),)) for _ in range(2)]
     threads[0].start()
-    time.sleep(0.1)  # so that the second request arrives while the first is held
+    time.sleep(0.2)  # the second request comes and goes while the first waits
     threads[1].start()
     for thread in threads:
         thread.join()
