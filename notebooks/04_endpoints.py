@@ -57,9 +57,7 @@ AZURE_WORKSPACE = ""
 ONLINE_ENDPOINT_NAME = "deci-t2i"
 BATCH_ENDPOINT_NAME = "deci-t2i-batch"
 BATCH_COMPUTE = "gpu-cluster"
-NBHELPERS_REF = (
-    "main"  # the pushed branch, tag or commit of your repository the deployment image installs nbhelpers from
-)
+NBHELPERS_REF = "main"  # pushed branch, tag or commit of your repository the Azure image installs nbhelpers from
 DELETE_COMPUTE = False  # the clean-up deletes the endpoints; the compute cluster too only when True
 
 # %%
