@@ -156,16 +156,18 @@ show_images([r["image"] for r in results.values()], [r["label"] for r in results
 # %%
 for result in results.values():
     print(f"{result['label']}: attention per layer, for one image (the conditional half of the batch)")
-    print(f"{'layer':54s} {'map':>7s} {'queries':>11s} {'keys/values':>12s} {'attention':>15s}  per-pixel sum")
+    print(f"{'layer':54s} {'map':>7s} {'queries from':>13s} {'keys from':>10s} {'attention':>15s}  per-pixel sum")
     for s in result["shapes"]:
         low, high = s.softmax_sum
         print(
-            f"{s.layer:54s} {s.map_size[0]:>3d}x{s.map_size[1]:<3d} {str(s.queries):>11s} {str(s.keys):>12s} "
+            f"{s.layer:54s} {s.map_size[0]:>3d}x{s.map_size[1]:<3d} {str(s.queries):>13s} {str(s.keys):>10s} "
             f"{str(s.probabilities):>15s}  {low:.5f}-{high:.5f}"
         )
+    print("(queries from: pixels x image channels; keys (and values) from: tokens x text features; attention: heads x")
+    print(" pixels x tokens; per-pixel sum: each pixel's attention over the tokens, per UNet call: min-max)")
     rows = word_token_positions(result["map"].tokenizer, PROMPT, WORDS[0])
     print(
-        f"'{WORDS[0]}' is token column {rows} of each layer's attention; summed over {result['steps']} steps, "
+        f"'{WORDS[0]}' is token column {rows} of each layer's attention; summed over {result['steps']} UNet calls, "
         f"upsampled and averaged over layers and heads it becomes the word map "
         f"{tuple(result['map'].compute_word_heat_map(WORDS[0]).value.shape)} (the latent), one of the global map's "
         f"{tuple(result['map'].heat_maps.shape)}.\n"
