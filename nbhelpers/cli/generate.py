@@ -1,4 +1,8 @@
-"""``nbhelpers generate``: images from text prompts, saved as PNG with their settings in the metadata."""
+"""``nbhelpers generate``: images from text prompts, saved as PNG with their settings in the metadata.
+
+With ``--prompts-file`` it runs a resumable job over the file's rows (:mod:`nbhelpers.jobs`): one picture per
+row, a ``manifest.csv``, and under ``accelerate launch`` / ``torchrun`` each process takes its share.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,53 @@ import argparse
 from nbhelpers.cli.common import add_stand_in_flags
 
 
+def _run_prompts_file(args: argparse.Namespace) -> int:
+    """A job over the rows of ``--prompts-file``: resumable, one process or its share of several."""
+    import time
+
+    from nbhelpers.errors import ConfigurationError, ensure_writable_folder
+    from nbhelpers.jobs import JobSpec, PipelineRecipe, read_rows, run_job
+    from nbhelpers.jobs.rows import normalise_settings
+
+    if args.prompt:
+        raise ConfigurationError("Give prompts on the command line or --prompts-file, not both.")
+    if args.num_images != 1:
+        raise ConfigurationError(
+            "--num-images is for prompts on the command line; with --prompts-file each row makes one picture "
+            "(repeat a row with another seed for more)."
+        )
+    rows = read_rows(args.prompts_file)
+    flags = {
+        "num_inference_steps": args.steps,
+        "guidance_scale": args.guidance,
+        "height": args.height,
+        "width": args.width,
+        "negative_prompt": args.negative_prompt,
+    }
+    settings = normalise_settings(flags)  # ValueError naming the flag's setting and range: exit 2
+    out = ensure_writable_folder(args.out)
+    recipe = PipelineRecipe.make(
+        args.model, stand_in=args.stand_in, scheduler=args.scheduler, safety_checker=not args.no_safety_checker
+    )
+    job = JobSpec(out=out, identity=recipe.identity(), settings=settings, seed=args.seed)
+    start = time.perf_counter()
+    report = run_job(rows, job, recipe, device=args.device, progress=not args.quiet)
+    if report.manifest is None:  # not the main process of several: the main one reports
+        return 1 if report.failed else 0
+    print(f"{report} ({time.perf_counter() - start:.1f} s).")
+    if report.failed_total:
+        print(f"{report.failed_total} row(s) failed (the 'error' column says why); run again to retry them.")
+        return 1
+    return 0
+
+
 def _run_generate(args: argparse.Namespace) -> int:
+    if args.prompts_file is not None:
+        return _run_prompts_file(args)
+    if not args.prompt:
+        from nbhelpers.errors import ConfigurationError
+
+        raise ConfigurationError("Give one or more prompts, or --prompts-file FILE.")
     from nbhelpers.errors import ensure_writable_folder
     from nbhelpers.generation import generate, validate_settings
     from nbhelpers.loading import load_pipeline
@@ -52,12 +102,25 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``nbhelpers generate``."""
-    gen = subparsers.add_parser("generate", help="Generate images from text prompts and save them as PNG.")
-    gen.add_argument("prompt", nargs="+", help="One or more prompts (quote each).")
+    gen = subparsers.add_parser(
+        "generate",
+        help="Generate images from text prompts and save them as PNG.",
+        description="Generate images from prompts given here, or from a prompts file (resumable; under "
+        "`accelerate launch` or `torchrun` each process takes its share).",
+    )
+    gen.add_argument("prompt", nargs="*", help="One or more prompts (quote each).")
+    gen.add_argument(
+        "--prompts-file",
+        "--prompts_file",
+        default=None,
+        help="A text (one prompt per line), CSV or JSONL file with a 'prompt' column and optional 'seed' and "
+        "settings (steps, guidance, height, width, negative_prompt) per row: one picture per row into --out, "
+        "with manifest.csv; a second run resumes.",
+    )
     gen.add_argument("--model", default="deci-v1", help="Catalog name, hub id or local folder (default deci-v1).")
     add_stand_in_flags(gen)
     gen.add_argument("--out", default="outputs", help="Output folder (default ./outputs).")
-    gen.add_argument("--seed", type=int, default=0, help="Seed of the first image; image i uses seed+i.")
+    gen.add_argument("--seed", type=int, default=0, help="Seed of the first image; image (or row) i uses seed+i.")
     gen.add_argument("--num-images", type=int, default=1, help="Images per prompt.")
     gen.add_argument("--steps", type=int, default=None, help="Denoising steps (default: the model's).")
     gen.add_argument("--guidance", type=float, default=None, help="Guidance scale (default: the model's).")

@@ -1,5 +1,6 @@
 """Resumable batch scoring over CSV files, and the batch scoring script that shares its row function."""
 
+import errno
 import json
 import os
 import signal
@@ -12,7 +13,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from nbhelpers.endpoints.batch_runner import BatchFailedError, BatchInputError, image_name, read_prompts, run_batch
+from nbhelpers.endpoints.batch_runner import BatchFailedError, BatchInputError, read_prompts, run_batch
+from nbhelpers.errors import ConfigurationError
+from nbhelpers.images import read_image_metadata
+from nbhelpers.jobs.run import OutputWriteError
 
 FAST = {"num_inference_steps": 1}
 
@@ -64,23 +68,98 @@ def test_batch_run_killed_midway_and_rerun_has_every_row_exactly_once(tmp_path):
     assert not list((tmp_path / "out").glob(".*"))  # no temporary files left
 
 
+def _image_of_row(report, row):
+    predictions = pd.read_csv(report.predictions)
+    return report.predictions.parent / predictions.loc[predictions["row"] == row, "image"].item()
+
+
 def test_an_edited_prompt_or_changed_parameters_are_generated_again(tmp_path, tiny_deci):
     """Issue 14: the journal was keyed by file and row only, so an edited row kept its old image."""
     (tmp_path / "in").mkdir()
     csv_file = tmp_path / "in" / "a.csv"
     pd.DataFrame({"prompt": ["a fox", "a cat"]}).to_csv(csv_file, index=False)
     first = run_batch(tmp_path / "in", tmp_path / "out", pipe=tiny_deci, parameters=FAST, progress=False)
-    image = tmp_path / "out" / image_name("a.csv", 0)
-    before = _pixels(image)
+    before = _pixels(_image_of_row(first, 0))
     pd.DataFrame({"prompt": ["a red fox", "a cat"]}).to_csv(csv_file, index=False)
     second = run_batch(tmp_path / "in", tmp_path / "out", pipe=tiny_deci, parameters=FAST, progress=False)
     assert (first.succeeded, second.succeeded, second.skipped) == (2, 1, 1)
     assert list(pd.read_csv(second.predictions)["prompt"]) == ["a red fox", "a cat"]
+    image = _image_of_row(second, 0)
     assert _pixels(image) != before and Image.open(image).text["prompt"] == "a red fox"
     third = run_batch(
         tmp_path / "in", tmp_path / "out", pipe=tiny_deci, parameters={"num_inference_steps": 2}, progress=False
     )
     assert (third.succeeded, third.skipped) == (2, 0)
+
+
+def test_a_row_edited_back_is_never_reported_over_the_other_prompts_image(tmp_path, tiny_deci):
+    """Issue 29: names depended on file and row only, so A -> B -> A reported prompt A over B's image."""
+    (tmp_path / "in").mkdir()
+    csv_file = tmp_path / "in" / "a.csv"
+    made = {}
+    for prompt in ("a fox", "a ship", "a fox"):
+        pd.DataFrame({"prompt": [prompt]}).to_csv(csv_file, index=False)
+        report = run_batch(tmp_path / "in", tmp_path / "out", pipe=tiny_deci, parameters=FAST, progress=False)
+        image = _image_of_row(report, 0)
+        assert Image.open(image).text["prompt"] == prompt == pd.read_csv(report.predictions)["prompt"][0]
+        made.setdefault(prompt, []).append((image.name, _pixels(image), report.skipped))
+    (fox_name, fox_pixels, _), (again_name, again_pixels, skipped) = made["a fox"]
+    assert (again_name, again_pixels, skipped) == (fox_name, fox_pixels, 1)  # A's own image, not made again
+    assert made["a ship"][0][0] != fox_name and made["a ship"][0][1] != fox_pixels
+    # the same holds for the settings: B = other parameters
+    other = run_batch(tmp_path / "in", tmp_path / "out", pipe=tiny_deci, parameters={"steps": 2}, progress=False)
+    assert _image_of_row(other, 0).name != fox_name and read_image_metadata(_image_of_row(other, 0))["steps"] == 2
+    back = run_batch(tmp_path / "in", tmp_path / "out", pipe=tiny_deci, parameters=FAST, progress=False)
+    assert (_image_of_row(back, 0).name, back.skipped) == (fox_name, 1)
+
+
+def test_a_misspelt_parameter_is_refused_with_the_accepted_names(tmp_path):
+    (tmp_path / "in").mkdir()
+    pd.DataFrame({"prompt": ["a fox"]}).to_csv(tmp_path / "in" / "a.csv", index=False)
+    with pytest.raises(ConfigurationError, match=r"'num_inference_step' \(did you mean 'num_inference_steps'\?\)"):
+        run_batch(tmp_path / "in", tmp_path / "out", pipe=object(), parameters={"num_inference_step": 2})
+    with pytest.raises(ConfigurationError, match="accepted: num_inference_steps, guidance_scale"):
+        run_batch(tmp_path / "in", tmp_path / "out", pipe=object(), parameters={"sampler": "euler"})
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_two_prompt_columns_are_refused(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "two.csv").write_text("prompt,id,prompt\na fox,1,a ship\n")
+    with pytest.raises(BatchInputError, match=r"two\.csv, line 1: column\(s\) 'prompt' appear more than once"):
+        run_batch(tmp_path / "in", tmp_path / "out", pipe=object())
+
+
+def test_a_full_disk_stops_with_one_error_and_predictions_for_what_finished(tmp_path, tiny_deci, monkeypatch):
+    """Issue 29: a full or read-only folder gave a raw OSError and no predictions.csv."""
+    import nbhelpers.generation
+
+    _write_csvs(tmp_path / "in", (3,))
+    real_save = nbhelpers.generation.Generation.save_one
+    saved = []
+
+    def save_until_full(self, index, path, model=None):
+        if saved:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        saved.append(path)
+        return real_save(self, index, path, model)
+
+    monkeypatch.setattr(nbhelpers.generation.Generation, "save_one", save_until_full)
+    with pytest.raises(OutputWriteError, match="No space left on device.*finished so far are listed in .*predictions"):
+        run_batch(tmp_path / "in", tmp_path / "out", pipe=tiny_deci, parameters=FAST, progress=False)
+    predictions = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    assert list(predictions["row"]) == [0] and list(predictions["status"]) == ["ok"]
+    monkeypatch.undo()
+    report = run_batch(tmp_path / "in", tmp_path / "out", pipe=tiny_deci, parameters=FAST, progress=False)
+    assert (report.skipped, report.succeeded) == (1, 2)
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path):
+    _write_csvs(tmp_path / "in", (1,))
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    with pytest.raises(ConfigurationError, match="Cannot write to output folder .* output_folder"):
+        run_batch(tmp_path / "in", blocker / "out", pipe=object())
 
 
 def test_excel_bom_is_accepted(tmp_path, tiny_deci):
@@ -94,7 +173,7 @@ def test_excel_bom_is_accepted(tmp_path, tiny_deci):
 @pytest.mark.parametrize(
     "content, message",
     [
-        (b"prompt\n\xff\xfe a fox\n", r"latin\.csv: not UTF-8 text \(byte 7"),
+        (b"prompt\n\xff\xfe a fox\n", r"latin\.csv, line 2: not UTF-8 text \(byte 7"),
         (
             b'prompt\n"a fox\nb cat\nc dog\n',
             r"latin\.csv, line 2: malformed CSV \(a quote opened there is never closed\)",
@@ -118,7 +197,7 @@ def test_file_names_differing_in_case_do_not_overwrite_each_other(tmp_path, tiny
     report = run_batch(tmp_path / "in", tmp_path / "out", pipe=tiny_deci, parameters=FAST, progress=False)
     predictions = pd.read_csv(report.predictions)
     assert report.succeeded == 2 and predictions["image"].nunique() == 2
-    assert image_name("a.csv", 0).lower() != image_name("a.CSV", 0).lower()  # also on case-insensitive disks
+    assert predictions["image"].str.lower().nunique() == 2  # also on case-insensitive disks
     assert [Image.open(tmp_path / "out" / name).text["prompt"] for name in predictions["image"]] == ["a ship", "a fox"]
 
 

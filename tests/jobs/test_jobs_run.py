@@ -1,0 +1,81 @@
+"""The row function: names from content, failures recorded per row, the size actually made recorded."""
+
+import pytest
+
+from nbhelpers.images import read_image_metadata
+from nbhelpers.jobs import JobSpec, Journal, PipelineRecipe, Row, run_job, run_row
+from nbhelpers.jobs.pipelines import check_fast_paths, identity_of
+from nbhelpers.jobs.run import pending
+
+FAST = {"num_inference_steps": 2}
+
+
+def _job(tmp_path, **kwargs):
+    return JobSpec(out=tmp_path, identity={"model": "deci-v1", "stand_in": "tiny"}, settings=FAST, **kwargs)
+
+
+def test_a_rows_name_and_key_follow_its_content_and_index(tmp_path):
+    job = _job(tmp_path)
+    row = Row(3, "a fox")
+    assert job.image_name(row).startswith("00003-") and job.seed_of(row) == 3
+    changed = [
+        Row(3, "a cat"),
+        Row(3, "a fox", seed=9),
+        Row(3, "a fox", settings={"num_inference_steps": 3}),
+        Row(4, "a fox"),
+        Row(3, "a fox", source="a.csv"),
+    ]
+    names = {job.image_name(other) for other in changed}
+    assert job.image_name(row) not in names and len(names) == len(changed)
+    assert job.image_name(Row(3, "a fox")) == job.image_name(row)  # the same row, the same file
+    other_model = JobSpec(out=tmp_path, identity={"model": "sd-v1-5", "stand_in": "tiny"}, settings=FAST)
+    assert other_model.image_name(row) != job.image_name(row)
+    assert JobSpec.from_json(job.to_json()) == job
+
+
+def test_the_batch_identity_of_a_pipe_and_of_its_recipe_agree(tiny_deci):
+    recipe = PipelineRecipe.make("deci-v1", stand_in="tiny")
+    assert identity_of(tiny_deci) == {k: recipe.identity()[k] for k in ("model", "stand_in")}
+
+
+def test_a_failing_row_is_recorded_and_the_others_go_on(tmp_path, tiny_deci, monkeypatch):
+    import nbhelpers.generation
+
+    real = nbhelpers.generation.generate
+
+    def out_of_memory_on_cats(pipe, prompt, **kwargs):
+        if "cat" in prompt:
+            raise RuntimeError("CUDA out of memory (pretend)")
+        return real(pipe, prompt, **kwargs)
+
+    monkeypatch.setattr(nbhelpers.generation, "generate", out_of_memory_on_cats)
+    rows = [Row(0, "a fox"), Row(1, "a cat"), Row(2, ""), Row(3, "a ship")]
+    report = run_job(rows, _job(tmp_path), pipe=tiny_deci, progress=False)
+    assert (report.succeeded, report.failed) == (2, 2)
+    records = Journal(tmp_path).records()
+    by_row = {record["row"]: record for record in records.values()}
+    assert by_row[1]["error"] == "RuntimeError: CUDA out of memory (pretend)" and by_row[1]["image"] is None
+    assert by_row[2]["error"] == "ValueError: empty prompt"
+    assert [by_row[i]["status"] for i in range(4)] == ["ok", "failed", "failed", "ok"]
+    assert [r.index for r in pending(rows, _job(tmp_path), records)] == [1, 2]  # failed rows are tried again
+
+
+def test_the_record_holds_the_size_the_pipeline_made_and_the_png_its_settings(tmp_path, tiny_deci):
+    record = run_row(tiny_deci, Row(0, "a fox", settings={"height": 64, "width": 128}), _job(tmp_path))
+    assert (record["status"], record["width"], record["height"]) == ("ok", 128, 64)
+    saved = read_image_metadata(tmp_path / record["image"])
+    assert (saved["prompt"], saved["seed"], saved["steps"], saved["width"]) == ("a fox", 0, 2, 128)
+
+
+def test_measure_adds_columns(tmp_path, tiny_deci):
+    record = run_row(tiny_deci, Row(0, "a fox"), _job(tmp_path), measure=lambda image, row: {"side": image.width})
+    assert record["side"] == 64
+
+
+def test_fast_paths_other_than_none_are_refused_until_the_loader_takes_them(monkeypatch):
+    import nbhelpers.jobs.pipelines as pipelines
+
+    check_fast_paths(["none"])
+    monkeypatch.setattr(pipelines, "fast_path_supported", lambda: False)
+    with pytest.raises(ValueError, match="fast path\\(s\\) lcm are not available.*--fast-paths none"):
+        check_fast_paths(["none", "lcm"])
