@@ -2,8 +2,8 @@
 
 One module per command (``nbhelpers/cli/<command>.py``), each with ``add_parser(subparsers)``; the command line
 imports the features, never the reverse. A command whose optional extra is not installed (``serve`` needs
-``[serving]``, ``dreambooth`` needs ``[training]``) is still listed and says which extra to install; any other
-import error fails loudly instead of hiding the command.
+``[serving]``, ``dreambooth`` needs ``[training]``, ``evaluate`` needs ``[quality]``) is still listed and says which
+extra to install; any other import error fails loudly instead of hiding the command.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "env": Command("nbhelpers.cli.env"),
     "generate": Command("nbhelpers.cli.generate"),
+    "evaluate": Command("nbhelpers.cli.evaluate", extra="quality"),
     "bench": Command("nbhelpers.cli.bench"),
     "serve": Command("nbhelpers.cli.serve", extra="serving"),
     "dreambooth": Command("nbhelpers.cli.dreambooth", extra="training"),
@@ -40,6 +41,7 @@ COMMANDS: dict[str, Command] = {
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "serving": ("azureml_inference_server_http", "gunicorn", "h11", "requests", "urllib3", "pandas"),
     "training": ("peft",),
+    "quality": ("torchmetrics",),
 }
 
 

@@ -201,8 +201,11 @@ def run_rows(
     progress: bool = True,
     description: str = "rows",
     measure: Measure | None = None,
+    bar: Any = None,
 ) -> list[dict[str, Any]]:
     """Run ``rows`` one by one with a progress bar, journalling each record as it finishes; return the records.
+
+    ``bar``: a tqdm bar to advance instead of a new one (a job made of several parts shows one bar).
 
     Raises:
         OutputWriteError: a picture or the journal could not be written (the rows before it are journalled).
@@ -210,7 +213,10 @@ def run_rows(
     from tqdm.auto import tqdm
 
     records = []
-    for row in tqdm(rows, desc=description, disable=not progress, unit="image"):
+    own_bar = bar is None
+    if own_bar:
+        bar = tqdm(total=len(rows), desc=description, disable=not progress, unit="image")
+    for row in rows:
         record = run_row(pipe, row, job, measure=measure)
         try:
             journal.append(record)
@@ -220,6 +226,9 @@ def run_rows(
                 "folder's permissions, then run again to resume."
             ) from err
         records.append(record)
+        bar.update(1)
+    if own_bar:
+        bar.close()
     return records
 
 
