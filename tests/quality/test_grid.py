@@ -29,7 +29,7 @@ def _settings(tmp_path, **kwargs):
 
 def test_the_toy_readers_accuracy_rises_with_steps(tmp_path):
     """Measured on these six captions (seed 0, guidance 7.5): the SD-style toy reads 0.33 at 1 and 2 steps, 0.67 at 10,
-    0.83 at 20. The DeciDiffusion-style toy is already at 0.67-0.78 from 1 step to 20, so it is not tested for a rise."""
+    0.83 at 20. The DeciDiffusion-style toy is already at 0.67-0.78 from 1 step to 20, so no rise is tested there."""
     prompts = tmp_path / "toy.txt"
     prompts.write_text("\n".join(TOY_PROMPTS) + "\n")
     report = run_grid(_settings(tmp_path, steps=[1, 10], prompt_set=None, prompts_file=prompts, limit=None))
