@@ -2,7 +2,8 @@
 
 The recipe of Ray's "Stable Diffusion Batch Prediction with Ray Data" example: the unfinished rows become a Ray
 Dataset, ``map_batches`` maps a callable class over it, and each actor loads the pipeline once in its constructor
-(``num_gpus=1`` gives each actor a GPU of its own; ``concurrency`` is the number of actors). Each actor runs
+(``num_gpus=1`` gives each actor a GPU of its own; ``compute=ActorPoolStrategy(size=N)`` makes N actors, what the
+example's ``concurrency=N`` did before Ray 2.51 deprecated it). Each actor runs
 :func:`nbhelpers.jobs.run.run_row` on its rows, one at a time, writes the pictures into the job's output folder and
 journals into a shard of its own; the driver (this process) counts the results for the progress bar, then folds
 the journal and writes the manifest. So the files are the ones one process would write, and a run that is stopped
@@ -43,7 +44,7 @@ def _ray() -> Any:
 
 @contextlib.contextmanager
 def _quiet_ray_data(ray: Any) -> Iterator[None]:
-    """Ray Data's own progress output off while ours runs (outside a terminal it logs a status block every few
+    """Ray Data's own progress output off while ours runs (outside a terminal it logs a status block every ten
     seconds); restored afterwards."""
     context = ray.data.DataContext.get_current()
     saved = context.enable_progress_bars, context.print_on_execution_start
@@ -105,23 +106,23 @@ def run_with_ray(
     job.out.mkdir(parents=True, exist_ok=True)
     if todo:
         resources: dict[str, Any] = {"num_gpus": num_gpus} if num_gpus else {"num_cpus": 1}
-        dataset = ray.data.from_items([{"row": json.dumps(row.to_json())} for row in todo])
-        mapped = dataset.map_batches(
-            RowActor,
-            fn_constructor_kwargs={
-                "recipe": recipe.to_json(),
-                "job": job.to_json(),
-                "device": None if num_gpus else "cpu",
-            },
-            batch_size=batch_size,
-            concurrency=concurrency,
-            **resources,
-        )
         try:
             with (
-                _quiet_ray_data(ray),
+                _quiet_ray_data(ray),  # before the dataset is made: a dataset keeps the context it was made in
                 tqdm(total=len(todo), desc=f"rows ({concurrency} Ray actors)", disable=not progress) as bar,
             ):
+                dataset = ray.data.from_items([{"row": json.dumps(row.to_json())} for row in todo])
+                mapped = dataset.map_batches(
+                    RowActor,
+                    fn_constructor_kwargs={
+                        "recipe": recipe.to_json(),
+                        "job": job.to_json(),
+                        "device": None if num_gpus else "cpu",
+                    },
+                    batch_size=batch_size,
+                    compute=ray.data.ActorPoolStrategy(size=concurrency),  # `concurrency=` is deprecated since 2.51
+                    **resources,
+                )
                 for batch in mapped.iter_batches(batch_size=None):
                     bar.update(len(batch["key"]))
         except Exception as err:

@@ -110,8 +110,8 @@ def _convert(name: str, kind: type, value: Any) -> Any:
         raise ValueError(f"{name} must be a number; got {value!r}")
     if isinstance(value, str):
         text = value.strip()
-        try:
-            number: float = int(text) if kind is int else float(text)
+        try:  # "20.0" is 20: spreadsheets and pandas write whole numbers of a column with gaps so
+            number: float = int(text) if kind is int and text.lstrip("+-").isdigit() else float(text)
         except ValueError:
             raise ValueError(
                 f"{name} must be {'a whole number' if kind is int else 'a number'}; got {value!r}"
@@ -224,14 +224,14 @@ def _make_row(
 
 
 def _text_rows(path: Path, text: str, *, strict: bool, source: str) -> list[Row]:
-    rows = []
+    rows: list[Row] = []
     for number, line in enumerate(_drop_trailing_blank_lines(text.splitlines()), start=1):
         rows.append(_make_row(path, number, len(rows), {PROMPT_COLUMN: line.strip()}, strict=strict, source=source))
     return rows
 
 
 def _jsonl_rows(path: Path, text: str, *, strict: bool, source: str) -> list[Row]:
-    rows = []
+    rows: list[Row] = []
     for number, line in enumerate(_drop_trailing_blank_lines(text.splitlines()), start=1):
         try:
             values = json.loads(line)

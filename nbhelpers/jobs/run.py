@@ -205,6 +205,8 @@ def run_rows(
 ) -> list[dict[str, Any]]:
     """Run ``rows`` one by one with a progress bar, journalling each record as it finishes; return the records.
 
+    Each journal record also says which ``worker`` made it (the journal's worker name, ``"main"`` alone).
+
     ``bar``: a tqdm bar to advance instead of a new one (a job made of several parts shows one bar).
 
     Raises:
@@ -217,7 +219,7 @@ def run_rows(
     if own_bar:
         bar = tqdm(total=len(rows), desc=description, disable=not progress, unit="image")
     for row in rows:
-        record = run_row(pipe, row, job, measure=measure)
+        record = run_row(pipe, row, job, measure=measure) | {"worker": journal.worker or "main"}
         try:
             journal.append(record)
         except OSError as err:

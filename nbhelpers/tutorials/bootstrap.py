@@ -36,6 +36,7 @@ NOTEBOOK_EXTRAS: dict[str, str] = {
     "03_dreambooth": "notebooks,training",
     "04_endpoints": "notebooks,serving,azure",
     "05_daam_heat_maps": "notebooks",
+    "06_many_prompts": "notebooks,scale",
 }
 
 #: The Colab badge image (Colab's own).

@@ -19,7 +19,7 @@ def test_text_file_one_prompt_per_line_trailing_blank_lines_ignored(tmp_path):
 
 
 def test_csv_with_per_row_seed_and_settings(tmp_path):
-    content = '\ufeffprompt,seed,steps,guidance_scale,negative_prompt\na fox,7,20,,\n"a cat, asleep",,4,3.5,blurry\n'
+    content = '\ufeffprompt,seed,steps,guidance_scale,negative_prompt\na fox,7.0,20,,\n"a cat, asleep",,4,3.5,blurry\n'
     rows = read_rows(_write(tmp_path, "p.csv", content))
     assert rows[0] == Row(0, "a fox", seed=7, settings={"num_inference_steps": 20}, line=2)
     assert rows[1] == Row(
