@@ -1,0 +1,52 @@
+"""`nbhelpers generate --prompts-file`: bad files and flags are one line and status 2; a failed row is status 1."""
+
+import pandas as pd
+import pytest
+
+from nbhelpers.cli import main
+
+
+@pytest.mark.parametrize(
+    "content, extra, message",
+    [
+        ("prompt,prompt\na,b\n", [], "prompts.csv, line 1: column(s) 'prompt' appear more than once"),
+        ("prompt,steps\na,x\n", [], "prompts.csv, line 2: steps must be a whole number; got 'x'"),
+        ("prompt\na\n", ["--num-images", "2"], "--num-images is for prompts on the command line"),
+        ("prompt\na\n", ["an owl"], "Give prompts on the command line or --prompts-file, not both"),
+        ("prompt\na\n", ["--height", "100"], "height must be a multiple of 8"),
+    ],
+)
+def test_bad_files_and_flags_are_one_line_and_status_2(tmp_path, capsys, content, extra, message):
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text(content)
+    status = main(["generate", "--prompts-file", str(prompts), "--tiny", "--out", str(tmp_path / "out"), *extra])
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # (libraries imported on the way may warn first)
+    assert status == 2 and last.startswith("nbhelpers generate: error: ") and message in last
+    assert "Traceback" not in err
+
+
+def test_no_prompt_at_all_is_refused(tmp_path, capsys):
+    assert main(["generate", "--tiny", "--out", str(tmp_path)]) == 2
+    assert "Give one or more prompts, or --prompts-file FILE" in capsys.readouterr().err
+
+
+def test_a_failed_row_is_status_1_and_the_others_are_made(tmp_path, capsys, monkeypatch):
+    import nbhelpers.generation
+
+    real = nbhelpers.generation.generate
+
+    def refuses_cats(pipe, prompt, **kwargs):
+        if "cat" in prompt:
+            raise RuntimeError("out of memory (pretend)")
+        return real(pipe, prompt, **kwargs)
+
+    monkeypatch.setattr(nbhelpers.generation, "generate", refuses_cats)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a fox\na cat\na ship\n")
+    status = main(["generate", "--prompts-file", str(prompts), "--tiny", "--steps", "2", "--out", str(tmp_path)])
+    assert status == 1
+    assert "1 row(s) failed (the 'error' column says why); run again" in capsys.readouterr().out
+    manifest = pd.read_csv(tmp_path / "manifest.csv")
+    assert list(manifest["status"]) == ["ok", "failed", "ok"]
+    assert manifest["error"][1] == "RuntimeError: out of memory (pretend)"
