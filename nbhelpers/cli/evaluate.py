@@ -68,14 +68,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "bootstrap interval per setting). A second run resumes.",
     )
     parser.add_argument("--models", nargs="+", default=["deci-v1"], help="Catalog names, hub ids or folders.")
-    parser.add_argument("--steps", nargs="+", type=int, default=None, help="Steps to try (default: each model's).")
+    parser.add_argument(
+        "--steps", nargs="+", type=int, default=None, help="Steps to try (default: each model's or fast path's)."
+    )
     parser.add_argument("--schedulers", nargs="+", default=["default"], help="Scheduler names; default: the model's.")
     parser.add_argument(
         "--fast-paths",
         "--fast_paths",
         nargs="+",
         default=["none"],
-        help="Fast paths passed to the loader (few-step LoRAs and the like); none: the plain pipeline.",
+        help="Few-step fast paths to compare (lcm-lora, hyper-sd-cfg, tcd-lora; SD v1.x only); none: the plain "
+        "pipeline. Without --steps a fast path runs its authors' steps.",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument(

@@ -7,37 +7,29 @@ image names.
 
 from __future__ import annotations
 
-import inspect
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from nbhelpers.errors import ConfigurationError
-
 #: The value of ``fast_path`` that means the plain pipeline.
 PLAIN = "none"
 
 
-def fast_path_supported() -> bool:
-    """Whether :func:`nbhelpers.loading.load_pipeline` takes a ``fast_path=`` argument (few-step LoRAs and the like)."""
-    from nbhelpers.loading import load_pipeline
+def check_fast_path(fast_path: str, model: str | os.PathLike[str], stand_in: str | None) -> None:
+    """Refuse a fast path before any work: an unknown name, a toy stand-in, a model whose UNet it does not fit.
 
-    return "fast_path" in inspect.signature(load_pipeline).parameters
-
-
-def check_fast_paths(names: list[str]) -> None:
-    """Refuse fast paths this version cannot load (``"none"``, the plain pipeline, is always accepted).
+    ``"none"`` (the plain pipeline) is always accepted.
 
     Raises:
-        ConfigurationError: a name other than ``none`` while the loader has no ``fast_path`` argument.
+        ConfigurationError: naming the problem (:class:`nbhelpers.perf.fast_paths.FastPathError`).
     """
-    wanted = [name for name in names if name != PLAIN]
-    if wanted and not fast_path_supported():
-        raise ConfigurationError(
-            f"fast path(s) {', '.join(wanted)} are not available: this version's load_pipeline has no fast_path "
-            f"argument yet. Use --fast-paths {PLAIN} (the plain pipeline)."
-        )
+    if fast_path == PLAIN:
+        return
+    from nbhelpers.catalog import find_spec
+    from nbhelpers.perf.fast_paths import check_fast_path_for
+
+    check_fast_path_for(fast_path, find_spec(str(model)), stand_in)
 
 
 def model_name(model: str | os.PathLike[str]) -> str:
@@ -60,7 +52,7 @@ class PipelineRecipe:
         stand_in: ``"toy"``, ``"tiny"`` or ``None`` (resolved when the recipe is made, so every worker agrees).
         scheduler: a scheduler name to swap in (``None``: the model's own).
         safety_checker: keep the NSFW safety checker.
-        fast_path: ``"none"`` or a fast path the loader takes (see :func:`check_fast_paths`).
+        fast_path: ``"none"`` or a few-step fast path (``"lcm-lora"``, ...; see :mod:`nbhelpers.perf.fast_paths`).
         dtype: weight dtype (``None``: the loader's default for the device).
     """
 
@@ -96,14 +88,10 @@ class PipelineRecipe:
         """Load the pipeline on ``device`` (default: the best available).
 
         Raises:
-            ConfigurationError: a fast path the loader cannot apply; the loader's own errors otherwise.
+            ConfigurationError: the loader's errors (an unknown model, a fast path that does not fit it, ...).
         """
         from nbhelpers.loading import load_pipeline
 
-        extra: dict[str, Any] = {}
-        if self.fast_path != PLAIN:
-            check_fast_paths([self.fast_path])
-            extra["fast_path"] = self.fast_path
         return load_pipeline(
             self.model,
             stand_in=self.stand_in or "none",
@@ -111,8 +99,8 @@ class PipelineRecipe:
             dtype=self.dtype,
             safety_checker=self.safety_checker,
             scheduler=self.scheduler,
+            fast_path=None if self.fast_path == PLAIN else self.fast_path,
             progress=progress,
-            **extra,
         )
 
 
@@ -123,4 +111,7 @@ def identity_of(pipe: Any) -> dict[str, Any]:
     info = load_info(pipe)
     if info is None:
         return {"model": type(pipe).__name__, "stand_in": None}
-    return {"model": info.spec.name if info.spec else info.source, "stand_in": info.stand_in}
+    identity = {"model": info.spec.name if info.spec else info.source, "stand_in": info.stand_in}
+    if info.fast_path:  # only when set, so a plain pipeline's identity is what a plain recipe's model name gives
+        identity["fast_path"] = info.fast_path
+    return identity

@@ -26,7 +26,7 @@ from typing import Any
 from nbhelpers.atomic import write_json_atomic
 from nbhelpers.errors import ConfigurationError
 from nbhelpers.jobs.journal import Journal
-from nbhelpers.jobs.pipelines import PLAIN, PipelineRecipe, check_fast_paths
+from nbhelpers.jobs.pipelines import PLAIN, PipelineRecipe, check_fast_path
 from nbhelpers.jobs.rows import Row, read_rows
 from nbhelpers.jobs.run import JobSpec, pending, records_in_order, run_rows, write_table
 from nbhelpers.quality.statistics import Summary, summarise_by
@@ -62,7 +62,8 @@ class GridSettings:
         models: catalog names, hub ids or folders.
         steps: denoising steps to try (empty: each model's published default).
         schedulers: scheduler names (``"default"``: the model's own).
-        fast_paths: fast paths passed to the loader (``"none"``: the plain pipeline).
+        fast_paths: few-step fast paths (``"lcm-lora"``, ...; ``"none"``: the plain pipeline), passed to
+            :func:`nbhelpers.loading.load_pipeline`.
         prompt_set: a shipped prompt set (:func:`nbhelpers.quality.load_prompt_set`), or
         prompts_file: a prompts file (text, CSV or JSONL; per-row seeds and settings are not used).
         limit: use only the first ``limit`` prompts.
@@ -111,9 +112,14 @@ class Cell:
         )
 
 
-def _default_steps(model: str) -> int:
+def _default_steps(model: str, fast_path: str) -> int:
+    """The steps a model (or its fast path) is published with."""
     from nbhelpers.catalog import find_spec
 
+    if fast_path != PLAIN:
+        from nbhelpers.perf.fast_paths import get_fast_path
+
+        return int(get_fast_path(fast_path).num_inference_steps)
     spec = find_spec(model)
     if spec is None:
         raise ConfigurationError(f"{model!r} is not in the catalog, so it has no default steps: give --steps.")
@@ -124,23 +130,24 @@ def grid_cells(settings: GridSettings) -> list[Cell]:
     """Every (model, scheduler, fast path, steps) of the grid, in that nesting order.
 
     Raises:
-        ConfigurationError: a fast path the loader cannot apply, an empty list, a model without default steps.
+        ConfigurationError: a fast path that does not fit a model (or the toy stand-in), an empty list, a model
+            without default steps.
     """
     for name, values in (("models", settings.models), ("schedulers", settings.schedulers)):
         if not values:
             raise ConfigurationError(f"Give at least one of --{name}.")
-    check_fast_paths(list(settings.fast_paths))
     cells = []
     for model in settings.models:
         for scheduler in settings.schedulers:
             for fast_path in settings.fast_paths:
+                check_fast_path(fast_path, model, settings.stand_in)  # before any picture: the whole grid can run
                 recipe = PipelineRecipe.make(
                     model,
                     stand_in=settings.stand_in or "none",
                     scheduler=None if scheduler == DEFAULT_SCHEDULER else scheduler,
                     fast_path=fast_path,
                 )
-                for steps in settings.steps or [_default_steps(model)]:
+                for steps in settings.steps or [_default_steps(model, fast_path)]:
                     cells.append(Cell(recipe=recipe, scheduler=scheduler, steps=int(steps)))
     return cells
 

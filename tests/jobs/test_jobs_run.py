@@ -4,7 +4,7 @@ import pytest
 
 from nbhelpers.images import read_image_metadata
 from nbhelpers.jobs import JobSpec, Journal, PipelineRecipe, Row, run_job, run_row
-from nbhelpers.jobs.pipelines import check_fast_paths, identity_of
+from nbhelpers.jobs.pipelines import check_fast_path, identity_of
 from nbhelpers.jobs.run import pending
 
 FAST = {"num_inference_steps": 2}
@@ -72,10 +72,17 @@ def test_measure_adds_columns(tmp_path, tiny_deci):
     assert record["side"] == 64
 
 
-def test_fast_paths_other_than_none_are_refused_until_the_loader_takes_them(monkeypatch):
-    import nbhelpers.jobs.pipelines as pipelines
+def test_a_fast_path_is_checked_before_any_work():
+    check_fast_path("none", "deci-v1", "toy")  # the plain pipeline: always
+    with pytest.raises(ValueError, match="Unknown fast path 'lcm'"):
+        check_fast_path("lcm", "sd-v1-5", None)
+    with pytest.raises(ValueError, match="No few-step adapter exists for the toy stand-ins"):
+        check_fast_path("lcm-lora", "sd-v1-5", "toy")
 
-    check_fast_paths(["none"])
-    monkeypatch.setattr(pipelines, "fast_path_supported", lambda: False)
-    with pytest.raises(ValueError, match="fast path\\(s\\) lcm are not available.*--fast-paths none"):
-        check_fast_paths(["none", "lcm"])
+
+def test_a_fast_path_is_part_of_the_identity(tmp_path):
+    plain = PipelineRecipe.make("sd-v1-5", stand_in="tiny")
+    fast = PipelineRecipe.make("sd-v1-5", stand_in="tiny", fast_path="lcm-lora")
+    assert plain.identity() != fast.identity()
+    job_plain = JobSpec(out=tmp_path, identity=plain.identity())
+    assert job_plain.image_name(Row(0, "x")) != JobSpec(out=tmp_path, identity=fast.identity()).image_name(Row(0, "x"))

@@ -118,10 +118,31 @@ def test_the_same_seed_makes_the_same_picture_as_generate(tmp_path):
     assert Image.open(grid_picture).tobytes() == Image.open(generated).tobytes()
 
 
-def test_fast_paths_the_loader_does_not_take_are_refused_before_any_work(tmp_path, monkeypatch, capsys):
-    import nbhelpers.jobs.pipelines as pipelines
+def test_a_fast_path_is_a_setting_of_the_grid(tmp_path):
+    """The tiny stand-in runs a fast path's code (random-weight LoRA files in the real layout)."""
+    status = main(
+        ["evaluate", "--tiny", "--models", "sd-v1-5", "--fast-paths", "none", "lcm-lora", "--steps", "2"]
+        + ["--limit", "1", "--device", "cpu", "--out", str(tmp_path / "grid"), "--quiet"]
+    )
+    assert status == 0
+    scores = pd.read_csv(tmp_path / "grid" / "scores.csv")
+    assert list(scores["fast_path"]) == ["none", "lcm-lora"] and set(scores["status"]) == {"ok"}
+    assert scores["image"].nunique() == 2
 
-    monkeypatch.setattr(pipelines, "fast_path_supported", lambda: False)
-    status = main(["evaluate", "--tiny", "--fast-paths", "none", "lcm-lora", "--out", str(tmp_path / "grid")])
-    assert status == 2 and "lcm-lora are not available" in capsys.readouterr().err
+
+def test_a_fast_path_that_cannot_apply_is_refused_before_any_work(tmp_path, capsys):
+    status = main(
+        [
+            "evaluate",
+            "--toy",
+            "--models",
+            "sd-v1-5",
+            "--fast-paths",
+            "none",
+            "lcm-lora",
+            "--out",
+            str(tmp_path / "grid"),
+        ]
+    )
+    assert status == 2 and "No few-step adapter exists for the toy stand-ins" in capsys.readouterr().err
     assert not (tmp_path / "grid").exists()
