@@ -69,3 +69,15 @@ def test_a_run_killed_midway_resumes_with_every_row_exactly_once(tmp_path):
     assert sorted(p.name for p in out.glob("*.png")) == sorted(manifest["image"])  # no picture twice, none torn
     assert not list(out.glob(".*"))  # no temporary files left
     assert main(_generate_args(prompts, out, "--steps", "20")) == 0  # a third run has nothing to do
+
+
+def test_accelerates_one_process_cpu_launch_is_named(monkeypatch, caplog):
+    """`accelerate launch --cpu --num_processes 2` starts one process (its multi-CPU mode needs MPI): say so."""
+    from nbhelpers.jobs.processes import process_group
+
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with caplog.at_level("WARNING"):
+        assert process_group() is None
+    assert "torchrun --nproc_per_node N -m nbhelpers" in caplog.text
