@@ -12,14 +12,15 @@ from pathlib import Path
 from nbhelpers.cli.common import add_stand_in_flags
 
 
-def _summary_line(entry: dict) -> str:
+def _summary_line(entry: dict, clip_meaningless: bool) -> str:
     """One setting's means and intervals, e.g. ``sd-v1-5 default 30 steps none: clip_score 31.2 [30.1, 32.3] ...``."""
     parts = [f"{entry['model']} {entry['scheduler']} {entry['steps']} steps {entry['fast_path']}:"]
     for value in ("clip_score", "toy_accuracy", "seconds_per_image"):
         found = entry.get(value)
         if found:
             interval = f" [{found['low']:.2f}, {found['high']:.2f}]" if found["low"] is not None else ""
-            parts.append(f"{value} {found['mean']:.2f}{interval}")
+            note = " (meaningless)" if value == "clip_score" and clip_meaningless else ""
+            parts.append(f"{value} {found['mean']:.2f}{interval}{note}")
     return " ".join(parts) + f" (n={entry['pictures']})"
 
 
@@ -47,7 +48,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     )
     report = run_grid(settings, progress=not args.quiet)
     for entry in report.settings:
-        print(_summary_line(entry))
+        print(_summary_line(entry, report.clip_meaningless))
     print(
         f"{report.made} picture(s) made, {report.skipped} already done, {report.failed} failed; "
         f"scores ({report.label}) in {report.scores}, summary in {report.summary}."

@@ -78,6 +78,9 @@ class JobSpec:
     seed: int = 0
     prefix: str = ""
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))  # a folder given as a string works too
+
     def seed_of(self, row: Row) -> int:
         return row.seed if row.seed is not None else self.seed + row.index
 
@@ -119,7 +122,7 @@ class JobSpec:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> JobSpec:
-        return cls(**{**data, "out": Path(data["out"])})
+        return cls(**data)
 
 
 def _failure(error: BaseException) -> dict[str, Any]:

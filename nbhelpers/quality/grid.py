@@ -261,6 +261,7 @@ class GridReport:
     scores: Path
     summary: Path
     label: str
+    clip_meaningless: bool
     settings: list[dict[str, Any]]
 
 
@@ -334,5 +335,6 @@ def run_grid(settings: GridSettings, *, progress: bool = True) -> GridReport:
         scores=scores,
         summary=summary,
         label=label,
+        clip_meaningless=scorer.backbone.stand_in is not None,
         settings=summaries,
     )

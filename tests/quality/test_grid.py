@@ -37,7 +37,7 @@ def test_the_toy_readers_accuracy_rises_with_steps(tmp_path):
     assert by_steps[10] >= by_steps[1] + 0.2, by_steps
 
 
-def test_a_grid_writes_pictures_scores_and_a_labelled_summary(tmp_path):
+def test_a_grid_writes_pictures_scores_and_a_labelled_summary(tmp_path, capsys):
     status = main(
         [
             "evaluate",
@@ -59,6 +59,8 @@ def test_a_grid_writes_pictures_scores_and_a_labelled_summary(tmp_path):
         ]
     )
     assert status == 0
+    printed = capsys.readouterr().out
+    assert "sd-v1-5 default 1 steps none: clip_score" in printed and "(meaningless) toy_accuracy" in printed
     scores = pd.read_csv(tmp_path / "grid" / "scores.csv")
     assert list(scores.columns[:8]) == [
         "model",
