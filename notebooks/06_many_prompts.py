@@ -161,7 +161,9 @@ print(f"{timed([sys.executable, *generate, '--quiet'], output / 'one'):.1f} s")
 # %%
 if gpus:
     processes = min(PROCESSES, gpus)  # one process per GPU
-    launcher = ["accelerate", "launch", "--num_processes", str(processes)] + (["--multi_gpu"] if processes > 1 else [])
+    # `accelerate launch`, run with this kernel's Python (the `accelerate` script may not be on the PATH)
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes)]
+    launcher += ["--multi_gpu"] if processes > 1 else []
     command = [*launcher, *generate]
 else:
     processes = PROCESSES
