@@ -69,6 +69,8 @@ def _run_generate(args: argparse.Namespace) -> int:
         height=args.height,
         width=args.width,
         num_images=args.num_images,
+        seed=args.seed,
+        num_prompts=len(args.prompt),
     )
     pipe = load_pipeline(
         args.model,
@@ -125,8 +127,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--steps", type=int, default=None, help="Denoising steps (default: the model's).")
     gen.add_argument("--guidance", type=float, default=None, help="Guidance scale (default: the model's).")
     gen.add_argument("--negative-prompt", default=None, help="What the image should not show.")
-    gen.add_argument("--height", type=int, default=None, help="Image height in pixels, multiple of 8.")
-    gen.add_argument("--width", type=int, default=None, help="Image width in pixels, multiple of 8.")
+    sides = "multiple of 8, of 64 for DeciDiffusion; given alone, the other side is the model's default"
+    gen.add_argument("--height", type=int, default=None, help=f"Image height in pixels ({sides}).")
+    gen.add_argument("--width", type=int, default=None, help=f"Image width in pixels ({sides}).")
     gen.add_argument("--scheduler", default=None, help="Swap the scheduler: ddim, pndm, euler, euler-a, dpm++, ...")
     gen.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available).")
     gen.add_argument("--no-safety-checker", action="store_true", help="Turn the NSFW safety checker off.")

@@ -3,7 +3,14 @@ import json
 import numpy as np
 import pytest
 
-from nbhelpers.generation import generate, validate_settings
+from nbhelpers.errors import ConfigurationError
+from nbhelpers.generation import (
+    MAX_SEED,
+    catalog_size_multiple,
+    generate,
+    pipeline_size_multiple,
+    validate_settings,
+)
 from nbhelpers.images import read_image_metadata
 from nbhelpers.models.schedulers import SCHEDULERS, swap_scheduler
 
@@ -69,6 +76,26 @@ def test_nsfw_flag_is_reported_and_told_apart_from_nan(tiny_sd, monkeypatch):
         ({"width": 4096}, "width"),
         ({"num_images": 0}, "num_images"),
         ({"guidance_rescale": 2}, "guidance_rescale"),
+        # Hostile values: each one a clear line, none a TypeError or IndexError from inside diffusers.
+        ({"seed": -1}, r"seed must be a whole number from 0 to 18446744073709551615; got -1"),
+        ({"seed": 10**23}, "seed must be a whole number from 0"),
+        ({"seed": MAX_SEED, "num_images": 2}, "seed must be a whole number from 0 to 18446744073709551614"),
+        ({"seed": 1.5}, "seed must be a whole number"),
+        ({"num_inference_steps": "30"}, r"num_inference_steps must be a whole number from 1 to 1000; got '30' \(str\)"),
+        ({"num_inference_steps": True}, r"num_inference_steps .* got True \(bool\)"),
+        ({"num_inference_steps": 2.5}, "num_inference_steps must be a whole number"),
+        ({"num_inference_steps": float("nan")}, "num_inference_steps must be a whole number"),
+        ({"guidance_scale": "7.5"}, r"guidance_scale must be a number between 0 and 50 .* \(str\)"),
+        ({"guidance_scale": True}, r"guidance_scale .* got True \(bool\)"),
+        ({"guidance_scale": float("inf")}, "guidance_scale must be a number between 0 and 50"),
+        ({"guidance_rescale": float("nan")}, "guidance_rescale must be a number between 0 and 1"),
+        ({"height": 0}, "height must be a multiple of 8"),
+        ({"height": -64}, "height must be a multiple of 8"),
+        ({"width": True}, r"width must be a multiple of 8 .* got True \(bool\)"),
+        ({"width": "64"}, "width must be a multiple of 8"),
+        ({"num_images": True}, "num_images must be a whole number"),
+        ({"num_images": 8, "num_prompts": 9}, "9 prompts x num_images=8 is 72 images in one call; at most 64"),
+        ({"height": 96, "multiple": 64}, r"height must be a multiple of 64 between 64 and 2048 pixels"),
     ],
 )
 def test_out_of_range_settings_are_named(kwargs, match):
@@ -79,13 +106,99 @@ def test_out_of_range_settings_are_named(kwargs, match):
         "width": None,
         "num_images": 1,
     } | kwargs
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ConfigurationError, match=match):
         validate_settings(**settings)
 
 
-def test_empty_prompt_is_refused(tiny_sd):
-    with pytest.raises(ValueError, match="non-empty"):
-        generate(tiny_sd, "  ")
+def test_whole_valued_floats_count_as_whole_numbers_and_are_recorded_as_ints(tiny_sd):
+    result = generate(tiny_sd, "an owl", seed=3.0, num_inference_steps=2.0, guidance_scale=5)
+    assert result.seeds == [3] and type(result.seeds[0]) is int
+    assert result.settings["num_inference_steps"] == 2 and type(result.settings["num_inference_steps"]) is int
+    assert result.settings["guidance_scale"] == 5.0
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"seed": -1}, "seed must be a whole number from 0"),
+        ({"num_inference_steps": "3"}, "num_inference_steps must be a whole number"),
+        ({"guidance_scale": True}, "guidance_scale must be a number"),
+        ({"bogus": 1}, r"unknown keyword\(s\) bogus\. It takes seed, num_images, .* callback_on_step_end, .*eta"),
+        ({"generator": None}, "generate.. sets generator itself .*pass seed="),
+        ({"num_images_per_prompt": 2}, "pass num_images="),
+        ({"eta": float("nan")}, "eta must be a finite number"),
+        ({"negative_prompt": 5}, "negative_prompt must be a non-empty string or a list"),
+        ({"negative_prompt": ["a", "b"]}, r"one negative prompt per prompt \(1\); got 2"),
+    ],
+)
+def test_generate_refuses_hostile_arguments_before_running_the_pipeline(tiny_sd, kwargs, match):
+    with pytest.raises(ConfigurationError, match=match):
+        generate(tiny_sd, "an owl", **kwargs)
+
+
+@pytest.mark.parametrize(
+    "prompt, match",
+    [
+        ("  ", "prompt must be a non-empty string"),
+        ([], "prompt must be a non-empty string or a list"),
+        (["an owl", ""], r"prompt\[1\] must be a non-empty string"),
+        (["an owl", 7], r"prompt\[1\] must be a string; got 7 \(int\)"),
+        (42, "prompt must be a non-empty string or a list"),
+        ("owl " * 25_000, "prompt has 100,000 characters; at most 2,000 are accepted .*77 tokens"),
+        (["an owl"] * 65, "65 prompts x num_images=1 is 65 images in one call"),
+    ],
+)
+def test_bad_prompts_are_refused_with_what_to_pass(tiny_sd, prompt, match):
+    with pytest.raises(ConfigurationError, match=match):
+        generate(tiny_sd, prompt)
+
+
+def test_unicode_prompts_round_trip_through_the_png_metadata(tiny_sd, tmp_path):
+    prompt = "eine Eule 🦉 \u202eRTL ünïcödé"
+    result = generate(tiny_sd, prompt, num_inference_steps=1)
+    [path] = result.save(tmp_path)
+    assert read_image_metadata(path)["prompt"] == prompt
+
+
+def test_generate_takes_a_pipeline_not_a_name():
+    with pytest.raises(ConfigurationError, match="takes a pipeline as its first argument .*got 'sd-v1-5'"):
+        generate("sd-v1-5", "an owl")
+
+
+def test_a_side_given_alone_gets_the_model_default_for_the_other(tiny_sd, tmp_path):
+    # diffusers ignores a height without a width (it makes the default size); the recorded size must be made.
+    result = generate(tiny_sd, "an owl", num_inference_steps=1, height=128)
+    assert result.images[0].size == (64, 128)  # PIL: (width, height); 64 is the tiny model's default side
+    assert (result.settings["height"], result.settings["width"]) == (128, 64)
+    saved = read_image_metadata(result.save(tmp_path)[0])
+    assert (saved["height"], saved["width"]) == (128, 64)
+    wide = generate(tiny_sd, "an owl", num_inference_steps=1, width=72)
+    assert wide.images[0].size == (72, 64) and (wide.settings["height"], wide.settings["width"]) == (64, 72)
+
+
+def test_each_model_says_its_size_multiple(tiny_sd, tiny_deci):
+    from nbhelpers.models.flexible_unet import build_full_size_on_meta
+
+    # Full size: the flexible UNet downsamples 3 times and does not pad, so latents need multiples of 8 and
+    # images of 8 x 8 = 64 px; diffusers' UNet pads any latent size, so SD v1.x takes diffusers' own 8 px.
+    assert build_full_size_on_meta().num_downsamplers == 3
+    assert catalog_size_multiple("deci-v1") == 64
+    assert catalog_size_multiple("sd-v1-5") == catalog_size_multiple("small-sd-v0") == 8
+    # The tiny stand-ins have the same layouts, and take exactly what the multiple says.
+    assert pipeline_size_multiple(tiny_deci) == 64 and pipeline_size_multiple(tiny_sd) == 8
+    assert generate(tiny_sd, "an owl", num_inference_steps=1, height=72, width=64).images[0].size == (64, 72)
+    assert generate(tiny_deci, "an owl", num_inference_steps=1, height=128, width=64).images[0].size == (64, 128)
+    with pytest.raises(ConfigurationError, match="height must be a multiple of 64 between 64 and 2048"):
+        generate(tiny_deci, "an owl", num_inference_steps=1, height=96, width=64)
+    with pytest.raises(ValueError, match="divisible by 64"):  # what the model itself says to a 96 px latent
+        tiny_deci("an owl", num_inference_steps=1, height=96, width=64, output_type="np")
+
+
+def test_save_refuses_a_stem_that_names_another_folder(tiny_sd, tmp_path):
+    result = generate(tiny_sd, "an owl", num_inference_steps=1)
+    with pytest.raises(ConfigurationError, match="stem must be a plain file-name start"):
+        result.save(tmp_path / "out", stem="../escape")
+    assert not (tmp_path / "escape-000-seed0.png").exists()
 
 
 @pytest.mark.parametrize("name", list(SCHEDULERS))
