@@ -8,7 +8,6 @@ layout and code path (:mod:`nbhelpers.stand_in`); the loader finds its files, so
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
@@ -21,12 +20,13 @@ from diffusers import DiffusionPipeline
 
 from nbhelpers.catalog import ModelSpec, UnknownModelError, find_spec, get_spec, known_model_names, normalise_name
 from nbhelpers.device import pick_device, pick_dtype, total_memory_bytes
-from nbhelpers.errors import UserFacingError
+from nbhelpers.errors import ConfigurationError, UserFacingError
 from nbhelpers.models.components import pipeline_class
 from nbhelpers.models.deci_pipeline import DeciDiffusionPipeline
 from nbhelpers.models.flexible_unet import FlexibleUNet2DConditionModel
-from nbhelpers.models.schedulers import swap_scheduler
+from nbhelpers.models.schedulers import SCHEDULERS, swap_scheduler
 from nbhelpers.models.tiny import tiny_pipeline_path
+from nbhelpers.pipeline_folder import check_pipeline_folder, read_json_file
 from nbhelpers.stand_in import STAND_IN_VARIABLE, StandIn, resolve_stand_in, stand_in_mark
 from nbhelpers.toy.pipelines import toy_pipeline_path
 
@@ -100,12 +100,9 @@ def _folder_kind(folder: Path) -> str:
         )
     if (folder / "flexible_unet" / "config.json").is_file():
         return "deci-hub"
-    try:
-        index = json.loads(index_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ModelLoadError(f"{index_file} is not valid JSON ({err}); re-download or re-save the pipeline.") from err
-    unet_entry = index.get("unet") or [None, None]
-    return "flexible" if unet_entry[-1] == FlexibleUNet2DConditionModel.__name__ else "diffusers"
+    unet_entry = read_json_file(index_file, "model_index.json").get("unet")
+    flexible = isinstance(unet_entry, list) and unet_entry[-1:] == [FlexibleUNet2DConditionModel.__name__]
+    return "flexible" if flexible else "diffusers"
 
 
 def _looks_like_hub_id(name: str) -> bool:
@@ -115,8 +112,16 @@ def _looks_like_hub_id(name: str) -> bool:
 
 def _resolve_source(model: str | os.PathLike[str], stand_in: StandIn | None) -> tuple[str, ModelSpec | None, bool]:
     """Return (from_pretrained source, catalog spec or None, is_local_folder); a stand-in's folder is found here."""
+    if not isinstance(model, (str, os.PathLike)) or not str(model).strip():
+        raise ConfigurationError(
+            f"model must be a catalog name ({', '.join(known_model_names())}), a hub id or a folder; got {model!r}."
+        )
     path = Path(model).expanduser()
-    if path.is_dir():
+    try:
+        is_folder = path.is_dir()
+    except (OSError, ValueError):  # a name too long for a path, or one with a NUL byte: not a folder
+        is_folder = False
+    if is_folder:
         return str(path), None, True
     name = str(model)
     spec = find_spec(name)
@@ -145,12 +150,20 @@ def _resolve_source(model: str | os.PathLike[str], stand_in: StandIn | None) -> 
 
 
 def _from_pretrained(loader: Any, source: str, is_local: bool, **kwargs: Any) -> Any:
-    """Call ``loader.from_pretrained`` and turn download failures into a :class:`ModelLoadError`."""
+    """Call ``loader.from_pretrained`` and turn download failures, and whatever a damaged local folder makes the
+    libraries raise, into a :class:`ModelLoadError`."""
+    from safetensors import SafetensorError
+
     try:
         with warnings.catch_warnings():
             # diffusers >= 0.36 renames torch_dtype to dtype; torch_dtype keeps working on every supported version.
             warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
             return loader.from_pretrained(source, **kwargs)
+    except (RuntimeError, TypeError, AttributeError, KeyError, IndexError, SafetensorError) as err:
+        if not is_local or isinstance(err, UserFacingError):
+            raise
+        # A folder is input: a config the classes reject, weights that do not fit it. Say which folder and why.
+        raise ModelLoadError(f"Could not load the pipeline folder {source}: {type(err).__name__}: {err}") from err
     except (OSError, ValueError) as err:
         if is_local:
             raise ModelLoadError(f"Could not load the pipeline folder {source}: {err}") from err
@@ -160,7 +173,14 @@ def _from_pretrained(loader: Any, source: str, is_local: bool, **kwargs: Any) ->
         ) from err
 
 
-_MODEL_KWARGS = ("revision", "cache_dir", "local_files_only", "token")
+_MODEL_KWARGS = ("revision", "cache_dir", "local_files_only", "token", "use_safetensors")
+
+
+def _names_deci_pipeline(folder: Path, is_local: bool) -> bool:
+    """Whether a local folder's model_index.json names DeciDiffusionPipeline (not a class diffusers has)."""
+    return is_local and read_json_file(folder / "model_index.json", "model_index.json").get("_class_name") == (
+        DeciDiffusionPipeline.__name__
+    )
 
 
 def _load_flexible_unet(
@@ -187,15 +207,20 @@ def _load_flexible_unet(
             raise first_error from None
 
 
-def _apply_memory_savers(pipe: DiffusionPipeline, device: torch.device, memory_savers: str) -> tuple[str, ...]:
+def _resolve_memory_savers(device: torch.device, memory_savers: str) -> str:
+    """``"off"``, ``"slicing"`` or ``"offload"``: ``memory_savers`` with ``"auto"`` decided by the GPU's memory."""
     if memory_savers not in ("auto", "off", "slicing", "offload"):
-        raise ValueError(f"memory_savers must be 'auto', 'off', 'slicing' or 'offload'; got {memory_savers!r}.")
+        raise ConfigurationError(f"memory_savers must be 'auto', 'off', 'slicing' or 'offload'; got {memory_savers!r}.")
+    if memory_savers != "auto":
+        return memory_savers
     total = total_memory_bytes(device)
-    if memory_savers == "auto":
-        if total is None or total >= SLICING_BELOW_BYTES:
-            memory_savers = "off"
-        else:
-            memory_savers = "offload" if total < OFFLOAD_BELOW_BYTES else "slicing"
+    if total is None or total >= SLICING_BELOW_BYTES:
+        return "off"
+    return "offload" if total < OFFLOAD_BELOW_BYTES else "slicing"
+
+
+def _apply_memory_savers(pipe: DiffusionPipeline, device: torch.device, memory_savers: str) -> tuple[str, ...]:
+    """Turn on the savers :func:`_resolve_memory_savers` chose and move the pipeline to ``device``."""
     if memory_savers == "off":
         pipe.to(device)
         return ()
@@ -207,6 +232,41 @@ def _apply_memory_savers(pipe: DiffusionPipeline, device: torch.device, memory_s
         return ("attention_slicing", "vae_slicing", "model_cpu_offload")
     pipe.to(device)
     return ("attention_slicing", "vae_slicing")
+
+
+def _memory_for_weights(device: torch.device, memory_savers: str) -> tuple[int, str]:
+    """Bytes the weights must fit in, and their name: the GPU's memory, or RAM when they stay on the CPU."""
+    gpu = total_memory_bytes(device)
+    if gpu is not None and memory_savers != "offload":
+        return gpu, "GPU memory"
+    import psutil
+
+    return int(psutil.virtual_memory().total), "RAM"
+
+
+def _check_choices(scheduler: Any, optimize: Any) -> None:
+    """Refuse an unknown scheduler or fast-path mode before minutes go into loading the weights."""
+    from nbhelpers.perf.optimize import OPTIMIZE_MODES
+
+    if scheduler is not None and (not isinstance(scheduler, str) or scheduler.strip().lower() not in SCHEDULERS):
+        raise ConfigurationError(f"Unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}.")
+    if optimize is not None and optimize not in OPTIMIZE_MODES:
+        raise ConfigurationError(f"Unknown optimize mode {optimize!r}; choose one of {', '.join(OPTIMIZE_MODES)}.")
+
+
+def _check_loading_options(options: dict[str, Any]) -> None:
+    """Refuse ``from_pretrained`` options that would run code from the model or unpickle its weights."""
+    unsafe = {"custom_pipeline", "trust_remote_code"} & set(options)
+    if unsafe:
+        raise ConfigurationError(
+            f"{', '.join(sorted(unsafe))}: nbhelpers runs no code that comes with a model (DeciDiffusion's pipeline "
+            "is built in); load a diffusers pipeline folder or hub id without it."
+        )
+    if options.get("use_safetensors") is False:
+        raise ConfigurationError(
+            "use_safetensors=False would unpickle .bin weights, which can run code; convert them to .safetensors "
+            "where you trust them (save_pretrained(folder, safe_serialization=True))."
+        )
 
 
 def load_pipeline(
@@ -243,16 +303,28 @@ def load_pipeline(
             generation defaults: ``"lcm-lora"``, ``"hyper-sd-cfg"`` or ``"tcd-lora"`` (see
             :mod:`nbhelpers.perf.fast_paths`; refused for DeciDiffusion, whose UNet no SD adapter fits).
         progress: show diffusers' per-step progress bar when generating.
-        **from_pretrained_kwargs: passed on (e.g. ``revision``, ``cache_dir``, ``variant``).
+        **from_pretrained_kwargs: passed on (e.g. ``revision``, ``cache_dir``, ``variant``); options that would
+            run code shipped with a model (``custom_pipeline``, ``trust_remote_code``) or unpickle weights
+            (``use_safetensors=False``) are refused.
+
+    A local folder is read as input from anyone: only its ``.safetensors`` weights are loaded (never a pickled
+    ``.bin``/``.pt``/``.ckpt``), and a folder outside the stand-ins is checked first by
+    :func:`nbhelpers.pipeline_folder.check_pipeline_folder` (classes it names, damaged weight files, a config
+    too large for this machine's memory), before anything is allocated.
 
     Returns:
         A diffusers pipeline; ``pipe.nbhelpers_info`` is a :class:`LoadInfo` describing it.
 
     Raises:
-        ConfigurationError: ``stand_in`` (or ``NBHELPERS_STAND_IN``) is not a stand-in.
+        ConfigurationError: ``stand_in`` (or ``NBHELPERS_STAND_IN``), ``device``, ``dtype`` or ``memory_savers`` is
+            not one of the accepted values (the message lists them), or an unsafe option was given.
         UnknownModelError: the name is not in the catalog and is neither a hub id nor a folder.
-        ModelLoadError: the weights could not be found or downloaded (the message says how to go offline).
+        PipelineFolderError: a local folder failed the checks above (the message names the file).
+        ModelLoadError: the weights could not be found or downloaded (the message says how to go offline), or a
+            local folder could not be loaded.
     """
+    _check_loading_options(from_pretrained_kwargs)
+    _check_choices(scheduler, optimize)
     resolved = resolve_stand_in(stand_in)
     source, spec, is_local = _resolve_source(model, resolved)
     if fast_path is not None:  # refused before any download: unknown name, a toy stand-in, a UNet it does not fit
@@ -261,21 +333,32 @@ def load_pipeline(
         fast_path = check_fast_path_for(fast_path, spec, resolved).name
     target_device = pick_device(device)
     torch_dtype = pick_dtype(target_device, dtype)
+    savers = _resolve_memory_savers(target_device, memory_savers)
     kwargs: dict[str, Any] = {"torch_dtype": torch_dtype, **from_pretrained_kwargs}
+    if is_local:  # weights from a folder: safetensors only, never a pickle (see nbhelpers.pipeline_folder)
+        kwargs["use_safetensors"] = True
     if not safety_checker:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     if not is_local and spec is not None and spec.fp16_variant and torch_dtype == torch.float16:
         kwargs.setdefault("variant", "fp16")
 
     kind = _folder_kind(Path(source)) if is_local else ("deci-hub" if spec and spec.unet_kind == "flexible" else "")
+    if is_local and spec is None:  # a user's folder (stand-ins are built here): checked before anything loads
+        memory, memory_name = _memory_for_weights(target_device, savers)
+        check_pipeline_folder(
+            Path(source),
+            bytes_per_parameter=torch.empty((), dtype=torch_dtype).element_size(),
+            memory_bytes=memory,
+            memory_name=memory_name,
+        )
     if spec is not None:
         pipeline_cls = pipeline_class(spec)
-    elif kind in ("deci-hub", "flexible"):  # a folder outside the catalog that holds a flexible UNet
-        pipeline_cls = DeciDiffusionPipeline
+    elif kind in ("deci-hub", "flexible") or _names_deci_pipeline(Path(source), is_local):
+        pipeline_cls = DeciDiffusionPipeline  # a folder outside the catalog that holds DeciDiffusion
     else:
         pipeline_cls = DiffusionPipeline
     if kind == "deci-hub":
-        unet_kwargs = {k: v for k, v in from_pretrained_kwargs.items() if k in _MODEL_KWARGS}
+        unet_kwargs = {k: v for k, v in kwargs.items() if k in _MODEL_KWARGS}
         unet = _load_flexible_unet(source, is_local, torch_dtype, unet_kwargs)
         kwargs.pop("variant", None)
         pipe = _from_pretrained(pipeline_cls, source, is_local, unet=unet, **kwargs)
@@ -284,7 +367,7 @@ def load_pipeline(
 
     if scheduler is not None:
         swap_scheduler(pipe, scheduler)
-    savers = _apply_memory_savers(pipe, target_device, memory_savers)
+    applied = _apply_memory_savers(pipe, target_device, savers)
     if fast_path is not None:  # before optimize: fused QKV projections and compiled code must see the fused weights
         from nbhelpers.perf.fast_paths import apply_fast_path
 
@@ -303,7 +386,7 @@ def load_pipeline(
         stand_in=resolved,
         device=target_device,
         dtype=torch_dtype,
-        memory_savers=savers,
+        memory_savers=applied,
         fast_path=fast_path,
     )
     return pipe
