@@ -13,6 +13,8 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from nbhelpers.atomic import atomic_open
+from nbhelpers.checks import whole_number
+from nbhelpers.errors import ConfigurationError
 
 ImageLike = Image.Image | np.ndarray
 
@@ -61,6 +63,8 @@ def show_images(
 
     if len(images) == 0:
         raise ValueError("show_images() got no images to show.")
+    whole_number("img_width", img_width, 1, 4096, unit="pixels")
+    whole_number("max_images", max_images, 1)
     if labels is not None and len(labels) != len(images):
         raise ValueError(f"Got {len(images)} images but {len(labels)} labels; give one label per image.")
     arrays = [to_uint8_array(image) for image in images]
@@ -83,6 +87,10 @@ def image_grid(
     if len(images) == 0:
         raise ValueError("image_grid() got no images.")
     count = len(images)
+    for name, value in (("rows", rows), ("cols", cols)):
+        if value is not None:
+            whole_number(name, value, 1)
+    whole_number("padding", padding, 0, 1024, unit="pixels")
     if rows is None and cols is None:
         cols = math.ceil(math.sqrt(count))
     if cols is None:
@@ -121,11 +129,24 @@ def save_image(
     """
     path = Path(path)
     if path.suffix.lower() != ".png":
-        raise ValueError(f"save_image() writes PNG files; give a path ending in .png, not {path.name!r}.")
-    path.parent.mkdir(parents=True, exist_ok=True)
+        raise ConfigurationError(f"save_image() writes PNG files; give a path ending in .png, not {path.name!r}.")
+    if path.is_dir():
+        raise ConfigurationError(f"{path} is a folder; give the path of a .png file to write.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigurationError(
+            f"Cannot create the folder {path.parent}: a file is in the way. Choose another folder."
+        ) from None
     settings = {"prompt": prompt, "seed": seed, "steps": steps, "model": model, **extra}
+    try:
+        text = json.dumps(settings, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ConfigurationError(
+            f"The settings stored in a PNG must be JSON values (numbers, strings, lists); {err}."
+        ) from None
     info = PngImagePlugin.PngInfo()
-    info.add_text(METADATA_KEY, json.dumps(settings))
+    info.add_text(METADATA_KEY, text)
     for key in ("prompt", "seed", "steps", "model"):
         info.add_text(key, str(settings[key]))
     with atomic_open(path, "wb") as file:
@@ -134,7 +155,23 @@ def save_image(
 
 
 def read_image_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Return the generation settings :func:`save_image` stored in a PNG (empty dict if there are none)."""
-    with Image.open(path) as image:
-        text = image.info.get(METADATA_KEY)
-    return json.loads(text) if text else {}
+    """Return the generation settings :func:`save_image` stored in a PNG (empty dict if there are none).
+
+    Raises:
+        ConfigurationError: ``path`` is not a readable image, or its settings are not the JSON object
+            :func:`save_image` writes.
+    """
+    try:
+        with Image.open(path) as image:
+            text = image.info.get(METADATA_KEY)
+    except (OSError, Image.DecompressionBombError) as err:  # a folder, a missing file, not an image
+        raise ConfigurationError(f"Cannot read {path} as an image: {err}.") from None
+    if not text:
+        return {}
+    try:
+        settings = json.loads(text)
+    except json.JSONDecodeError:
+        settings = None
+    if not isinstance(settings, dict):
+        raise ConfigurationError(f"{path} carries {METADATA_KEY!r} metadata that is not a JSON object of settings.")
+    return settings

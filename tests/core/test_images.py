@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
+from nbhelpers.errors import ConfigurationError
 from nbhelpers.images import image_grid, read_image_metadata, save_image, show_images, to_uint8_array
 
 
@@ -76,3 +77,47 @@ def test_show_images_accepts_pil_lists(monkeypatch):
 def test_show_images_renders_with_real_ipyplot():
     # ipyplot 1.1.2 itself fails on a list of PIL images; through show_images it must work.
     show_images([_solid((0, 0, 0)), _solid((200, 10, 10))], ["black", "red"], img_width=32)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"rows": 0}, "rows must be a whole number >= 1"),
+        ({"cols": -2}, "cols must be a whole number >= 1"),
+        ({"rows": 1.5}, "rows must be a whole number"),
+        ({"padding": -1}, "padding must be a whole number from 0 to 1024 pixels"),
+        ({"padding": 10**9}, "padding must be a whole number from 0 to 1024 pixels"),
+    ],
+)
+def test_image_grid_refuses_hostile_layouts(kwargs, match):
+    with pytest.raises(ConfigurationError, match=match):
+        image_grid([_solid((0, 0, 0))] * 2, **kwargs)
+
+
+def test_save_image_refuses_a_folder_a_file_in_the_way_and_non_json_settings(tmp_path):
+    args = {"prompt": "x", "seed": 0, "steps": 1, "model": "m"}
+    (tmp_path / "folder.png").mkdir()
+    with pytest.raises(ConfigurationError, match="folder.png is a folder; give the path of a .png file"):
+        save_image(_solid((0, 0, 0)), tmp_path / "folder.png", **args)
+    (tmp_path / "file").write_text("in the way")
+    with pytest.raises(ConfigurationError, match="Cannot create the folder .*file: a file is in the way"):
+        save_image(_solid((0, 0, 0)), tmp_path / "file" / "a.png", **args)
+    with pytest.raises(ConfigurationError, match="must be JSON values"):
+        save_image(_solid((0, 0, 0)), tmp_path / "a.png", **args, guidance_scale=float("nan"))
+    with pytest.raises(ConfigurationError, match="must be JSON values"):
+        save_image(_solid((0, 0, 0)), tmp_path / "a.png", **args, latents=object())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder.png"]  # nothing half-written
+
+
+def test_reading_metadata_from_what_is_no_image_is_one_line(tmp_path):
+    (tmp_path / "text.png").write_text("not a png")
+    for path in (tmp_path, tmp_path / "missing.png", tmp_path / "text.png"):
+        with pytest.raises(ConfigurationError, match="Cannot read .* as an image"):
+            read_image_metadata(path)
+    forged = PngImagePlugin.PngInfo()
+    forged.add_text("nbhelpers", "[1, 2")
+    _solid((0, 0, 0)).save(tmp_path / "forged.png", pnginfo=forged)
+    with pytest.raises(ConfigurationError, match="metadata that is not a JSON object"):
+        read_image_metadata(tmp_path / "forged.png")
+    _solid((0, 0, 0)).save(tmp_path / "plain.png")
+    assert read_image_metadata(tmp_path / "plain.png") == {}
