@@ -57,6 +57,7 @@ def add_dataclass_command(
     *,
     help: str,  # noqa: A002 - argparse's own name
     description: str | None = None,
+    resumable: bool = False,
     **parser_kwargs: Any,
 ) -> argparse.ArgumentParser:
     """Register sub-command ``name`` with one flag per field of the dataclass(es) ``settings_classes``.
@@ -65,7 +66,8 @@ def add_dataclass_command(
     scripts (``--batch_sizes``; ``--batch-sizes`` is accepted too), types, choices and defaults come from the
     field, and ``--help`` shows each field's ``metadata["help"]``, so all of it is written once, in the
     dataclass. A ``stand_in`` field also gets ``--toy`` and ``--tiny``. Turn the parsed arguments back into
-    settings with :func:`settings_from_args`. Returns the sub-command's parser, for extra arguments
+    settings with :func:`settings_from_args`. ``resumable``: running the command again after Ctrl-C resumes its
+    work (the interruption message says so). Returns the sub-command's parser, for extra arguments
     (``parser_kwargs`` go to ``add_parser``, e.g. ``allow_abbrev``).
     """
     from transformers import HfArgumentParser
@@ -82,7 +84,7 @@ def add_dataclass_command(
     )
     if any(field.name == "stand_in" for cls in classes for field in dataclasses.fields(cls)):
         add_stand_in_flags(command, with_option=False)
-    command.set_defaults(handler=handler)
+    command.set_defaults(handler=handler, resumable=resumable)
     return command
 
 
@@ -93,22 +95,42 @@ def settings_from_args(settings_cls: type[SettingsT], args: argparse.Namespace) 
     return settings_cls(**values)
 
 
+def one_line(message: object) -> str:
+    """``message`` on one line (a multi-line message's lines joined by spaces), as every error is printed."""
+    return " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    # torch.OutOfMemoryError by name: the command line imports no torch (the endpoint gateway runs without it).
+    return isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError"
+
+
 def run_handler(args: argparse.Namespace) -> int:
     """Run the parsed command's handler; errors a user can act on become one line on stderr and exit status 2.
 
-    Ctrl-C ends with "interrupted" and status 130 instead of a traceback: every job that writes results
-    does so atomically and can be resumed, so nothing is lost.
+    Ctrl-C ends with one line and status 130 instead of a traceback: every file is written atomically, so none is
+    left half-written, and a command registered with ``resumable=True`` says that running it again resumes.
+    Running out of memory is one line too (status 1), saying what to shrink.
     """
+    prefix = f"nbhelpers {args.command}"
     try:
         return int(args.handler(args) or 0)
     except (UserFacingError, ValueError) as err:  # bad input, a download that failed: what to do about it
-        print(f"nbhelpers {args.command}: error: {err}", file=sys.stderr)
+        print(f"{prefix}: error: {one_line(err)}", file=sys.stderr)
         return 2
     except OSError as err:  # a full disk, a folder removed mid-run: the system's words, without a traceback
-        print(f"nbhelpers {args.command}: error: {err}", file=sys.stderr)
+        print(f"{prefix}: error: {one_line(err)}", file=sys.stderr)
+        return 1
+    except (MemoryError, RuntimeError) as err:
+        if not _is_out_of_memory(err):
+            raise
+        print(
+            f"{prefix}: error: out of memory ({one_line(err)[:200]}); use fewer images, a smaller size, or float16 "
+            "on a GPU.",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
-        print(
-            f"nbhelpers {args.command}: interrupted; finished results are saved, run again to resume.", file=sys.stderr
-        )
+        resume = "; run the same command again to resume" if getattr(args, "resumable", False) else ""
+        print(f"{prefix}: interrupted (Ctrl-C); no file was left half-written{resume}.", file=sys.stderr)
         return INTERRUPTED_STATUS

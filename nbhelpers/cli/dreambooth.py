@@ -31,6 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         DreamBoothConfig,
         _run_dreambooth,
         help="Fine-tune SD on a few photos of a subject (LoRA or full).",
+        resumable=True,
         description="DreamBooth fine-tuning (LoRA by default). Flags are the fields of "
         "nbhelpers.dreambooth.DreamBoothConfig.",
     )

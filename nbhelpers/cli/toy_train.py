@@ -23,4 +23,5 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         ToyTrainingConfig,
         _run_toy_train,
         help="Train a toy 'shapes' text-to-image model on the CPU.",
+        resumable=True,
     )

@@ -1,9 +1,15 @@
+import contextlib
+import io
 import os
+import select
+import signal
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
+from PIL import Image
 
 from nbhelpers.cli import main
 from nbhelpers.images import read_image_metadata
@@ -171,3 +177,105 @@ def test_ctrl_c_is_one_line_and_status_130(monkeypatch, capsys):
     assert main(["generate", "x", "--tiny", "--out", "/tmp/nbhelpers-ctrl-c", "--quiet"]) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--seed", "-1"], "seed must be a whole number from 0 to 18446744073709551615; got -1."),
+        (["--steps", "0"], "num_inference_steps must be a whole number from 1 to 1000; got 0."),
+        (["--guidance", "nan"], "guidance_scale must be a number between 0 and 50"),
+        (["--height", "7"], "height must be a multiple of 8 between 8 and 2048 pixels"),
+        (["--width", "0"], "width must be a multiple of 8"),
+        (["--num-images", "65"], "num_images must be a whole number from 1 to 64; got 65."),
+        (["--device", "tpu"], "device 'tpu' is not supported: use cuda, mps or cpu (this machine has: "),
+        (["--scheduler", "magic"], "Unknown scheduler 'magic'; choose one of ddim"),
+        (["--model", "a" * 300], "Unknown model 'aaaa"),
+    ],
+    ids=lambda value: value[0] if isinstance(value, list) else "",
+)
+def test_generate_refuses_hostile_flags_in_one_line(tmp_path, capsys, flags, message):
+    assert main(["generate", "an owl", "--tiny", "--out", str(tmp_path / "out"), "--quiet", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nbhelpers generate: error: ") and message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not list((tmp_path / "out").glob("*.png"))
+
+
+def test_generate_with_a_height_alone_makes_the_size_it_records(tmp_path):
+    assert (
+        main(["generate", "an owl", "--tiny", "--steps", "1", "--height", "128", "--out", str(tmp_path), "--quiet"])
+        == 0
+    )
+    [path] = tmp_path.glob("*.png")
+    meta = read_image_metadata(path)
+    with Image.open(path) as image:
+        assert image.size == (meta["width"], meta["height"]) == (64, 128)
+
+
+def test_generate_says_the_size_multiple_of_the_model(tmp_path, capsys):
+    flags = ["--model", "deci-v1", "--tiny", "--steps", "1", "--height", "96", "--out", str(tmp_path), "--quiet"]
+    assert main(["generate", "an owl", *flags]) == 2
+    assert "height must be a multiple of 64 between 64 and 2048 pixels" in capsys.readouterr().err
+
+
+def test_every_error_is_printed_on_one_line():
+    import argparse
+
+    from nbhelpers.cli.common import run_handler
+    from nbhelpers.errors import UserFacingError
+
+    def fails(error):
+        def handler(args):
+            raise error
+
+        return argparse.Namespace(command="demo", handler=handler)
+
+    cases = [
+        (UserFacingError("could not load it:\n  do this\n  or that"), 2, "could not load it: do this or that"),
+        (MemoryError(), 1, "out of memory"),
+        (RuntimeError("plain bug"), None, None),
+    ]
+    for error, status, words in cases:
+        if status is None:
+            with pytest.raises(RuntimeError, match="plain bug"):  # a bug keeps its traceback
+                run_handler(fails(error))
+            continue
+        with contextlib.redirect_stderr(io.StringIO()) as err:
+            assert run_handler(fails(error)) == status
+        assert len(err.getvalue().splitlines()) == 1 and words in err.getvalue()
+
+
+def test_a_cuda_out_of_memory_error_is_one_line(capsys):
+    import argparse
+
+    import torch
+
+    from nbhelpers.cli.common import run_handler
+
+    def handler(args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB\nmore details")
+
+    assert run_handler(argparse.Namespace(command="generate", handler=handler)) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "out of memory" in err and "fewer images, a smaller size" in err
+
+
+def test_ctrl_c_during_generate_is_one_line_status_130_and_leaves_no_partial_file(tmp_path):
+    # A real SIGINT to a real `nbhelpers generate`, sent while its denoising loop runs (1000 steps).
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "nbhelpers", "generate", "an owl", "--tiny", "--steps", "1000", "--out", str(out)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    seen = b""
+    deadline = time.monotonic() + 300
+    while b"/1000 [" not in seen:  # diffusers' progress bar over the 1000 steps: the loop has started
+        assert time.monotonic() < deadline and process.poll() is None, seen.decode(errors="replace")[-2000:]
+        if select.select([process.stderr], [], [], 1.0)[0]:
+            seen += os.read(process.stderr.fileno(), 4096)
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=120)
+    err = (seen + rest).decode(errors="replace")
+    assert process.returncode == 130, err[-2000:]
+    assert "nbhelpers generate: interrupted (Ctrl-C); no file was left half-written.\n" in err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert sorted(p.name for p in out.iterdir()) == []  # no image, no temporary file
