@@ -21,9 +21,11 @@ import torch
 
 from nbhelpers.atomic import write_json_atomic
 from nbhelpers.catalog import get_spec
+from nbhelpers.checks import real_number, whole_number
 from nbhelpers.device import pick_device, pick_dtype
 from nbhelpers.environment import environment_report
 from nbhelpers.errors import ConfigurationError
+from nbhelpers.generation import MAX_IMAGES, MAX_STEPS, catalog_size_multiple, validate_settings
 from nbhelpers.perf.flops import component_parameters, model_step_flops, unet_step_flops
 from nbhelpers.perf.optimize import OPTIMIZE_MODES, optimize_pipeline
 from nbhelpers.perf.stages import StageTimes, profile_stages
@@ -31,6 +33,8 @@ from nbhelpers.perf.timing import Timing, measure
 from nbhelpers.stand_in import STAND_IN_FIELD_METADATA, StandIn, resolve_stand_in, stand_in_mark
 
 WEIGHTS = ("hub", "random")
+#: The most warm-up or timed calls one variant may take (each is a whole generation).
+MAX_TIMED_CALLS = 1000
 BENCH_PROMPT = "A photo of an astronaut riding a horse on Mars"
 
 
@@ -81,7 +85,14 @@ class BenchSettings:
     out: str = field(default="benchmarks/results/bench.json", metadata={"help": "Where to write the JSON report."})
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the setting that is out of range."""
+        """Raise :class:`~nbhelpers.errors.ConfigurationError` (a ``ValueError``) naming the setting at fault.
+
+        Checked before anything is loaded: each value's type and range, image sides in the multiple every model
+        needs (8 px for SD v1.x, 64 for DeciDiffusion), the device (one this machine has) and ``out`` (a file
+        path, not an existing folder).
+        """
+        if not isinstance(self.models, list) or not self.models:
+            raise ConfigurationError(f"models must name at least one catalog model; got {self.models!r}.")
         for name in self.models:
             get_spec(name)
         if self.weights not in WEIGHTS:
@@ -89,16 +100,38 @@ class BenchSettings:
                 f"weights must be one of {', '.join(WEIGHTS)}; got {self.weights!r} (the offline models: --stand-in)."
             )
         resolve_stand_in(self.stand_in)
+        pick_device(self.device)
         unknown = [m for m in self.optimize if m not in OPTIMIZE_MODES]
-        if unknown:
-            raise ValueError(f"Unknown optimize mode(s) {unknown}; choose from {', '.join(OPTIMIZE_MODES)}.")
-        if self.warmup < 1 or self.repeats < 1:
-            raise ValueError("warmup and repeats must be at least 1: numbers are never taken without a warm-up.")
-        if any(b < 1 for b in self.batch_sizes):
-            raise ValueError(f"batch sizes must be positive; got {self.batch_sizes}.")
-        if self.steps is not None and not 2 <= self.steps <= 1000:
+        if unknown or not self.optimize:
+            raise ConfigurationError(
+                f"Unknown optimize mode(s) {unknown or self.optimize}; choose from {', '.join(OPTIMIZE_MODES)}."
+            )
+        for name, value in (("warmup", self.warmup), ("repeats", self.repeats)):
+            if isinstance(value, int) and value < 1:
+                raise ConfigurationError(f"{name} must be at least 1: numbers are never taken without a warm-up.")
+            whole_number(name, value, 1, MAX_TIMED_CALLS)
+        if not isinstance(self.batch_sizes, list) or not self.batch_sizes:
+            raise ConfigurationError(f"batch_sizes must list at least one batch size; got {self.batch_sizes!r}.")
+        for batch in self.batch_sizes:
+            whole_number("each of batch_sizes", batch, 1, MAX_IMAGES)
+        if self.steps is not None:
             # one step cannot be told apart from the set-up in the stage profile (nbhelpers.perf.stages)
-            raise ValueError(f"steps must be between 2 and 1000; got {self.steps}.")
+            whole_number("steps", self.steps, 2, MAX_STEPS)
+        validate_settings(  # the same checks as a generate() call: types, ranges, each model's size multiple
+            num_inference_steps=self.steps,
+            guidance_scale=None,
+            height=self.height,
+            width=self.width,
+            num_images=1,
+            multiple=max(catalog_size_multiple(name) for name in self.models),
+        )
+        if self.peak_tflops is not None:
+            real_number("peak_tflops", self.peak_tflops, 1e-3, 1e6, hint="the device's dense peak in TFLOP/s")
+        out = Path(self.out).expanduser()
+        if out.is_dir():
+            raise ConfigurationError(
+                f"out is the folder {out}; give the report's file name, e.g. --out {out / 'bench.json'}."
+            )
 
 
 def measure_matmul_peak_tflops(device: torch.device, dtype: torch.dtype = torch.float16, size: int = 8192) -> float:

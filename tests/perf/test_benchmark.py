@@ -132,3 +132,34 @@ def test_bench_flags_are_the_settings_fields_with_their_help(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "--weights", "imaginary"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--height", "7"], "height must be a multiple of 64 between 64 and 2048 pixels"),  # deci-v1 is measured
+        (["--height", "0"], "height must be a multiple of 64"),
+        (["--models", "sd-v1-5", "--width", "12"], "width must be a multiple of 8 between 8 and 2048 pixels"),
+        (["--device", "tpu"], "device 'tpu' is not supported: use cuda, mps or cpu (this machine has: "),
+        (["--steps", "1"], "steps must be a whole number from 2 to 1000; got 1."),
+        (["--batch_sizes", "0"], "each of batch_sizes must be a whole number from 1 to 64; got 0."),
+        (["--repeats", "1000000"], "repeats must be a whole number from 1 to 1000"),
+        (["--warmup", "0"], "warmup must be at least 1: numbers are never taken without a warm-up."),
+        (["--peak_tflops", "nan"], "peak_tflops must be a number between"),
+        (["--optimize", "turbo"], "Unknown optimize mode(s) ['turbo']"),
+    ],
+    ids=lambda value: value[-2] if isinstance(value, list) else "",
+)
+def test_bench_refuses_hostile_settings_in_one_line_before_measuring(tmp_path, capsys, flags, message):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--tiny", "--models", "deci-v1", "--out", str(out), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nbhelpers bench: error: ") and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_bench_out_must_name_a_file_not_an_existing_folder(tmp_path, capsys):
+    assert main(["bench", "--tiny", "--models", "sd-v1-5", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"out is the folder {tmp_path}; give the report's file name, e.g. --out {tmp_path / 'bench.json'}" in err
+    assert list(tmp_path.iterdir()) == []
