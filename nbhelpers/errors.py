@@ -31,11 +31,17 @@ def ensure_writable_folder(folder: str | os.PathLike[str], flag: str = "--out") 
     Raises:
         ConfigurationError: naming the folder and the reason.
     """
+    if not str(folder).strip():
+        raise ConfigurationError(f"{flag} is empty; give the folder to write to.")
     path = Path(folder).expanduser()
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
+    except ValueError as err:  # a NUL byte in the name
+        raise ConfigurationError(
+            f"Cannot write to output folder {str(path)!r}: {err}. Choose another folder with {flag}."
+        ) from None
     except OSError as err:
         raise ConfigurationError(
             f"Cannot write to output folder {path}: {err.strerror or err}. Choose another folder with {flag}."

@@ -115,6 +115,7 @@ class Generation:
     def save_one(self, index: int, path: str | Path, model: str | None = None) -> Path:
         """Save image ``index`` as the PNG ``path`` with its settings in the metadata (``model`` overrides the
         model label, e.g. to mark a fine-tuned model); return the path."""
+        index = whole_number("index", index, 0, len(self.images) - 1)
         extra = {k: v for k, v in self.settings.items() if k != "num_inference_steps"}
         return save_image(
             self.images[index],
@@ -167,7 +168,12 @@ def catalog_size_multiple(name: str) -> int:
 
 def default_size(pipe: DiffusionPipeline) -> tuple[int, int]:
     """``(height, width)`` in pixels that ``pipe`` generates when given neither (its UNet's sample size)."""
-    sample_size = pipe.unet.config.sample_size
+    unet = getattr(pipe, "unet", None)
+    if unet is None:
+        raise ConfigurationError(
+            f"{type(pipe).__name__} has no UNet to take a default size from: give both height and width."
+        )
+    sample_size = unet.config.sample_size
     height, width = (sample_size, sample_size) if isinstance(sample_size, int) else sample_size
     scale = int(getattr(pipe, "vae_scale_factor", 8))
     return int(height) * scale, int(width) * scale
@@ -232,7 +238,12 @@ def validate_settings(
     }
 
 
-def _check_prompts(name: str, value: Any) -> list[str]:
+def check_prompts(name: str, value: Any) -> list[str]:
+    """``value`` (one prompt or a list) as a list of prompts, each a non-empty string of at most 2,000 characters.
+
+    Raises:
+        ConfigurationError: naming the prompt at fault (``prompt[3]``) and what was wrong.
+    """
     values = [value] if isinstance(value, str) else value
     if not isinstance(values, (list, tuple)) or not values:
         raise ConfigurationError(f"{name} must be a non-empty string or a list of non-empty strings; got {value!r}.")
@@ -327,8 +338,8 @@ def generate(
         raise ConfigurationError(
             f"generate() takes a pipeline as its first argument (pipe = load_pipeline('deci-v1')); got {pipe!r:.60}."
         )
-    prompts = _check_prompts("prompt", prompt)
-    negatives = None if negative_prompt is None else _check_prompts("negative_prompt", negative_prompt)
+    prompts = check_prompts("prompt", prompt)
+    negatives = None if negative_prompt is None else check_prompts("negative_prompt", negative_prompt)
     if negatives is not None and not isinstance(negative_prompt, str) and len(negatives) != len(prompts):
         raise ConfigurationError(f"Give one negative prompt per prompt ({len(prompts)}); got {len(negatives)}.")
     _check_pipe_kwargs(pipe, pipe_kwargs)

@@ -118,11 +118,17 @@ def _resolve_source(model: str | os.PathLike[str], stand_in: StandIn | None) -> 
         )
     path = Path(model).expanduser()
     try:
-        is_folder = path.is_dir()
+        is_folder, is_file = path.is_dir(), path.is_file()
     except (OSError, ValueError):  # a name too long for a path, or one with a NUL byte: not a folder
-        is_folder = False
+        is_folder = is_file = False
     if is_folder:
         return str(path), None, True
+    if is_file:
+        raise ModelLoadError(
+            f"{model} is a file, not a pipeline folder: give the folder that holds model_index.json. Single-file "
+            "checkpoints are not loaded; convert one where you trust it with diffusers' "
+            "StableDiffusionPipeline.from_single_file(...).save_pretrained(folder)."
+        )
     name = str(model)
     spec = find_spec(name)
     if spec is None and not _looks_like_hub_id(name):

@@ -64,6 +64,8 @@ def read_json_file(path: Path, what: str) -> dict[str, Any]:
         PipelineFolderError: the file is missing, too large, not JSON or not an object.
     """
     try:
+        if not path.is_file():  # a folder, a FIFO (reading it would block) or nothing at all
+            raise FileNotFoundError(f"no regular file at {path}")
         size = path.stat().st_size
         if size > MAX_CONFIG_BYTES:
             raise PipelineFolderError(f"{path} is {size:,} bytes, not a {what} (a few kB); re-save the pipeline.")

@@ -51,7 +51,7 @@ def resolve_stand_in(stand_in: str | None = None) -> StandIn | None:
     """
     source = "stand_in" if stand_in is not None else STAND_IN_VARIABLE
     value = stand_in if stand_in is not None else os.environ.get(STAND_IN_VARIABLE, "")
-    normalised = value.strip().lower()
+    normalised = value.strip().lower() if isinstance(value, str) else "not a string"  # True, 1: refused below
     if normalised in _REAL:
         return None
     if normalised not in STAND_INS:

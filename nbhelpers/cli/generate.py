@@ -59,10 +59,11 @@ def _run_generate(args: argparse.Namespace) -> int:
 
         raise ConfigurationError("Give one or more prompts, or --prompts-file FILE.")
     from nbhelpers.errors import ensure_writable_folder
-    from nbhelpers.generation import generate, validate_settings
+    from nbhelpers.generation import check_prompts, generate, validate_settings
     from nbhelpers.loading import load_pipeline
 
     out = ensure_writable_folder(args.out)
+    check_prompts("prompt", args.prompt)
     validate_settings(
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,

@@ -279,3 +279,15 @@ def test_ctrl_c_during_generate_is_one_line_status_130_and_leaves_no_partial_fil
     assert "nbhelpers generate: interrupted (Ctrl-C); no file was left half-written.\n" in err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert sorted(p.name for p in out.iterdir()) == []  # no image, no temporary file
+
+
+def test_generate_refuses_an_empty_out_and_a_bad_prompt_before_loading(tmp_path, monkeypatch, capsys):
+    import nbhelpers.loading
+
+    monkeypatch.setattr(nbhelpers.loading, "load_pipeline", lambda *a, **k: pytest.fail("loaded a model"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "an owl", "--tiny", "--out", ""]) == 2
+    assert "--out is empty; give the folder to write to." in capsys.readouterr().err
+    assert main(["generate", "an owl", "x" * 2001, "--tiny", "--out", "out"]) == 2
+    assert "prompt[1] has 2,001 characters; at most 2,000 are accepted" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.png"))

@@ -243,3 +243,9 @@ def test_a_step_callback_runs_but_stays_out_of_the_settings_and_metadata(tiny_sd
     assert "callback_on_step_end" not in result.settings and result.settings["eta"] == 0.0
     saved = read_image_metadata(result.save(tmp_path)[0])
     assert "callback" not in json.dumps(saved) and saved["eta"] == 0.0
+
+
+def test_save_one_refuses_an_index_it_does_not_have(tiny_sd, tmp_path):
+    result = generate(tiny_sd, "an owl", num_inference_steps=1)
+    with pytest.raises(ConfigurationError, match="index must be a whole number from 0 to 0; got 5"):
+        result.save_one(5, tmp_path / "a.png")

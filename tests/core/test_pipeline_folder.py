@@ -12,7 +12,7 @@ import torch
 import nbhelpers.pipeline_folder as pipeline_folder
 from nbhelpers.catalog import UnknownModelError
 from nbhelpers.errors import ConfigurationError
-from nbhelpers.loading import load_pipeline
+from nbhelpers.loading import ModelLoadError, load_pipeline
 from nbhelpers.models.tiny import tiny_pipeline_path
 from nbhelpers.pipeline_folder import PipelineFolderError, check_pipeline_folder
 
@@ -213,3 +213,17 @@ def test_unsafe_or_unknown_options_are_refused_before_loading(monkeypatch, kwarg
     monkeypatch.setattr("nbhelpers.loading._from_pretrained", must_not_load)
     with pytest.raises(ConfigurationError, match=match):
         load_pipeline("sd-v1-5", **{"stand_in": "tiny", "device": "cpu", **kwargs})
+
+
+def test_a_file_given_as_the_model_says_it_is_no_pipeline_folder(folder):
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    with pytest.raises(ModelLoadError, match="is a file, not a pipeline folder: give the folder that holds"):
+        load_pipeline(weights, stand_in="none", device="cpu")
+
+
+def test_a_config_that_is_a_fifo_is_refused_without_blocking(folder):
+    config = folder / "unet" / "config.json"
+    config.unlink()
+    os.mkfifo(config)  # reading a FIFO blocks until someone writes to it
+    with pytest.raises(PipelineFolderError, match="unet/config.json is not a readable model config"):
+        check_pipeline_folder(folder, **ROOMY)

@@ -41,3 +41,9 @@ def test_the_loaded_pipeline_carries_the_resolved_value(monkeypatch):
     assert pipe.nbhelpers_info.stand_in == "toy" and pipe.nbhelpers_info.label == "deci-v1 (toy model (shapes))"
     tiny = load_pipeline("deci-v1", stand_in="tiny", device="cpu", progress=False)
     assert tiny.nbhelpers_info.stand_in == "tiny" and "random weights" in tiny.nbhelpers_info.label
+
+
+@pytest.mark.parametrize("value", [True, 1, ["toy"]])
+def test_a_stand_in_that_is_no_string_is_refused_in_one_line(value):
+    with pytest.raises(ConfigurationError, match="is not a stand-in: use one of toy, tiny"):
+        resolve_stand_in(value)
