@@ -21,7 +21,7 @@ import torch
 
 from nbhelpers.atomic import write_json_atomic
 from nbhelpers.catalog import get_spec
-from nbhelpers.checks import real_number, whole_number
+from nbhelpers.checks import real_number, text, whole_number
 from nbhelpers.device import pick_device, pick_dtype
 from nbhelpers.environment import environment_report
 from nbhelpers.errors import ConfigurationError
@@ -91,18 +91,18 @@ class BenchSettings:
         needs (8 px for SD v1.x, 64 for DeciDiffusion), the device (one this machine has) and ``out`` (a file
         path, not an existing folder).
         """
-        if not isinstance(self.models, list) or not self.models:
+        if not isinstance(self.models, (list, tuple)) or not self.models:
             raise ConfigurationError(f"models must name at least one catalog model; got {self.models!r}.")
         for name in self.models:
-            get_spec(name)
+            get_spec(text("each of models", name, max_chars=200))
         if self.weights not in WEIGHTS:
             raise ConfigurationError(
                 f"weights must be one of {', '.join(WEIGHTS)}; got {self.weights!r} (the offline models: --stand-in)."
             )
         resolve_stand_in(self.stand_in)
         pick_device(self.device)
-        unknown = [m for m in self.optimize if m not in OPTIMIZE_MODES]
-        if unknown or not self.optimize:
+        unknown = [m for m in self.optimize if m not in OPTIMIZE_MODES] if isinstance(self.optimize, list) else []
+        if unknown or not self.optimize or not isinstance(self.optimize, list):
             raise ConfigurationError(
                 f"Unknown optimize mode(s) {unknown or self.optimize}; choose from {', '.join(OPTIMIZE_MODES)}."
             )
@@ -110,7 +110,7 @@ class BenchSettings:
             if isinstance(value, int) and value < 1:
                 raise ConfigurationError(f"{name} must be at least 1: numbers are never taken without a warm-up.")
             whole_number(name, value, 1, MAX_TIMED_CALLS)
-        if not isinstance(self.batch_sizes, list) or not self.batch_sizes:
+        if not isinstance(self.batch_sizes, (list, tuple)) or not self.batch_sizes:
             raise ConfigurationError(f"batch_sizes must list at least one batch size; got {self.batch_sizes!r}.")
         for batch in self.batch_sizes:
             whole_number("each of batch_sizes", batch, 1, MAX_IMAGES)
@@ -127,6 +127,8 @@ class BenchSettings:
         )
         if self.peak_tflops is not None:
             real_number("peak_tflops", self.peak_tflops, 1e-3, 1e6, hint="the device's dense peak in TFLOP/s")
+        if not isinstance(self.out, (str, os.PathLike)) or not str(self.out).strip():
+            raise ConfigurationError(f"out must name the JSON report's file, e.g. bench.json; got {self.out!r}.")
         out = Path(self.out).expanduser()
         if out.is_dir():
             raise ConfigurationError(

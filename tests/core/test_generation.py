@@ -249,3 +249,28 @@ def test_save_one_refuses_an_index_it_does_not_have(tiny_sd, tmp_path):
     result = generate(tiny_sd, "an owl", num_inference_steps=1)
     with pytest.raises(ConfigurationError, match="index must be a whole number from 0 to 0; got 5"):
         result.save_one(5, tmp_path / "a.png")
+
+
+def test_the_full_size_unets_take_the_latent_sizes_their_multiples_say():
+    # Shapes only (meta device, no weights, no compute): the published architectures, not the tiny ones.
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from nbhelpers.models.configs import sd_unet_config
+    from nbhelpers.models.flexible_unet import build_full_size_on_meta
+
+    with torch.device("meta"):
+        sd = UNet2DConditionModel.from_config(sd_unet_config(2))
+    deci = build_full_size_on_meta()
+
+    def run(unet, height, width):
+        latents = torch.empty(2, 4, height // 8, width // 8, device="meta")
+        context = torch.empty(2, 77, 768, device="meta")
+        with torch.no_grad():
+            return tuple(unet(latents, torch.tensor([500, 500], device="meta"), context).sample.shape)
+
+    assert run(sd, 72, 64) == (2, 4, 9, 8)  # 8 px steps: diffusers' UNet pads odd latent sizes
+    assert run(deci, 128, 64) == (2, 4, 16, 8)
+    for height in (72, 96):  # not multiples of 64: the flexible UNet's skips would not line up
+        with pytest.raises(ValueError, match="divisible by 64"):
+            run(deci, height, 64)

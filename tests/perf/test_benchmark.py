@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from nbhelpers.cli import main
+from nbhelpers.errors import ConfigurationError
 from nbhelpers.loading import load_pipeline
 from nbhelpers.models.random_weights import build_random_pipeline
 from nbhelpers.perf.benchmark import BenchSettings, run_benchmark
@@ -163,3 +164,21 @@ def test_bench_out_must_name_a_file_not_an_existing_folder(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"out is the folder {tmp_path}; give the report's file name, e.g. --out {tmp_path / 'bench.json'}" in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"models": [None]}, r"each of models must be a string; got None \(NoneType\)"),
+        ({"models": "deci-v1"}, "models must name at least one catalog model"),
+        ({"models": []}, "models must name at least one catalog model"),
+        ({"optimize": "fused"}, "Unknown optimize mode"),
+        ({"batch_sizes": [True]}, r"each of batch_sizes must be a whole number from 1 to 64; got True \(bool\)"),
+        ({"height": 512.5}, "height must be a multiple of 64"),
+        ({"out": None}, "out must name the JSON report's file"),
+        ({"out": ""}, "out must name the JSON report's file"),
+    ],
+)
+def test_bench_settings_from_code_are_checked_like_flags(changes, message):
+    with pytest.raises(ConfigurationError, match=message):
+        BenchSettings(**{"models": ["deci-v1"], "stand_in": "tiny", **changes}).validate()
