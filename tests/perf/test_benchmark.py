@@ -52,7 +52,7 @@ def test_benchmark_refuses_to_measure_without_warmup():
         run_benchmark(BenchSettings(models=["deci-v1"], stand_in="tiny", warmup=0), log=lambda _: None)
     with pytest.raises(ValueError, match="Unknown model"):
         BenchSettings(models=["sd-v9"]).validate()
-    with pytest.raises(ValueError, match="steps must be between 2 and 1000"):
+    with pytest.raises(ValueError, match="steps must be a whole number from 2 to 1000; got 1"):
         BenchSettings(steps=1).validate()
 
 
