@@ -117,11 +117,6 @@ def test_each_model_is_asked_for_the_image_sides_it_can_take(tiny_deci, tiny_sd)
     assert parse_request(_body(["a fox"], 1, width=72), size_multiple=8).parameters["width"] == 72
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs generate() to fill a side given alone from the model's default size (nbhelpers/generation.py, "
-    "another engineer's change); remove this mark when it lands",
-)
 def test_a_side_given_alone_gives_an_image_of_that_side(tiny_deci):
     """diffusers falls back to the default size unless both sides are given; the endpoint passes what it gets to
     generate(), which fills the other side from the model's default (64 px for the tiny stand-in)."""
