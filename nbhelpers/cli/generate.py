@@ -58,8 +58,9 @@ def _run_generate(args: argparse.Namespace) -> int:
         from nbhelpers.errors import ConfigurationError
 
         raise ConfigurationError("Give one or more prompts, or --prompts-file FILE.")
+    from nbhelpers.catalog import find_spec
     from nbhelpers.errors import ensure_writable_folder
-    from nbhelpers.generation import check_prompts, generate, validate_settings
+    from nbhelpers.generation import catalog_size_multiple, check_prompts, generate, validate_settings
     from nbhelpers.loading import load_pipeline
 
     out = ensure_writable_folder(args.out)
@@ -72,6 +73,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         num_images=args.num_images,
         seed=args.seed,
         num_prompts=len(args.prompt),
+        multiple=catalog_size_multiple(args.model) if find_spec(args.model) else 8,  # generate() checks the rest
     )
     pipe = load_pipeline(
         args.model,

@@ -291,3 +291,11 @@ def test_generate_refuses_an_empty_out_and_a_bad_prompt_before_loading(tmp_path,
     assert main(["generate", "an owl", "x" * 2001, "--tiny", "--out", "out"]) == 2
     assert "prompt[1] has 2,001 characters; at most 2,000 are accepted" in capsys.readouterr().err
     assert not list(tmp_path.rglob("*.png"))
+
+
+def test_generate_checks_a_catalog_models_size_multiple_before_loading_it(tmp_path, monkeypatch, capsys):
+    import nbhelpers.loading
+
+    monkeypatch.setattr(nbhelpers.loading, "load_pipeline", lambda *a, **k: pytest.fail("loaded a model"))
+    assert main(["generate", "an owl", "--model", "deci-v1", "--width", "72", "--out", str(tmp_path)]) == 2
+    assert "width must be a multiple of 64 between 64 and 2048 pixels" in capsys.readouterr().err
