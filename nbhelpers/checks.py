@@ -37,18 +37,18 @@ def whole_number(name: str, value: Any, low: int, high: int | None = None, *, un
         ConfigurationError: naming ``name``, the allowed range and the value given.
     """
     unit = f" {unit}" if unit else ""
-    allowed = f"a whole number from {low} to {high}{unit}" if high is not None else f"a whole number >= {low}{unit}"
+    allowed = f"between {low} and {high}{unit}" if high is not None else f"at least {low}{unit}"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigurationError(f"{name} must be {allowed}; got {shown(value)}.")
+        raise ConfigurationError(f"{name} must be {allowed} (a whole number); got {shown(value)}.")
     number_like: Any = value  # a numbers.Real: int() and float() take it whatever its class
     if isinstance(value, numbers.Integral):
         number = int(number_like)
     elif math.isfinite(number_like) and float(number_like).is_integer():
         number = int(number_like)
     else:
-        raise ConfigurationError(f"{name} must be {allowed}; got {shown(value)}.")
+        raise ConfigurationError(f"{name} must be {allowed} (a whole number); got {shown(value)}.")
     if number < low or (high is not None and number > high):
-        raise ConfigurationError(f"{name} must be {allowed}; got {number}.")
+        raise ConfigurationError(f"{name} must be {allowed} (a whole number); got {number}.")
     return number
 
 
@@ -59,7 +59,7 @@ def real_number(name: str, value: Any, low: float, high: float, *, hint: str = "
         ConfigurationError: naming ``name``, the allowed range (and ``hint``) and the value given.
     """
     hint = f" ({hint})" if hint else ""
-    allowed = f"a number between {low:g} and {high:g}{hint}"
+    allowed = f"between {low:g} and {high:g}{hint}"
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise ConfigurationError(f"{name} must be {allowed}; got {shown(value)}.")
     number = float(value)

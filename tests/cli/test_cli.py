@@ -67,7 +67,7 @@ def test_output_path_that_is_a_file(tmp_path, capsys):
 
 
 def test_out_of_range_setting(tmp_path, capsys):
-    assert main(["generate", "x", "--tiny", "--out", str(tmp_path), "--height", "100"]) == 2
+    assert main(["generate", "x", "--model", "sd-v1-5", "--tiny", "--out", str(tmp_path), "--height", "100"]) == 2
     assert "height must be a multiple of 8" in capsys.readouterr().err
 
 
@@ -182,12 +182,12 @@ def test_ctrl_c_is_one_line_and_status_130(monkeypatch, capsys):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--seed", "-1"], "seed must be a whole number from 0 to 18446744073709551615; got -1."),
-        (["--steps", "0"], "num_inference_steps must be a whole number from 1 to 1000; got 0."),
-        (["--guidance", "nan"], "guidance_scale must be a number between 0 and 50"),
-        (["--height", "7"], "height must be a multiple of 8 between 8 and 2048 pixels"),
-        (["--width", "0"], "width must be a multiple of 8"),
-        (["--num-images", "65"], "num_images must be a whole number from 1 to 64; got 65."),
+        (["--seed", "-1"], "seed must be between 0 and 18446744073709551615 (a whole number); got -1."),
+        (["--steps", "0"], "num_inference_steps must be between 1 and 1000 (a whole number); got 0."),
+        (["--guidance", "nan"], "guidance_scale must be between 0 and 50 (guidance is on above 1); got nan."),
+        (["--height", "7"], "height must be a multiple of 64 between 64 and 2048 pixels"),  # deci-v1, the default
+        (["--model", "sd-v1-5", "--width", "12"], "width must be a multiple of 8 between 8 and 2048 pixels"),
+        (["--num-images", "65"], "num_images must be between 1 and 64 (a whole number); got 65."),
         (["--device", "tpu"], "device 'tpu' is not supported: use cuda, mps or cpu (this machine has: "),
         (["--scheduler", "magic"], "Unknown scheduler 'magic'; choose one of ddim"),
         (["--model", "a" * 300], "Unknown model 'aaaa"),

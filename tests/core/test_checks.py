@@ -29,14 +29,16 @@ def test_whole_numbers_accept_ints_and_whole_valued_floats(value, expected):
     ],
 )
 def test_anything_else_is_one_line_naming_the_setting_range_and_value(value, shown):
-    with pytest.raises(ConfigurationError, match=rf"^steps must be a whole number from 1 to 10; got {shown}\.$"):
+    with pytest.raises(
+        ConfigurationError, match=rf"^steps must be between 1 and 10 \(a whole number\); got {shown}\.$"
+    ):
         whole_number("steps", value, 1, 10)
 
 
 def test_real_numbers_refuse_bools_strings_nan_and_out_of_range():
     assert real_number("guidance", 7, 0, 50) == 7.0
     for value in (True, "7", math.nan, -math.inf, 50.5):
-        with pytest.raises(ConfigurationError, match="guidance must be a number between 0 and 50"):
+        with pytest.raises(ConfigurationError, match="guidance must be between 0 and 50"):
             real_number("guidance", value, 0, 50)
 
 

@@ -82,11 +82,11 @@ def test_show_images_renders_with_real_ipyplot():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"rows": 0}, "rows must be a whole number >= 1"),
-        ({"cols": -2}, "cols must be a whole number >= 1"),
-        ({"rows": 1.5}, "rows must be a whole number"),
-        ({"padding": -1}, "padding must be a whole number from 0 to 1024 pixels"),
-        ({"padding": 10**9}, "padding must be a whole number from 0 to 1024 pixels"),
+        ({"rows": 0}, r"rows must be at least 1 \(a whole number\)"),
+        ({"cols": -2}, r"cols must be at least 1 \(a whole number\)"),
+        ({"rows": 1.5}, r"rows must be at least 1 \(a whole number\); got 1.5"),
+        ({"padding": -1}, "padding must be between 0 and 1024 pixels"),
+        ({"padding": 10**9}, "padding must be between 0 and 1024 pixels"),
     ],
 )
 def test_image_grid_refuses_hostile_layouts(kwargs, match):
