@@ -15,9 +15,10 @@ allowed range; ``to_json()`` is the error body the servers return. Hostile JSON 
 :data:`MAX_NUMBER_DIGITS` digits, nesting deeper than Python's recursion limit, and strings holding lone UTF-16
 surrogates (``"\\ud800"``, which cannot be encoded as UTF-8 by the tokenizer or the PNG metadata).
 
-Image sides must be a multiple of what the model can take (:func:`size_multiple`): 8 for Stable Diffusion's UNet,
-64 for DeciDiffusion's, which halves the latents three times and cannot pad odd sizes. A side given alone is
-passed on as given: :func:`nbhelpers.generation.generate` fills the other from the model's default size.
+Image sides must be a multiple of what the model can take (:func:`nbhelpers.generation.pipeline_size_multiple`):
+8 for Stable Diffusion's UNet, 64 for DeciDiffusion's, which halves the latents three times and cannot pad odd
+sizes. A side given alone is passed on as given: :func:`nbhelpers.generation.generate` fills the other from the
+model's default size.
 """
 
 from __future__ import annotations
@@ -77,18 +78,6 @@ def _check_text(where: str, text: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise ContractError(where, "holds a lone UTF-16 surrogate (e.g. \\ud800); send valid Unicode text.") from None
-
-
-def size_multiple(pipe: Any) -> int:
-    """What image sides must be a multiple of for ``pipe``: the VAE's factor (8), times ``2 ** n`` for
-    DeciDiffusion's flexible UNet, which downsamples ``n`` times (3: 64 px) and, unlike diffusers'
-    ``UNet2DConditionModel``, cannot upsample back to an odd latent size."""
-    from nbhelpers.models.flexible_unet import FlexibleUNet2DConditionModel
-
-    multiple = int(getattr(pipe, "vae_scale_factor", DEFAULT_SIZE_MULTIPLE))
-    if isinstance(getattr(pipe, "unet", None), FlexibleUNet2DConditionModel):
-        multiple *= 2**pipe.unet.num_downsamplers
-    return multiple
 
 
 def _check_parameter(name: str, value: Any, multiple: int = DEFAULT_SIZE_MULTIPLE) -> Any:
@@ -154,7 +143,8 @@ def parse_request(
 ) -> ScoringRequest:
     """Validate a request body (JSON text or an already parsed dict) and return a :class:`ScoringRequest`.
 
-    ``size_multiple`` is what the served model needs image sides to be a multiple of (:func:`size_multiple`).
+    ``size_multiple`` is what the served model needs image sides to be a multiple of
+    (:func:`nbhelpers.generation.pipeline_size_multiple`).
 
     Raises:
         ContractError: malformed JSON, a missing or wrongly typed field, empty data, an index of the wrong

@@ -32,7 +32,7 @@ from typing import Any
 from PIL import Image
 
 from nbhelpers.endpoints.content_safety import ContentSafetyScreen
-from nbhelpers.endpoints.contract import ContractError, build_response, parse_request, size_multiple
+from nbhelpers.endpoints.contract import ContractError, build_response, parse_request
 from nbhelpers.endpoints.settings import EndpointSettings, read_api_key
 
 logger = logging.getLogger(__name__)
@@ -125,7 +125,9 @@ class ScoringService:
         self.api_key = api_key or None
         self.screen = screen
         self.pool = PipelinePool(pipe, self.settings.max_concurrent_requests_per_instance)
-        self.size_multiple = size_multiple(pipe)  # image sides this model takes, checked with the request
+        from nbhelpers.generation import pipeline_size_multiple  # torch: only the scoring worker loads it
+
+        self.size_multiple = pipeline_size_multiple(pipe)  # image sides this model takes, checked with the request
 
     @classmethod
     def from_environment(cls) -> ScoringService:

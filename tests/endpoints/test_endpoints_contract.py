@@ -6,9 +6,10 @@ import threading
 import numpy as np
 import pytest
 
-from nbhelpers.endpoints.contract import ContractError, decode_image, parse_request, size_multiple
+from nbhelpers.endpoints.contract import ContractError, decode_image, parse_request
 from nbhelpers.endpoints.scoring_service import ScoringService, bearer_key
 from nbhelpers.endpoints.settings import EndpointSettings
+from nbhelpers.generation import pipeline_size_multiple as size_multiple
 from tests.endpoints.endpoint_cases import BAD_REQUESTS, HOSTILE_BODIES, with_steps
 
 
