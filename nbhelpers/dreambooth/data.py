@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 from nbhelpers.errors import ConfigurationError
 from nbhelpers.stand_in import STAND_IN_VARIABLE, resolve_stand_in
+from nbhelpers.training.conventions import mix_seed
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
@@ -148,7 +149,7 @@ class DreamBoothDataset(torch.utils.data.Dataset):
         return Example(pixels, ids)
 
     def __getitem__(self, index: int) -> tuple[Example, Example | None]:
-        rng = random.Random(f"{self.seed}:{self.epoch}:{index}")  # str seeds hash the same in every process
+        rng = random.Random(mix_seed(self.seed, self.epoch, index))  # the same in every process and resume
         instance = self._example(self.instance_images[index], self.instance_ids, rng)
         if not self.class_images or self.class_ids is None:
             return instance, None
@@ -175,7 +176,7 @@ class EpochShuffleSampler(torch.utils.data.Sampler[int]):
         return self.size
 
     def __iter__(self):  # noqa: ANN204 - Sampler protocol
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
         return iter(torch.randperm(self.size, generator=generator).tolist())
 
 

@@ -277,7 +277,7 @@ def _optimiser_and_schedule(
 
 
 def finetune_decoder(
-    vae: torch.nn.Module, pictures: torch.Tensor, config: ToyTrainingConfig, log: Callable[[str], None] = print
+    vae: Any, pictures: torch.Tensor, config: ToyTrainingConfig, log: Callable[[str], None] = print
 ) -> list[float]:
     """Stage 3: train the VAE's decoder alone on ``pictures`` (``(N, 3, 64, 64)`` in ``[-1, 1]``), encoder frozen.
 
@@ -306,7 +306,7 @@ def finetune_decoder(
     return losses
 
 
-def _forget_unseen_words(text_encoder: torch.nn.Module, seen_ids: torch.Tensor) -> None:
+def _forget_unseen_words(text_encoder: Any, seen_ids: torch.Tensor) -> None:
     """Zero the embedding rows of tokens no caption used: they never trained (still their random start), and
     zeros cost nothing in a compressed repository. Every unknown word then reads the same to the model."""
     embedding = text_encoder.get_input_embeddings().weight
@@ -418,7 +418,7 @@ def build_models(config: ToyTrainingConfig) -> ToyModels:
     text_encoder = CLIPTextModel(CLIPTextConfig(**TOY_CLIP_TEXT_CONFIG))
     if config.model == "deci":
         unet_config = {k: v for k, v in TOY_FLEXIBLE_UNET_CONFIG.items() if not k.startswith("_")}
-        unet: torch.nn.Module = FlexibleUNet2DConditionModel(**unet_config)
+        unet: Any = FlexibleUNet2DConditionModel(**unet_config)
         scheduler_config = DECI_DDIM_SCHEDULER
     else:
         unet = UNet2DConditionModel(**TOY_SD_UNET_CONFIG)
@@ -464,7 +464,8 @@ class ToyCheckpoint:
             if state.get("trainer") != "toy-train":
                 raise UnreadableState(f"{self.path.name} is not a toy-train checkpoint")
             if state.get("settings") != self.settings:
-                saved = state.get("settings") if isinstance(state.get("settings"), dict) else {}
+                saved = state.get("settings")
+                saved = saved if isinstance(saved, dict) else {}
                 changed = sorted(k for k in self.settings if saved.get(k) != self.settings[k])
                 raise ToyTrainingConfigError(
                     f"{self.path} was written by a run with other settings ({', '.join(changed)}). Train with the "
@@ -479,7 +480,7 @@ class ToyCheckpoint:
     def _check(self, state: dict[str, Any], run: ToyRun) -> None:
         """Raise :class:`UnreadableState` unless every part of ``state`` loads into ``run`` as it is."""
         config, models = run.config, run.models
-        stage, step = state.get("stage"), state.get("step")
+        stage, step = str(state.get("stage")), state.get("step")
         steps = {"vae": config.vae_steps, "unet": config.max_train_steps}.get(stage)
         if steps is None or not isinstance(step, int) or not 0 < step < steps:
             raise UnreadableState(f"its stage and step ({stage!r}, {step!r}) are not a place in this run")
@@ -491,8 +492,8 @@ class ToyCheckpoint:
         _check_losses(state.get("losses"), step, "its losses")
         _check_place(state.get("batches"), len(run.scenes))
         try:
-            torch.Generator().set_state(state.get("generator"))
-        except (TypeError, RuntimeError):
+            torch.Generator().set_state(state["generator"])
+        except (KeyError, TypeError, RuntimeError):
             raise UnreadableState("its random generator state is not one") from None
         optimizer, schedule = _optimiser_and_schedule(run.stage_parameters(stage), steps, 1.0)
         check_optimizer_state(state.get("optimizer"), optimizer, "its optimiser state")

@@ -61,7 +61,8 @@ def make_optimizer(
         import bitsandbytes as bnb
 
         return bnb.optim.AdamW8bit(list(parameters), lr=learning_rate, weight_decay=weight_decay)
-    if name == "adamw_torch":
-        extra = {"fused": True} if fused else {}
-        return torch.optim.AdamW(list(parameters), lr=learning_rate, weight_decay=weight_decay, **extra)
+    if name == "adamw_torch":  # fused=None off CUDA: PyTorch's default there (the same numbers as fused=False)
+        return torch.optim.AdamW(
+            list(parameters), lr=learning_rate, weight_decay=weight_decay, fused=True if fused else None
+        )
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {name!r}")

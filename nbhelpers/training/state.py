@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,7 @@ def load_state_file(path: str | os.PathLike[str], device: str | torch.device = "
     return state
 
 
-def check_tensors(saved: Any, expected: dict[str, torch.Tensor], what: str) -> None:
+def check_tensors(saved: Any, expected: Mapping[str, torch.Tensor], what: str) -> None:
     """Raise :class:`UnreadableState` unless ``saved`` has exactly ``expected``'s names, each a tensor of the same
     shape (so that loading cannot half-fill a model before it fails)."""
     if not isinstance(saved, dict):

@@ -1,5 +1,6 @@
 """DreamBooth checkpoints on the tiny model: small, never fatal, exact resume, divergence, bad settings, the CLI."""
 
+import json
 import logging
 
 import pandas as pd
@@ -74,6 +75,16 @@ def test_unreadable_latest_checkpoint_is_reported_and_the_previous_one_used(subj
     assert result.resumed_from == 2 and result.global_step == 6
     assert "checkpoint-4 cannot be read" in caplog.text
     assert list(pd.read_csv(tmp_path / "train_log.csv")["step"]) == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_checkpoint_in_the_pickled_format_of_earlier_versions_is_skipped(subject, tmp_path, caplog):
+    train_dreambooth(_config(subject, tmp_path), progress=False)  # checkpoints 2 and 4
+    _, newest = latest_checkpoint(tmp_path)
+    state = json.loads((newest / "run_state.json").read_text())
+    (newest / "run_state.json").write_text(json.dumps(state | {"format": 1}))
+    with caplog.at_level(logging.WARNING):
+        result = train_dreambooth(_config(subject, tmp_path, max_train_steps=5), progress=False)
+    assert result.resumed_from == 2 and "earlier nbhelpers in accelerate's format" in caplog.text
 
 
 def test_no_readable_checkpoint_says_how_to_start_fresh(subject, tmp_path):
