@@ -16,8 +16,8 @@ accelerate's ``save_state`` is not used for this reason: its ``load_state`` unpi
 run before any is applied; a file the run did not write is named in the log and never opened.
 
 Folders whose name is not ``checkpoint-<number>``, or without ``run_state.json``, are ignored (never read, never
-deleted). A checkpoint that cannot be read (damaged, of the pickled format earlier versions wrote, not what this
-run would write) is reported in one line and the one before it is used.
+deleted); so are, with a warning, the pickled checkpoints of earlier versions. A checkpoint that cannot be read
+(damaged, tampered with, not what this run would write) is reported in one line and the one before it is used.
 """
 
 from __future__ import annotations
@@ -59,6 +59,11 @@ class CheckpointError(DreamBoothConfigError):
 
 class UnreadableCheckpoint(Exception):
     """One checkpoint folder cannot be used (truncated, partly deleted, tampered with, not ours)."""
+
+
+class PickledCheckpoint(UnreadableCheckpoint):
+    """A checkpoint of an earlier nbhelpers, in accelerate's pickled format: never loaded, and not counted as a
+    broken checkpoint of this run (a run whose only checkpoints are such starts fresh)."""
 
 
 def rng_file(process_index: int) -> str:
@@ -110,7 +115,7 @@ def read_run_state(folder: Path) -> dict[str, Any]:
         raise UnreadableCheckpoint(f"{path.name} cannot be read ({type(err).__name__})") from None
     version = state.get("format") if isinstance(state, dict) else None
     if version == PICKLED_FORMAT_VERSION:
-        raise UnreadableCheckpoint(
+        raise PickledCheckpoint(
             "written by an earlier nbhelpers in accelerate's format, whose pickled files a resume no longer loads "
             "(unpickling can run code)"
         )
@@ -186,7 +191,7 @@ def save_training_state(folder: Path, state: TrainingState, *, process_index: in
 def load_training_state(
     folder: Path, expected_parameters: Mapping[str, torch.Tensor], *, process_index: int, device: torch.device
 ) -> TrainingState:
-    """Read a checkpoint's :class:`TrainingState` (tensors of the optimizer on ``device``); nothing is applied.
+    """Read a checkpoint's :class:`TrainingState` (the optimizer's tensors on ``device``); nothing is applied.
 
     Raises:
         UnreadableCheckpoint: a file is missing, is not safetensors (a pickle, a truncated copy), or its trained
@@ -248,6 +253,9 @@ def find_resumable(
                     "%s: ignoring %s, not written by this trainer (never read).", folder.name, ", ".join(extra)
                 )
             load(folder, state)
+        except PickledCheckpoint as err:
+            logger.warning("Ignoring %s: %s.", folder, err)
+            continue
         except UnreadableCheckpoint as err:
             unreadable.append(folder)
             logger.warning("Checkpoint %s cannot be read (%s); trying the previous one.", folder, err)

@@ -87,6 +87,17 @@ def check_launch(num_processes: int) -> None:
         )
 
 
+def _copy_to_cpu(value: Any) -> Any:
+    """``value`` with every tensor copied to CPU memory (containers rebuilt, other values as they are)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: _copy_to_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copy_to_cpu(item) for item in value)
+    return copy.copy(value)
+
+
 def _accelerator(config: DreamBoothConfig) -> Any:
     """The run's ``accelerate.Accelerator``, after checking that a multi-process launch was joined."""
     from accelerate import Accelerator
@@ -193,8 +204,8 @@ class DreamBoothTrainer:
             self.text_encoder = prepared[3]
 
     # -- setup ---------------------------------------------------------------------------------------------
-    def _autocast(self) -> Any:
-        """Autocast to the mixed-precision dtype (a no-op without mixed precision)."""
+    def autocast(self) -> Any:
+        """Autocast to the mixed-precision dtype (a no-op without mixed precision): what the UNet runs under."""
         dtype = self.weight_dtype
         return torch.autocast(self.accelerator.device.type, dtype=dtype, enabled=dtype != torch.float32)
 
@@ -215,7 +226,7 @@ class DreamBoothTrainer:
         """One image at the training resolution with the model's published defaults (under autocast)."""
         with (
             torch.no_grad(),
-            self._autocast(),
+            self.autocast(),
             sliced_attention(self.pipe.unet, self.plan.attention_slicing),
             self._text_encoder_on_device(),
         ):
@@ -247,7 +258,7 @@ class DreamBoothTrainer:
         """Encode the instance (and class) prompt once; the text encoder then leaves the GPU until a render."""
         device = self.accelerator.device
         embeddings = {}
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad(), self.autocast():
             for kind, ids in (("instance", self.dataset.instance_ids), ("class", self.dataset.class_ids)):
                 if ids is not None:
                     embeddings[kind] = self.text_encoder(ids[None].to(device))[0]
@@ -293,9 +304,11 @@ class DreamBoothTrainer:
         )
 
     def state_dict(self) -> dict[str, Any]:
-        """A copy of what a checkpoint holds: ``trained_parameters``, the ``optimizer``'s, ``lr_scheduler``'s and
-        ``grad_scaler``'s states and the random generators' (``rng``). :meth:`load_state_dict` puts it back."""
-        return copy.deepcopy(dataclasses.asdict(self._training_state()))
+        """A copy, in CPU memory, of what a checkpoint holds: ``trained_parameters``, the ``optimizer``'s,
+        ``lr_scheduler``'s and ``grad_scaler``'s states and the random generators' (``rng``).
+        :meth:`load_state_dict` puts it back."""
+        state = self._training_state()
+        return _copy_to_cpu({part.name: getattr(state, part.name) for part in dataclasses.fields(state)})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` (or a checkpoint) holds. Every part is checked against this run before
@@ -357,16 +370,8 @@ class DreamBoothTrainer:
             )
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         count = batch["num_instance"]
-        with self._autocast():
-            if self.prompt_embeddings is not None:
-                parts = [self.prompt_embeddings["instance"].expand(count, -1, -1)]
-                if latents.shape[0] > count:
-                    parts.append(self.prompt_embeddings["class"].expand(latents.shape[0] - count, -1, -1))
-                context = torch.cat(parts)
-            else:
-                with torch.set_grad_enabled(self.config.train_text_encoder and torch.is_grad_enabled()):
-                    context = self.text_encoder(batch["input_ids"].to(device))[0]
-            prediction = self.unet(noisy, timesteps, context).sample
+        with self.autocast():
+            prediction = self.unet(noisy, timesteps, self.text_context(batch)).sample
         if self.noise_scheduler.config.prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
         else:
@@ -376,6 +381,19 @@ class DreamBoothTrainer:
             prior = F.mse_loss(prediction[count:].float(), target[count:].float())
             loss = loss + self.config.prior_loss_weight * prior
         return loss
+
+    def text_context(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The text encoder's output for the batch's prompts, ``(N, 77, width)``: the cached embeddings when the
+        plan caches them, else encoded now (with gradients only when the text encoder trains). Call it under
+        :meth:`autocast`."""
+        count, total = batch["num_instance"], batch["input_ids"].shape[0]
+        if self.prompt_embeddings is not None:
+            parts = [self.prompt_embeddings["instance"].expand(count, -1, -1)]
+            if total > count:
+                parts.append(self.prompt_embeddings["class"].expand(total - count, -1, -1))
+            return torch.cat(parts)
+        with torch.set_grad_enabled(self.config.train_text_encoder and torch.is_grad_enabled()):
+            return self.text_encoder(batch["input_ids"].to(self.accelerator.device))[0]
 
     def optimizer_step(self, loss: torch.Tensor) -> None:
         """Backward; on the last micro-batch of a step also clip to norm 1, step, schedule and zero the gradients.
@@ -458,11 +476,12 @@ class DreamBoothTrainer:
         :func:`~nbhelpers.dreambooth.checkpoints.find_resumable`."""
 
         def load(folder: Path, run_state: dict[str, Any]) -> None:
+            # on the CPU, as accelerate loads it: optimizer.load_state_dict moves each state where its parameter is
             saved = ckpt.load_training_state(
                 folder,
                 self.named_trainable_parameters(),
                 process_index=self.accelerator.process_index,
-                device=self.accelerator.device,
+                device=torch.device("cpu"),
             )
             try:
                 self._apply_training_state(saved)

@@ -252,3 +252,15 @@ def test_steps_by_hand_then_undone_leave_the_run_as_it_was(subject, tmp_path):
     trainer.load_state_dict(start)
     assert all(torch.equal(before[name], after[name]) for name in before)
     assert trainer.train(progress=False).losses == untouched.losses
+
+
+def test_uploaded_photos_are_saved_by_their_names_only(tmp_path, subject):
+    """What Colab's files.upload() returns: names may carry folders (kept out) and non-photos (left out)."""
+    from nbhelpers.dreambooth.data import save_uploaded_photos
+
+    photo = next(subject.iterdir()).read_bytes()
+    folder = save_uploaded_photos({"../../dog.png": photo, "notes.txt": b"x", "b.PNG": photo}, tmp_path / "mine")
+    assert sorted(p.name for p in folder.iterdir()) == ["b.PNG", "dog.png"]
+    assert len(load_images(folder, min_side=32)) == 2 and not (tmp_path / "dog.png").exists()
+    with pytest.raises(DreamBoothDataError, match=r"None of the uploaded files \['notes.txt'\] is a photo"):
+        save_uploaded_photos({"notes.txt": b"x"}, tmp_path / "other")
