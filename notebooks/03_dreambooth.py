@@ -330,35 +330,18 @@ print(f"this run trains {trained:,} parameters{mark}")
 # %%
 t4_budget = int(0.9 * 14.5 * GIB)  # the plan uses 90% of the free memory of a T4 (about 14.5 GiB)
 cuda = torch.device("cuda")  # only named: with a budget given, nothing touches a GPU
+
+
+def sd_plan(use_lora, eight_bit_available):
+    settings = DreamBoothConfig("photos", "out", use_lora=use_lora, with_prior_preservation=True)
+    models = (sd_unet, sd_text_encoder, sd_vae)
+    return plan_memory(settings, *models, cuda, budget=t4_budget, eight_bit_available=eight_bit_available)
+
+
 plans = {
-    "SD v1.4 LoRA": plan_memory(
-        DreamBoothConfig("photos", "out", with_prior_preservation=True),
-        sd_unet,
-        sd_text_encoder,
-        sd_vae,
-        cuda,
-        budget=t4_budget,
-        eight_bit_available=False,
-    ),
-    "SD v1.4 full, 8-bit Adam": plan_memory(
-        DreamBoothConfig("photos", "out", use_lora=False, with_prior_preservation=True),
-        sd_unet,
-        sd_text_encoder,
-        sd_vae,
-        cuda,
-        budget=t4_budget,
-        eight_bit_available=True,
-    ),
-    "SD v1.4 full, no bitsandbytes": plan_memory(
-        DreamBoothConfig("photos", "out", use_lora=False, with_prior_preservation=True),
-        sd_unet,
-        sd_text_encoder,
-        sd_vae,
-        cuda,
-        budget=t4_budget,
-        eight_bit_available=False,
-    ),
-    "this run" + mark: trainer.plan,
+    "SD v1.4 LoRA": sd_plan(use_lora=True, eight_bit_available=False),
+    "SD v1.4 full, 8-bit Adam": sd_plan(use_lora=False, eight_bit_available=True),
+    "SD v1.4 full, no bitsandbytes": sd_plan(use_lora=False, eight_bit_available=False),
 }
 terms = {  # the counted terms of each plan, bottom to top
     "weights": lambda e: e.weights,
@@ -386,7 +369,7 @@ def memory_bars(ax, plans, unit, measured=None):
     ax.set_xticks(positions, [f"{name}\n{saver}" for name, saver in zip(plans, savers, strict=True)], fontsize=8)
 
 
-this_run = plans.pop("this run" + mark)
+this_run = trainer.plan
 fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), width_ratios=[3, 1.3])
 memory_bars(left, plans, GIB)
 left.axhline(t4_budget / GIB, color="gray", linestyle=":", label="usable on a T4")
