@@ -137,12 +137,8 @@ class _Killed(Exception):
 def _toy_config(out: Path):
     from nbhelpers.toy.train import ToyTrainingConfig
 
-    small = {"num_scenes": 16, "vae_steps": 3, "decoder_steps": 0, "batch_size": 4, "evaluate": False}
-    steps = {"max_train_steps": 2, "checkpointing_steps": 1}
-    try:
-        return ToyTrainingConfig(model="sd", output_dir=str(out), **small, **steps)
-    except TypeError:  # the names before the two stacks shared one vocabulary
-        return ToyTrainingConfig(model="sd", output_dir=str(out), **small, unet_steps=2, checkpoint_every=1)
+    small = {"num_scenes": 16, "vae_steps": 3, "max_train_steps": 2, "decoder_steps": 0, "batch_size": 4}
+    return ToyTrainingConfig(model="sd", output_dir=str(out), checkpointing_steps=1, evaluate=False, **small)
 
 
 def test_a_pickle_planted_beside_a_toy_output_folder_never_runs(tmp_path):
