@@ -14,26 +14,20 @@
 # a rare identifier (`sks`), so that "a photo of sks dog in a bucket" draws *your* dog in a bucket. You will
 # learn to:
 #
-# - prepare subject photos (EXIF orientation, resize and centre-crop) and preview them;
-# - train LoRA adapters (the default: a few MB, fits a free GPU) or the whole UNet with `nbhelpers.dreambooth`,
-#   after a memory plan that picks the memory savers your GPU needs and prints the expected peak;
-# - watch a progress bar and the loss curve; small checkpoints let a stopped run resume exactly where it was;
-# - compare images before and after training on the same seeds (offline, the toy "shapes" model is trained on a
-#   red star, a shape it never saw, and the likeness to a star is measured before and after);
-# - save the LoRA (diffusers folder, plus one kohya-layout file for AUTOMATIC1111 and ComfyUI), load it back with
-#   `pipe.load_lora_weights`, and draw new scenes;
-# - see what the model learned: DAAM heat maps of the identifier `sks` before and after fine-tuning.
+# - prepare subject photos (yours, uploaded on Colab, or the example dog) and choose the identifier;
+# - compute the DreamBooth loss by hand and run training steps yourself, then let `trainer.train()` run the rest;
+# - size LoRA (`W + (alpha/r)·B·A`) and read the memory plan that fits a run to your GPU;
+# - compare pictures before and after training on the same seeds, and see language drift and how prior
+#   preservation prevents it;
+# - save the LoRA for diffusers and for AUTOMATIC1111/ComfyUI, load it back, draw new scenes, and see with DAAM
+#   heat maps where the model looks for `sks`.
 #
 # The same trainer runs from the command line, on one GPU or several:
 # `accelerate launch -m nbhelpers dreambooth --instance_data_dir photos/ --output_dir runs/dog`.
 #
-# With hub access this notebook uses the public `diffusers/dog-example` photos and SD v1.4, downloaded once (the
-# fp16 files; the trained weights are kept in fp32). LoRA at 512 px fits a free Colab T4 with room to spare.
-# Offline it uses the trained toy "shapes" model (64 px, marked "toy model (shapes)") and six drawn red stars, a
-# shape the toy model never saw; it fine-tunes the whole toy UNet (1.5M parameters, a few minutes on a CPU), because
-# LoRA did not teach this small model the star (measured below). With `STAND_IN = "tiny"` it uses a drawn critter and
-# the tiny random-weight model instead: the code path is the real one, the pictures are not results and are marked
-# "tiny, random weights".
+# With hub access this notebook uses SD v1.4 and the public `diffusers/dog-example` photos (LoRA at 512 px fits a
+# free Colab T4). Offline it uses the trained toy "shapes" model, marked "toy model (shapes)", taught a red star, a
+# shape it never saw; `STAND_IN = "tiny"` uses random weights, which only check the code path.
 
 # %%
 # Set-up (Colab, Paperspace, a fresh runtime): installs nbhelpers, then what this notebook needs, and says so.
@@ -51,11 +45,14 @@ set_up("notebooks,training")  # this notebook's extras: installs what is missing
 # Papermill parameters
 MODEL = "sd-v1-4"  # base model: catalog name, hub id or local folder
 STAND_IN = None  # None: the real model (unless NBHELPERS_STAND_IN says otherwise); "toy" or "tiny": offline
-INSTANCE_DIR = None  # your photos; None: the hub's dog photos (offline: a drawn subject)
+INSTANCE_DIR = None  # your photos; None: uploaded ones (Colab) or the hub's dog photos (offline: a drawn subject)
+UPLOAD_PHOTOS = True  # on Colab: section 1 asks for your photos (Cancel: the example photos)
 INSTANCE_PROMPT = "a photo of sks dog"
 IDENTIFIER = "sks"
+CLASS_PROMPT = None  # the subject's class; None: the instance prompt without the identifier ("a photo of dog")
 USE_LORA = True  # False: fine-tune the whole UNet (the memory plan says whether it fits your GPU)
-WITH_PRIOR_PRESERVATION = False  # also train on generated "a photo of dog" images, keeping the class prior
+WITH_PRIOR_PRESERVATION = False  # also train on generated class images, keeping the class prior
+COMPARE_PRIOR_PRESERVATION = True  # section 7 trains once more with the other choice, for the comparison
 NUM_CLASS_IMAGES = 50
 STEPS = None  # training steps; None: 400 (600 for the toy stand-in, 30 for the tiny one)
 RESOLUTION = None  # None: 512 (64 for a stand-in)
@@ -69,16 +66,21 @@ NEW_PROMPTS = ["a photo of sks dog in a bucket", "a photo of sks dog on the beac
 OUTPUT_DIR = "outputs/03_dreambooth"
 
 # %%
+import dataclasses
+from collections import Counter
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from nbhelpers.daam import set_seed, trace
-from nbhelpers.dreambooth import DreamBoothTrainer
+from nbhelpers.device import peak_memory_bytes, reset_peak_memory
+from nbhelpers.dreambooth import DreamBoothTrainer, plan_memory
 from nbhelpers.dreambooth.config import DreamBoothConfig
-from nbhelpers.dreambooth.data import example_subject, load_images
+from nbhelpers.dreambooth.data import example_subject, load_images, save_uploaded_photos
+from nbhelpers.dreambooth.memory_plan import GIB, lora_targets
 from nbhelpers.images import image_grid, show_images
 from nbhelpers.loading import load_pipeline
 from nbhelpers.notebook import bar_chart, show_model_banner
@@ -87,19 +89,22 @@ from nbhelpers.stand_in import resolve_stand_in, stand_in_mark
 # %%
 # Offline stand-in: the one place this notebook changes for it. The toy model knows colours and backgrounds but never
 # saw a star, so a drawn star is its subject; it learns it by full fine-tuning (LoRA did not teach it: measured, see
-# 5.), at the learning rate that worked for its 1.5M-parameter UNet. The tiny one checks the code path in seconds.
+# 6.), at the learning rate that worked for its 1.5M-parameter UNet. Its class is a shape it draws reliably, a red
+# triangle. The tiny one checks the code path in seconds.
 stand_in = resolve_stand_in(STAND_IN)  # "toy", "tiny" or None (the real model); NBHELPERS_STAND_IN is the default
 mark = f" ({stand_in_mark(stand_in)})" if stand_in else ""  # on every picture and chart made from a stand-in
 if stand_in == "toy":
     INSTANCE_PROMPT = "a red sks on a white background"
+    CLASS_PROMPT = "a red triangle on a white background"
     NEW_PROMPTS = [
         "a red sks on a black background",
         "a blue sks on a gray background",
         "a yellow sks on a white background",
     ]
-    USE_LORA, STEPS, LEARNING_RATE = False, STEPS or 600, LEARNING_RATE or 2e-4
+    USE_LORA, STEPS, LEARNING_RATE, NUM_CLASS_IMAGES = False, STEPS or 600, LEARNING_RATE or 2e-4, 6
 elif stand_in == "tiny":
     STEPS, LEARNING_RATE = STEPS or 30, LEARNING_RATE or (1e-2 if USE_LORA else None)
+    NUM_CLASS_IMAGES = min(NUM_CLASS_IMAGES, 2)
 steps = STEPS or 400
 resolution = RESOLUTION or (64 if stand_in else 512)
 on_cuda = torch.cuda.is_available()
@@ -109,9 +114,20 @@ print(f"stand-in: {stand_in}  LoRA={USE_LORA}  steps={steps}  resolution={resolu
 # %% [markdown]
 # ## 1. The subject photos
 #
-# Good DreamBooth data is 3-10 sharp photos of the subject alone, from different angles and backgrounds.
-# `load_images` applies each photo's EXIF orientation and refuses unreadable files and photos too small for the
-# training resolution, naming the file.
+# Good DreamBooth data is 3-10 sharp photos of the subject alone, from different angles and backgrounds. On Colab
+# the next cell asks for yours (Cancel keeps the example dog); elsewhere set `INSTANCE_DIR` to a folder of photos.
+# `load_images` applies each photo's EXIF orientation and refuses unreadable or too small files, naming the file.
+
+# %%
+try:  # Colab's upload widget; skipped elsewhere, for the stand-ins, and when INSTANCE_DIR names a folder
+    from google.colab import files as colab_files
+except ImportError:
+    colab_files = None
+if colab_files is not None and UPLOAD_PHOTOS and not stand_in and not INSTANCE_DIR:
+    uploaded = colab_files.upload()  # {file name: bytes}; empty if you cancel
+    if uploaded:
+        INSTANCE_DIR = str(save_uploaded_photos(uploaded, run_dir / "my_photos"))
+print("photos from:", INSTANCE_DIR or "the example subject")
 
 # %%
 instance_dir = Path(INSTANCE_DIR) if INSTANCE_DIR else example_subject(run_dir / "instance_images", stand_in=stand_in)
@@ -124,12 +140,12 @@ show_images(
 )
 
 # %% [markdown]
-# ## 2. Before training
+# ## 2. The identifier, and the model before training
 #
-# The base model is loaded once, for drawing and for training: on a GPU its fp16 files (half the download); the
-# trainer then keeps the weights it trains in fp32 and the frozen ones in fp16. It draws the instance prompt on
-# fixed seeds: it has no idea what `sks` is. A DAAM trace of the first seed records where the UNet's
-# cross-attention looks for the word `sks`; section 7 compares it with the same trace after training.
+# The identifier should be a word the model has little prior for, so that training can give it the subject's
+# meaning without fighting an old one. `sks` is not meaningless: it is one token of CLIP's vocabulary, with a
+# learned embedding (it is also a rifle, which is why some people pick another rare token). The cell shows how the
+# tokenizer splits the prompt and each token's embedding size (the toy zeroed every word its captions never used).
 
 # %%
 inference_dtype = torch.float16 if on_cuda else torch.float32
@@ -143,16 +159,28 @@ pipe = load_pipeline(
     **({"variant": "fp16"} if on_cuda and not stand_in else {}),
 )
 show_model_banner(pipe)
+tokenizer = pipe.tokenizer
+ids = tokenizer(INSTANCE_PROMPT, add_special_tokens=False).input_ids
+norms = pipe.text_encoder.get_input_embeddings().weight.detach().float().norm(dim=1)
+print(f"'{INSTANCE_PROMPT}' -> token ids {ids}; input embedding norm of each token{mark}:")
+print({tokenizer.convert_ids_to_tokens(i): round(float(norms[i]), 3) for i in ids})
+
+# %% [markdown]
+# Before training, the model draws the instance prompt on fixed seeds without any idea of your subject, and the
+# class prompt as it always has. A DAAM trace of the first seed records where the UNet's cross-attention looks for
+# the identifier; section 9 compares it with the same trace after training.
+
+# %%
+class_prompt = CLASS_PROMPT or " ".join(w for w in INSTANCE_PROMPT.split() if w != IDENTIFIER)
 # The tiny UNet attends to text only at coarse sizes: give DAAM a few pixels. The toy one works at its 64 px.
 daam_size = resolution if stand_in == "toy" else max(resolution, 128)
 
 
-def draw(pipe, prompt, seeds, size=None):
-    size = size or resolution
-    return [
-        pipe(prompt, height=size, width=size, generator=torch.Generator("cpu").manual_seed(seed)).images[0]
-        for seed in seeds
-    ]
+def draw(pipe, prompts, seeds):
+    """One picture per (prompt, seed), in one batch; ``prompts`` is one prompt or one per seed."""
+    prompts = [prompts] * len(seeds) if isinstance(prompts, str) else prompts
+    generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+    return pipe(prompts, height=resolution, width=resolution, generator=generators).images
 
 
 def identifier_heat_map(pipe, seed):
@@ -164,23 +192,22 @@ def identifier_heat_map(pipe, seed):
 
 
 before = draw(pipe, INSTANCE_PROMPT, SEEDS)
-show_images(before, [f"before, seed {s}{mark}" for s in SEEDS], img_width=192)
+class_before = draw(pipe, class_prompt, SEEDS)
+show_images(
+    before + class_before,
+    [f"'{INSTANCE_PROMPT}', seed {s}{mark}" for s in SEEDS] + [f"'{class_prompt}', seed {s}{mark}" for s in SEEDS],
+    img_width=192,
+)
 daam_before = identifier_heat_map(pipe, SEEDS[0])
 
 # %% [markdown]
-# ## 3. Plan the memory, then train
+# ## 3. The DreamBooth loss, by hand
 #
-# `DreamBoothConfig` holds every setting and checks it before anything loads (a learning rate of `inf`, an
-# output folder that is a file, a prompt without the identifier are refused with a message). Creating the
-# `DreamBoothTrainer` first prints the **memory plan**: with `MEMORY = "auto"` it reads the GPU's free memory,
-# counts the bytes of weights, gradients, optimizer state and activations for this mode and resolution, and turns
-# on fp16 mixed precision, cached text embeddings, 8-bit Adam and gradient checkpointing only as needed. A run
-# that cannot fit stops here with what would fit (LoRA instead of full, a smaller resolution, ...).
-#
-# Training runs through `accelerate`. Every `checkpointing_steps` a checkpoint of only what training changes
-# (the LoRA, its optimizer and scheduler state, RNG and data position) is written atomically, so re-running this
-# cell after an interruption continues exactly where it stopped. A loss that turns NaN stops the run and keeps
-# the last good checkpoint.
+# `DreamBoothConfig` checks every setting before anything loads, and creating the `DreamBoothTrainer` prints the
+# **memory plan** (section 5). The loss is the diffusion loss on your photos: encode a photo to latents, add noise
+# at a random timestep, let the UNet predict that noise from the noisy latents and the prompt, and take the mean
+# squared error. With prior preservation each batch also holds generated class pictures, and their error, times
+# `prior_loss_weight`, is added.
 
 # %%
 output_dir = run_dir / ("dreambooth-lora" if USE_LORA else "dreambooth-full")
@@ -192,6 +219,7 @@ config = DreamBoothConfig(
     instance_prompt=INSTANCE_PROMPT,
     identifier=IDENTIFIER,
     with_prior_preservation=WITH_PRIOR_PRESERVATION,
+    class_prompt=class_prompt,
     num_class_images=NUM_CLASS_IMAGES,
     class_data_dir=str(run_dir / "class_images"),
     resolution=resolution,
@@ -207,11 +235,54 @@ config = DreamBoothConfig(
     validation_steps=max(1, steps // 2),
 )
 trainer = DreamBoothTrainer(config, pipe=pipe)  # prints the memory plan
-trained = sum(p.numel() for p in trainer.trainable_parameters())
-total = sum(p.numel() for p in trainer.unet.parameters())
-print(f"training {trained:,} of the UNet's {total:,} parameters ({100 * trained / total:.2f}%)")
+
+batch = next(iter(trainer.dataloader))  # the instance photo(s), then the class picture(s) with prior preservation
+scheduler, device = trainer.noise_scheduler, trainer.accelerator.device
+generator = torch.Generator(device).manual_seed(0)
+with torch.no_grad():
+    pixels = batch["pixels"].to(device, trainer.vae.dtype)
+    latents = trainer.vae.encode(pixels).latent_dist.sample(generator) * trainer.vae.config.scaling_factor
+    noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
+    timesteps = torch.randint(
+        0, scheduler.config.num_train_timesteps, (len(latents),), generator=generator, device=device
+    )
+    noisy = scheduler.add_noise(latents, noise, timesteps)  # sqrt(abar_t) * latents + sqrt(1 - abar_t) * noise
+    with trainer.autocast():  # fp16 on a GPU, as in training
+        prediction = trainer.unet(noisy, timesteps, trainer.text_context(batch)).sample
+    epsilon = scheduler.config.prediction_type == "epsilon"  # v-prediction models predict a velocity instead
+    target = noise if epsilon else scheduler.get_velocity(latents, noise, timesteps)
+    count = batch["num_instance"]
+    instance_loss = F.mse_loss(prediction[:count].float(), target[:count].float())
+    prior_loss = F.mse_loss(prediction[count:].float(), target[count:].float()) if len(latents) > count else 0.0
+    loss = instance_loss + config.prior_loss_weight * prior_loss
+same = trainer.compute_loss(batch, noise=noise, timesteps=timesteps, generator=torch.Generator(device).manual_seed(0))
+print(f"timesteps {timesteps.tolist()}: instance loss {instance_loss:.4f} + prior loss {float(prior_loss):.4f}")
+print(f"by hand {loss:.6f}, trainer.compute_loss {same:.6f}{mark}")
+
+# %% [markdown]
+# ## 4. Training: a few steps by hand, then `trainer.train()`
+#
+# A training step is `loss = trainer.compute_loss(batch, generator=...)` then `trainer.optimizer_step(loss)`
+# (backward, gradient clipping, the AdamW step, the learning-rate schedule). The three steps below are undone with
+# `load_state_dict`, so that `trainer.train()`, the one-line alternative, runs the whole schedule: it adds the data
+# order, the loss log, validation pictures and small checkpoints from which a stopped run resumes exactly.
+
+# %%
+start = trainer.state_dict()  # what a checkpoint holds: trained weights, optimizer, schedule, random generators
+trainer.unet.train()
+by_hand = []
+for micro_step, batch in zip(range(3), trainer.dataloader, strict=False):
+    loss = trainer.compute_loss(batch, generator=trainer.step_generator(micro_step))  # the step's own noise
+    trainer.optimizer_step(loss)
+    by_hand.append(round(loss.item(), 4))
+trainer.load_state_dict(start)  # undo the three steps
+print(f"three steps by hand: losses {by_hand}{mark}")
+
+reset_peak_memory(device)  # for the measured peak beside the plan in section 5 (on a GPU)
 result = trainer.train()
+measured_peak = peak_memory_bytes(device)
 print(f"step {result.global_step} (resumed from {result.resumed_from}); weights in {result.weights_dir}")
+print("train() began with the same steps:", [round(loss, 4) for _, loss in result.losses[:3]])
 checkpoints = sorted((output_dir / "checkpoints").glob("checkpoint-*"))
 if checkpoints:
     files = sorted(checkpoints[-1].iterdir())
@@ -219,10 +290,104 @@ if checkpoints:
     print(f"{checkpoints[-1].name}: {size / 2**20:.2f} MiB, only what training changes: {[f.name for f in files]}")
 
 # %% [markdown]
-# ## 4. The loss curve
+# ## 5. LoRA and the memory plan
 #
-# The DreamBooth loss is the noise-prediction error at a random timestep, so single steps are noisy; the moving
-# average shows the trend. Validation images rendered during training are in `validation/`.
+# LoRA leaves each adapted weight `W` frozen and trains a low-rank change beside it: the layer computes
+# `W x + (alpha/r)·B·A x`, with `A` of shape `r × in` and `B` of shape `out × r`, so each layer trains
+# `r·(in + out)` numbers instead of `in·out`. The trainer adapts the attention projections `to_q`, `to_k`, `to_v`
+# and `to_out.0` with `r = alpha = 4`; the next cell counts what that is on SD v1.4's UNet, built on PyTorch's
+# `meta` device (shapes only: no download, no memory).
+
+# %%
+from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: E402
+from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
+
+from nbhelpers.models.configs import CLIP_VIT_L_TEXT_CONFIG, SD_V1_UNET_CONFIG, SD_VAE_CONFIG  # noqa: E402
+
+with torch.device("meta"):
+    sd_unet = UNet2DConditionModel.from_config(SD_V1_UNET_CONFIG)
+    sd_text_encoder = CLIPTextModel(CLIPTextConfig(**CLIP_VIT_L_TEXT_CONFIG))
+    sd_vae = AutoencoderKL.from_config(SD_VAE_CONFIG)
+rank, targets = config.lora_rank, config.lora_target_modules
+layers = lora_targets(sd_unet, targets)
+for (fan_in, fan_out), count in sorted(Counter((la.in_features, la.out_features) for la in layers).items()):
+    each = rank * (fan_in + fan_out)
+    print(f"{count:3d} projections {fan_in:4d} -> {fan_out:4d}: {rank} x ({fan_in} + {fan_out}) = {each:,} each")
+lora_total = sum(rank * (la.in_features + la.out_features) for la in layers)
+unet_total = sum(p.numel() for p in sd_unet.parameters())
+print(f"SD v1.4, rank {rank} on {targets}: {lora_total:,} parameters in {len(layers)} layers,")
+print(f"{lora_total / unet_total:.2%} of the UNet's {unet_total:,} (a full fine-tune trains all of them)")
+trained = sum(p.numel() for p in trainer.trainable_parameters())
+print(f"this run trains {trained:,} parameters{mark}")
+
+# %% [markdown]
+# The memory plan adds up counted terms: the weights, fp32 gradients and AdamW's two fp32 moments of what is
+# trained, and the activations autograd keeps for the backward pass (counted for this model, resolution and batch).
+# Activations are freed as gradients appear, so the expected peak (the black mark) is weights + optimizer state + the
+# larger of the two. The first three bars are SD v1.4 at 512 px with prior preservation on a free T4; on a GPU the
+# red mark is this run's measured peak.
+
+# %%
+t4_budget = int(0.9 * 14.5 * GIB)  # the plan uses 90% of the free memory of a T4 (about 14.5 GiB)
+cuda = torch.device("cuda")  # only named: with a budget given, nothing touches a GPU
+
+
+def sd_plan(use_lora, eight_bit_available):
+    settings = DreamBoothConfig("photos", "out", use_lora=use_lora, with_prior_preservation=True)
+    models = (sd_unet, sd_text_encoder, sd_vae)
+    return plan_memory(settings, *models, cuda, budget=t4_budget, eight_bit_available=eight_bit_available)
+
+
+plans = {
+    "SD v1.4 LoRA": sd_plan(use_lora=True, eight_bit_available=False),
+    "SD v1.4 full, 8-bit Adam": sd_plan(use_lora=False, eight_bit_available=True),
+    "SD v1.4 full, no bitsandbytes": sd_plan(use_lora=False, eight_bit_available=False),
+}
+terms = {  # the counted terms of each plan, bottom to top
+    "weights": lambda e: e.weights,
+    "optimizer state": lambda e: e.optimizer,
+    "gradients": lambda e: e.gradients,
+    "activations (+ autocast copies)": lambda e: e.activations + e.autocast_copies,
+}
+
+
+def memory_bars(ax, plans, unit, measured=None):
+    """Stacked bars of the plans' terms, the expected peak of each (black) and a measured one (red)."""
+    positions, bottom = np.arange(len(plans)), np.zeros(len(plans))
+    for name, term in terms.items():
+        values = np.array([term(plan.estimate) for plan in plans.values()]) / unit
+        ax.bar(positions, values, 0.6, bottom=bottom, label=name)
+        bottom += values
+    peaks = [plan.estimate.peak / unit for plan in plans.values()]
+    ax.scatter(positions, peaks, marker="_", s=900, color="black", label="expected peak")
+    if measured:
+        ax.scatter(positions[-1:], [measured / unit], marker="_", s=900, color="red", label="measured peak")
+    savers = [
+        "{}, checkpointing {}".format(p.mixed_precision, "on" if p.gradient_checkpointing else "off")
+        for p in plans.values()
+    ]
+    ax.set_xticks(positions, [f"{name}\n{saver}" for name, saver in zip(plans, savers, strict=True)], fontsize=8)
+
+
+this_run = trainer.plan
+fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), width_ratios=[3, 1.3])
+memory_bars(left, plans, GIB)
+left.axhline(t4_budget / GIB, color="gray", linestyle=":", label="usable on a T4")
+left.set_ylabel("GiB")
+left.set_title("SD v1.4, 512 px, prior preservation: counted terms")
+unit = GIB if this_run.estimate.peak > GIB else 2**20
+memory_bars(right, {"this run": this_run}, unit, measured_peak)
+right.set_ylabel("GiB" if unit == GIB else "MiB")
+right.set_title("this run" + mark, fontsize=9)
+left.legend(fontsize=8, loc="upper left")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 6. The loss curve, and the pictures after training
+#
+# The loss is the noise-prediction error at a random timestep, so single steps are noisy; the moving average shows
+# the trend. Validation pictures rendered during training are in `validation/`.
 
 # %%
 steps_logged, losses = map(np.array, zip(*result.losses, strict=True))
@@ -241,15 +406,10 @@ if validation:
     show_images([plt.imread(p) for p in validation], [p.name + mark for p in validation], img_width=160)
 
 # %% [markdown]
-# ## 5. Save, reload, compare on the same seeds
-#
-# The LoRA folder holds `pytorch_lora_weights.safetensors` in the diffusers format, which any SD v1.x pipeline
-# loads with `pipe.load_lora_weights(folder)`; `lora_kohya.safetensors` beside it has the same weights under
-# kohya's key names (`lora_unet_..._to_q.lora_down.weight` and an `.alpha` per layer): copy it to
-# AUTOMATIC1111's `models/Lora/` or ComfyUI's `models/loras/`. Here the trained adapter is removed from the
-# pipeline and the saved folder loaded back, so the pictures below come from the files. A full fine-tune is a
-# whole pipeline folder that `load_pipeline` loads; its UNet is already in `pipe`. The top row is before
-# training, the bottom row after, seed by seed.
+# The LoRA folder holds `pytorch_lora_weights.safetensors` in the diffusers format (`pipe.load_lora_weights`), and
+# `lora_kohya.safetensors` the same weights under kohya's names, for AUTOMATIC1111's `models/Lora/` or ComfyUI's
+# `models/loras/`. The trained adapter is removed and the saved one loaded back, so the pictures come from the files
+# (a full fine-tune is a pipeline folder for `load_pipeline`). Top row before training, bottom row after.
 
 # %%
 pipe.to(dtype=inference_dtype)  # the trained fp32 weights join the frozen ones for drawing
@@ -259,6 +419,7 @@ if USE_LORA:
     pipe.load_lora_weights(result.weights_dir)  # ... and the same one read back from disk
     print("loaded", sorted(p.name for p in result.weights_dir.iterdir()), "; A1111/ComfyUI file:", result.kohya_file)
 after = draw(pipe, INSTANCE_PROMPT, SEEDS)
+class_after = draw(pipe, class_prompt, SEEDS)
 comparison = image_grid(before + after, rows=2, padding=4)
 comparison.save(run_dir / "before_after.png")
 plt.figure(figsize=(2.5 * len(SEEDS), 5.2))
@@ -268,23 +429,17 @@ plt.axis("off")
 plt.show()
 
 # %% [markdown]
-# With the toy model the likeness can be measured: `shape_likeness` finds the drawn blob and compares its outline
-# with a star stretched over the same box (intersection over union: 1 is the same outline; a circle scores about
-# 0.5, a square about 0.4; the soft edges of generated pictures keep even a clear star well below 1). Same
-# prompt, same seeds, before and after training. Measured with the shipped SD-style toy model on seeds 0-3: full
-# fine-tuning, 600 steps at learning rate 2e-4, took the likeness from 0.46 to 0.55 and draws a five-pointed star
-# on every seed; LoRA (rank 4) did not teach it the star, 0.46 to 0.45 after 150 steps at 1e-2 (the shapes
-# melted) and 0.47 after 300 steps at 2e-3 (smaller blobs). A model this small has little to adapt: LoRA's
-# strength, adapting a large model cheaply, is the real model's case.
+# With the toy model the likeness is measured: `shape_likeness` compares the drawn blob's outline with a star over
+# the same box (intersection over union; a circle scores about 0.5, a square 0.4). The lesson test measured, on seeds
+# 0-3, 0.46 before and 0.55 after full fine-tuning (600 steps at 2e-4), a star on every seed; LoRA (rank 4) did not
+# teach it (0.46 to 0.45 or 0.47): a model this small has little to adapt, while adapting a large one cheaply is
+# LoRA's strength.
 
 # %%
 if stand_in == "toy":
     from nbhelpers.toy.evaluate import shape_likeness
 
-    likeness = {
-        "before": [shape_likeness(image) for image in before],
-        "after": [shape_likeness(image) for image in after],
-    }
+    likeness = {"before": [shape_likeness(i) for i in before], "after": [shape_likeness(i) for i in after]}
     print({label: [round(v, 2) for v in values] for label, values in likeness.items()})
     ax = bar_chart(
         list(likeness),
@@ -297,22 +452,85 @@ if stand_in == "toy":
     plt.show()
 
 # %% [markdown]
-# ## 6. New scenes
+# ## 7. Language drift and prior preservation
+#
+# Fine-tuning on a few photos of one dog also changes what "dog" means: after training, "a photo of dog" tends to
+# draw your dog, and its variety shrinks. This **language drift** comes from training the whole prompt's meaning,
+# not only the identifier's, on a handful of pictures.
+
+# %% [markdown]
+# **Prior preservation** counters it: before training the base model draws `NUM_CLASS_IMAGES` pictures of the class
+# prompt, and every step trains on one of them next to a subject photo (the prior loss of section 3), so the class
+# keeps its old meaning while the identifier learns the new one. The cell trains once more with the other choice on
+# a fresh base model and draws the class prompt on the same seeds. On the toy stand-in the picture reader scores the
+# rows; full fine-tuning of a model this small changes every prompt, and prior preservation did not keep its triangle
+# (the paper's effect is the real model's).
+
+# %%
+if COMPARE_PRIOR_PRESERVATION:
+    other_pipe = load_pipeline(
+        MODEL,
+        stand_in=stand_in,
+        dtype=inference_dtype,
+        safety_checker=False,
+        memory_savers="off",
+        progress=False,
+        **({"variant": "fp16"} if on_cuda and not stand_in else {}),
+    )
+    other_config = dataclasses.replace(
+        config,
+        output_dir=str(output_dir) + ("-no-prior" if WITH_PRIOR_PRESERVATION else "-prior"),
+        with_prior_preservation=not WITH_PRIOR_PRESERVATION,
+        validation_prompts=[],
+    )
+    DreamBoothTrainer(other_config, pipe=other_pipe).train()
+    other_pipe.to(dtype=inference_dtype)
+    other_pipe.text_encoder.to(other_pipe.unet.device)
+    other_class, other_instance = draw(other_pipe, class_prompt, SEEDS), draw(other_pipe, INSTANCE_PROMPT, SEEDS)
+    del other_pipe
+    if on_cuda:
+        torch.cuda.empty_cache()
+    with_prior = {"class": other_class, "instance": other_instance}
+    without_prior = {"class": class_after, "instance": after}
+    if WITH_PRIOR_PRESERVATION:
+        with_prior, without_prior = without_prior, with_prior
+    rows = {
+        "before training": class_before,
+        "after, without prior preservation": without_prior["class"],
+        "after, with prior preservation": with_prior["class"],
+        f"'{INSTANCE_PROMPT}', with prior preservation": with_prior["instance"],
+    }
+    grid = image_grid([image for row in rows.values() for image in row], rows=len(rows), padding=4)
+    plt.figure(figsize=(2.5 * len(SEEDS), 2.4 * len(rows)))
+    plt.imshow(grid)
+    plt.yticks([(i + 0.5) * grid.height / len(rows) for i in range(len(rows))], list(rows), fontsize=8)
+    plt.xticks([])
+    plt.title(f"Rows 1-3: '{class_prompt}'; seeds {SEEDS}" + ("\n" + mark.strip()) * bool(mark))
+    plt.show()
+    if stand_in == "toy":  # the picture reader: is it still a red triangle on white?
+        from nbhelpers.toy.evaluate import read_scene
+
+        for label, images in list(rows.items())[:3]:
+            read = [read_scene(np.asarray(image, dtype=float)) for image in images]
+            kept = sum((r.colour, r.shape, r.background) == ("red", "triangle", "white") for r in read)
+            print(f"{label}: {kept} of {len(read)} read as a red triangle on white{mark}")
+
+# %% [markdown]
+# ## 8. New scenes
 #
 # The identifier now means the subject; the rest of the prompt still means what it meant to the base model.
 
 # %%
-scenes = [draw(pipe, prompt, SEEDS[:1])[0] for prompt in NEW_PROMPTS]
+scenes = draw(pipe, NEW_PROMPTS, SEEDS[:1] * len(NEW_PROMPTS))
 show_images(scenes, [prompt + mark for prompt in NEW_PROMPTS], img_width=192)
 
 # %% [markdown]
-# ## 7. What the model learned: where it looks for `sks`
+# ## 9. What the model learned: where it looks for the identifier
 #
 # DAAM (Tang et al., ACL 2023) adds up the UNet's cross-attention to one prompt word over the denoising steps and
-# layers, giving a heat map of where that word acted on the image. Before fine-tuning `sks` is a meaningless
-# token and its attention is spread out; after it names the subject, its map should follow the subject's shape.
-# Same prompt, same seed, same size, before and after. On the tiny random-weight model the maps are as
-# meaningless as its pictures: they only show the code path.
+# layers, giving a heat map of where that word acted on the picture. Before fine-tuning `sks` carries only its old,
+# unrelated meaning, so its attention has nothing of the subject to follow; after, its map should follow the
+# subject's shape. On the tiny random-weight model the maps are as meaningless as its pictures.
 
 # %%
 daam_after = identifier_heat_map(pipe, SEEDS[0])

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from nbhelpers.errors import ConfigurationError
 from nbhelpers.stand_in import STAND_IN_FIELD_METADATA
+from nbhelpers.training.conventions import MIXED_PRECISION
 
-MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 MEMORY_MODES = ("auto", "off")
 #: learning-rate schedules of ``diffusers.optimization.get_scheduler`` that need no extra arguments
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")

@@ -16,8 +16,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
+from nbhelpers.atomic import atomic_open
 from nbhelpers.errors import ConfigurationError
 from nbhelpers.stand_in import STAND_IN_VARIABLE, resolve_stand_in
+from nbhelpers.training.conventions import mix_seed
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
@@ -148,7 +150,7 @@ class DreamBoothDataset(torch.utils.data.Dataset):
         return Example(pixels, ids)
 
     def __getitem__(self, index: int) -> tuple[Example, Example | None]:
-        rng = random.Random(f"{self.seed}:{self.epoch}:{index}")  # str seeds hash the same in every process
+        rng = random.Random(mix_seed(self.seed, self.epoch, index))  # the same in every process and resume
         instance = self._example(self.instance_images[index], self.instance_ids, rng)
         if not self.class_images or self.class_ids is None:
             return instance, None
@@ -175,7 +177,7 @@ class EpochShuffleSampler(torch.utils.data.Sampler[int]):
         return self.size
 
     def __iter__(self):  # noqa: ANN204 - Sampler protocol
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
         return iter(torch.randperm(self.size, generator=generator).tolist())
 
 
@@ -190,6 +192,26 @@ def collate(batch: list[tuple[Example, Example | None]]) -> dict[str, torch.Tens
         "input_ids": torch.stack([e.input_ids for e in examples]),
         "num_instance": len(batch),
     }
+
+
+def save_uploaded_photos(uploaded: dict[str, bytes], folder: str | os.PathLike[str]) -> Path:
+    """Write uploaded photos (``{file name: content}``, what ``google.colab.files.upload()`` returns) into
+    ``folder`` and return it. Only the names' last part is used, so a name cannot point outside ``folder``.
+
+    Raises:
+        DreamBoothDataError: no upload has a .jpg/.jpeg/.png/.webp name (what was given is named).
+    """
+    folder = Path(folder)
+    photos = {Path(name).name: data for name, data in uploaded.items() if Path(name).suffix.lower() in IMAGE_SUFFIXES}
+    if not photos:
+        raise DreamBoothDataError(
+            f"None of the uploaded files {sorted(uploaded)} is a photo (.jpg, .png or .webp); upload 3-10 photos."
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in photos.items():
+        with atomic_open(folder / name, "wb") as file:
+            file.write(data)
+    return folder
 
 
 def make_synthetic_subject(folder: str | os.PathLike[str], count: int = 6, size: int = 128, seed: int = 0) -> Path:

@@ -119,9 +119,15 @@ class MemoryPlan:
         ]
         return "\n".join(lines + [f"  - {note}" for note in self.notes])
 
+    @property
+    def optimizer(self) -> str:
+        """The optimizer's name (:data:`nbhelpers.training.conventions.OPTIMIZERS`)."""
+        return "adamw_8bit" if self.use_8bit_adam else "adamw_torch"
+
     def as_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["expected_peak_bytes"] = self.estimate.peak
+        data["optimizer"] = self.optimizer
         return data
 
 
@@ -152,7 +158,7 @@ def count_trained_parameters(
     unet: torch.nn.Module, text_encoder: torch.nn.Module | None, config: DreamBoothConfig
 ) -> int:
     """Parameters the optimizer will update: LoRA's ``rank x (in + out)`` per adapted layer, or whole modules."""
-    modules = [(unet, config.lora_target_modules)]
+    modules: list[tuple[torch.nn.Module, list[str] | tuple[str, ...]]] = [(unet, config.lora_target_modules)]
     if config.train_text_encoder and text_encoder is not None:
         modules.append((text_encoder, TEXT_ENCODER_LORA_MODULES))
     if not config.use_lora:
@@ -241,7 +247,7 @@ def count_activation_bytes(
     # small one on the CPU, where its real forward pass is faster than the meta device's Python shape rules.
     device = "cpu" if sum(p.numel() for p in unet.parameters()) < CPU_PRACTICAL_PARAMETERS else "meta"
     with torch.random.fork_rng(devices=[]), torch.device(device):  # random init must not move the run's RNG
-        meta = type(unet).from_config(unet.config)
+        meta: Any = type(unet).from_config(unet.config)  # type: ignore[attr-defined]  # a diffusers model
     torch.nn.Module.to(meta, compute_dtype)  # diffusers' own .to() warns about fp32 modules; none matter here
     parameters = {id(p) for p in meta.parameters()}
     if trained == "full":
@@ -340,7 +346,7 @@ class PlanInputs:
         targets = tuple(lora_target_modules) if trained == "lora" else ()
         key = (
             type(self.unet).__qualname__,
-            json.dumps(dict(self.unet.config), sort_keys=True, default=str),
+            json.dumps(dict(self.unet.config), sort_keys=True, default=str),  # type: ignore[arg-type]
             batch,
             resolution,
             str(compute_dtype),
@@ -573,7 +579,7 @@ def _does_not_fit(
 
 
 @contextmanager
-def sliced_attention(unet: torch.nn.Module, enabled: bool) -> Iterator[None]:
+def sliced_attention(unet: Any, enabled: bool) -> Iterator[None]:
     """Use diffusers' sliced attention inside the block (class/validation images), the previous processors after.
 
     Training keeps the processors it had: sliced attention would save each slice's score matrix for backward.

@@ -7,14 +7,17 @@
 Before the first step a memory plan (:mod:`~nbhelpers.dreambooth.memory_plan`) picks the memory savers and
 prints the expected peak. The run goes through ``accelerate``, so the same code trains on one GPU or several
 (``accelerate launch -m nbhelpers dreambooth --instance_data_dir photos/ --output_dir runs/dog``).
-Checkpoints (:mod:`~nbhelpers.dreambooth.checkpoints`) hold only what training changes; a resumed run continues
-exactly as the uninterrupted one (each step's data and noise are a function of the step number).
-``train_log.csv`` holds the loss of every step exactly once.
+Checkpoints (:mod:`~nbhelpers.dreambooth.checkpoints`) hold only what training changes, in safetensors and JSON
+(reading one cannot run code); a resumed run continues exactly as the uninterrupted one (each step's data and
+noise are a function of the step number). ``train_log.csv`` (:mod:`~nbhelpers.dreambooth.run_log`) holds the loss
+of every step exactly once. Which parameters train, and in which precision the frozen ones are kept, is
+:mod:`~nbhelpers.dreambooth.trainable`.
 """
 
 from __future__ import annotations
 
-import csv
+import copy
+import dataclasses
 import logging
 import os
 from collections.abc import Iterator
@@ -26,14 +29,25 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from nbhelpers.atomic import atomic_open, write_json_atomic
+from nbhelpers.atomic import write_json_atomic
 from nbhelpers.dreambooth import checkpoints as ckpt
-from nbhelpers.dreambooth.config import TEXT_ENCODER_LORA_MODULES, DreamBoothConfig, DreamBoothConfigError
+from nbhelpers.dreambooth.config import DreamBoothConfig, DreamBoothConfigError
 from nbhelpers.dreambooth.data import DreamBoothDataset, EpochShuffleSampler, collate, image_files, load_images
 from nbhelpers.dreambooth.export import KOHYA_FILE, peft_state_dicts, save_diffusers_lora, save_kohya_lora
 from nbhelpers.dreambooth.memory_plan import MemoryPlan, plan_memory, sliced_attention
+from nbhelpers.dreambooth.run_log import RunLog
+from nbhelpers.dreambooth.trainable import cast_frozen_weights, named_trainable_parameters, set_up_trainable
 from nbhelpers.errors import UserFacingError, ensure_writable_folder
 from nbhelpers.generation import Generation, generate
+from nbhelpers.training.conventions import make_optimizer, mix_seed, process_seed
+from nbhelpers.training.state import (
+    UnreadableState,
+    check_optimizer_state,
+    check_same_keys,
+    check_tensors,
+    rng_states,
+    set_rng_states,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +87,54 @@ def check_launch(num_processes: int) -> None:
         )
 
 
+def _copy_to_cpu(value: Any) -> Any:
+    """``value`` with every tensor copied to CPU memory (containers rebuilt, other values as they are)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: _copy_to_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copy_to_cpu(item) for item in value)
+    return copy.copy(value)
+
+
+def _accelerator(config: DreamBoothConfig) -> Any:
+    """The run's ``accelerate.Accelerator``, after checking that a multi-process launch was joined."""
+    from accelerate import Accelerator
+
+    # Mixed precision is applied by the trainer (torch.autocast + GradScaler), not by accelerate: accelerate's
+    # choice is process-wide and cannot be changed once made (its only reset, AcceleratorState._reset_state, is
+    # private), while a notebook may train twice with different precisions in one kernel.
+    accelerator = Accelerator(mixed_precision="no", gradient_accumulation_steps=config.gradient_accumulation_steps)
+    check_launch(accelerator.num_processes)
+    return accelerator
+
+
+def _load_base_pipeline(config: DreamBoothConfig, device: torch.device) -> Any:
+    """The base model in fp32 on the training device, without safety checker or memory savers."""
+    from nbhelpers.loading import load_pipeline
+
+    return load_pipeline(
+        config.model,
+        stand_in=config.stand_in,
+        device=device,
+        dtype=torch.float32,
+        safety_checker=False,
+        memory_savers="off",
+        progress=False,
+    )
+
+
 class DreamBoothTrainer:
     """Sets up models, data, optimizer and accelerator for one :class:`DreamBoothConfig`; ``train()`` runs it.
+
+    The set-up runs in this order, each step using only what the ones before made: settings checked, output
+    folder checked, accelerator, photos, base pipeline, memory plan, trainable parameters
+    (:mod:`~nbhelpers.dreambooth.trainable`), data, optimizer and schedule. A loop by hand is
+    ``loss = trainer.compute_loss(batch, generator=...)`` then ``trainer.optimizer_step(loss)``; ``train()`` adds
+    the data order, resumable checkpoints (:mod:`~nbhelpers.dreambooth.checkpoints`), the loss log
+    (:mod:`~nbhelpers.dreambooth.run_log`), validation images and the saved weights. ``state_dict()`` and
+    ``load_state_dict()`` take and restore what a checkpoint holds.
 
     Args:
         config: the run's settings (validated here).
@@ -83,61 +143,44 @@ class DreamBoothTrainer:
     """
 
     def __init__(self, config: DreamBoothConfig, pipe: Any = None) -> None:
-        from accelerate import Accelerator
         from accelerate.utils import set_seed
         from diffusers import DDPMScheduler
+        from diffusers.optimization import get_scheduler
 
         config.validate()
         self.config = config
         # Before the model loads: an unwritable folder is reported now, not after loading or training.
         self.output_dir = ensure_writable_folder(config.output_dir, flag="--output_dir")
-        # Mixed precision is applied here (torch.autocast + GradScaler), not by accelerate: accelerate's choice
-        # is process-wide and cannot be changed once made (its only reset, AcceleratorState._reset_state, is
-        # private), while a notebook may train twice with different precisions in one kernel.
-        self.accelerator = Accelerator(
-            mixed_precision="no", gradient_accumulation_steps=config.gradient_accumulation_steps
-        )
-        check_launch(self.accelerator.num_processes)
+        self.run_log = RunLog(self.output_dir)
+        self.accelerator = _accelerator(config)
         set_seed(config.seed)
         min_side = max(8, config.resolution // 2)
         instance_images = load_images(config.instance_data_dir, min_side=min_side)
         device = self.accelerator.device
-        if pipe is None:
-            from nbhelpers.loading import load_pipeline
-
-            pipe = load_pipeline(
-                config.model,
-                stand_in=config.stand_in,
-                device=device,
-                dtype=torch.float32,
-                safety_checker=False,
-                memory_savers="off",
-                progress=False,
-            )
-        self.pipe = pipe
-        self.unet, self.text_encoder, self.vae = pipe.unet, pipe.text_encoder, pipe.vae
+        self.pipe = pipe if pipe is not None else _load_base_pipeline(config, device)
+        self.unet, self.text_encoder, self.vae = self.pipe.unet, self.pipe.text_encoder, self.pipe.vae
         self.plan = plan_memory(config, self.unet, self.text_encoder, self.vae, device)
         if self.accelerator.is_main_process:
             print(self.plan.describe())
-        if pipe.unet.dtype != torch.float32 or pipe.unet.device != device:
+        if self.unet.dtype != torch.float32 or self.unet.device != device:
             # trained weights must be fp32 (frozen ones are re-cast below) and everything on the training device
-            pipe.to(device, torch.float32)
-        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-        self._set_up_trainable()
-        self._cast_frozen_weights()
-        class_images = self._class_images(min_side) if config.with_prior_preservation else None
+            self.pipe.to(device, torch.float32)
+        self.noise_scheduler = DDPMScheduler.from_config(self.pipe.scheduler.config)
+        models = (self.unet, self.text_encoder, self.vae)
+        set_up_trainable(*models, config, gradient_checkpointing=self.plan.gradient_checkpointing)
+        cast_frozen_weights(*models, config, self.weight_dtype)
         self.dataset = DreamBoothDataset(
             instance_images,
             config.instance_prompt,
-            pipe.tokenizer,
+            self.pipe.tokenizer,
             config.resolution,
-            class_images=class_images,
+            class_images=self._class_images(min_side) if config.with_prior_preservation else None,
             class_prompt=config.effective_class_prompt,
             center_crop=config.center_crop,
             random_flip=config.random_flip,
             seed=config.seed,
         )
-        self.dataloader = torch.utils.data.DataLoader(
+        self.dataloader: Any = torch.utils.data.DataLoader(
             self.dataset,
             batch_size=config.train_batch_size,
             sampler=EpochShuffleSampler(len(self.dataset), config.seed),
@@ -145,9 +188,7 @@ class DreamBoothTrainer:
             drop_last=False,
         )
         self.prompt_embeddings = self._encode_prompts() if self.plan.cache_text_embeddings else None
-        optimizer = self._optimizer()
-        from diffusers.optimization import get_scheduler
-
+        optimizer = self._make_optimizer()
         self.lr_scheduler = get_scheduler(
             config.lr_scheduler,
             optimizer=optimizer,
@@ -161,13 +202,10 @@ class DreamBoothTrainer:
         self.unet, self.optimizer, self.dataloader = prepared[:3]
         if config.train_text_encoder:
             self.text_encoder = prepared[3]
-        self.accelerator.register_for_checkpointing(self.lr_scheduler, self.scaler)
-        self.accelerator.register_save_state_pre_hook(self._save_trained_parameters)
-        self.accelerator.register_load_state_pre_hook(self._load_trained_parameters)
 
     # -- setup ---------------------------------------------------------------------------------------------
-    def _autocast(self) -> Any:
-        """Autocast to the mixed-precision dtype (a no-op without mixed precision)."""
+    def autocast(self) -> Any:
+        """Autocast to the mixed-precision dtype (a no-op without mixed precision): what the UNet runs under."""
         dtype = self.weight_dtype
         return torch.autocast(self.accelerator.device.type, dtype=dtype, enabled=dtype != torch.float32)
 
@@ -188,7 +226,7 @@ class DreamBoothTrainer:
         """One image at the training resolution with the model's published defaults (under autocast)."""
         with (
             torch.no_grad(),
-            self._autocast(),
+            self.autocast(),
             sliced_attention(self.pipe.unet, self.plan.attention_slicing),
             self._text_encoder_on_device(),
         ):
@@ -211,74 +249,16 @@ class DreamBoothTrainer:
         self.accelerator.wait_for_everyone()
         return load_images(folder, min_side=min_side)[: config.num_class_images]
 
-    def _set_up_trainable(self) -> None:
-        from peft import LoraConfig
-
-        config = self.config
-        self.vae.requires_grad_(False)
-        self.text_encoder.requires_grad_(config.train_text_encoder and not config.use_lora)
-        self.unet.requires_grad_(not config.use_lora)
-        if config.use_lora:
-            names = [name for name, _ in self.unet.named_modules()]
-            missing = [
-                m for m in config.lora_target_modules if not any(n == m or n.endswith("." + m) for n in names)
-            ]  # peft's matching rule
-            if missing:
-                raise DreamBoothConfigError(
-                    f"lora_target_modules {missing} name no module of the UNet; use attention projections such "
-                    "as to_q, to_k, to_v, to_out.0 (or proj_in, proj_out, ff.net.2)."
-                )
-            self.unet.add_adapter(
-                LoraConfig(
-                    r=config.lora_rank,
-                    lora_alpha=config.lora_rank,
-                    init_lora_weights="gaussian",
-                    target_modules=list(config.lora_target_modules),
-                )
-            )
-            if config.train_text_encoder:
-                self.text_encoder.add_adapter(
-                    LoraConfig(
-                        r=config.lora_rank,
-                        lora_alpha=config.lora_rank,
-                        init_lora_weights="gaussian",
-                        target_modules=list(TEXT_ENCODER_LORA_MODULES),
-                    )
-                )
-        if self.plan.gradient_checkpointing:
-            self.unet.enable_gradient_checkpointing()
-            if config.train_text_encoder:
-                self.text_encoder.gradient_checkpointing_enable()
-        self.vae.eval()
-        if not config.train_text_encoder:
-            self.text_encoder.eval()
-
     @property
     def weight_dtype(self) -> torch.dtype:
         """The dtype of frozen weights: fp16/bf16 under mixed precision, else fp32."""
         return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.plan.mixed_precision, torch.float32)
 
-    def _cast_frozen_weights(self) -> None:
-        """Under mixed precision keep frozen weights (VAE, untrained text encoder, LoRA's base UNet) in half
-        precision, as diffusers' training scripts do, while every trained parameter stays fp32."""
-        from diffusers.training_utils import cast_training_params
-
-        dtype = self.weight_dtype
-        if dtype == torch.float32:
-            return
-        self.vae.to(dtype=dtype)
-        if self.config.use_lora or not self.config.train_text_encoder:
-            self.text_encoder.to(dtype=dtype)
-        if self.config.use_lora:
-            self.unet.to(dtype=dtype)
-            trained = [self.unet] + ([self.text_encoder] if self.config.train_text_encoder else [])
-            cast_training_params(trained, dtype=torch.float32)
-
     def _encode_prompts(self) -> dict[str, torch.Tensor]:
         """Encode the instance (and class) prompt once; the text encoder then leaves the GPU until a render."""
         device = self.accelerator.device
         embeddings = {}
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad(), self.autocast():
             for kind, ids in (("instance", self.dataset.instance_ids), ("class", self.dataset.class_ids)):
                 if ids is not None:
                     embeddings[kind] = self.text_encoder(ids[None].to(device))[0]
@@ -296,39 +276,65 @@ class DreamBoothTrainer:
         modules = {"unet": unwrap(self.unet)}
         if self.config.train_text_encoder:
             modules["text_encoder"] = unwrap(self.text_encoder)
-        return {
-            f"{prefix}.{name}": p
-            for prefix, module in modules.items()
-            for name, p in module.named_parameters()
-            if p.requires_grad
-        }
+        return named_trainable_parameters(modules)
 
-    def _optimizer(self) -> torch.optim.Optimizer:
-        parameters = self.trainable_parameters()
-        learning_rate = self.config.effective_learning_rate
-        if self.plan.use_8bit_adam:
-            try:
-                import bitsandbytes as bnb
-
-                return bnb.optim.AdamW8bit(parameters, lr=learning_rate, weight_decay=1e-2)
-            except ImportError:
-                logger.warning(
-                    "use_8bit_adam: bitsandbytes is not installed (pip install bitsandbytes); using torch.optim.AdamW."
-                )
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        name = self.plan.optimizer
         # fused: one kernel per step and no whole-model temporaries (what the memory plan assumes) on CUDA
-        fused = self.accelerator.device.type == "cuda"
-        return torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=1e-2, fused=fused)
+        settings = {
+            "learning_rate": self.config.effective_learning_rate,
+            "weight_decay": 1e-2,
+            "fused": self.accelerator.device.type == "cuda",
+        }
+        try:
+            return make_optimizer(name, self.trainable_parameters(), **settings)
+        except ImportError:
+            logger.warning("%s: bitsandbytes is not installed (pip install bitsandbytes); using AdamW.", name)
+            return make_optimizer("adamw_torch", self.trainable_parameters(), **settings)
 
-    # -- checkpoint hooks (called by accelerator.save_state / load_state) ----------------------------------
-    def _save_trained_parameters(self, models: list, weights: list, output_dir: str) -> None:
-        """Save only what training changes; drop the whole-model state dicts accelerate would write."""
-        if self.accelerator.is_main_process:
-            ckpt.save_trained_parameters(self.named_trainable_parameters(), Path(output_dir))
-        weights.clear()
+    # -- the state a checkpoint holds ------------------------------------------------------------------------
+    def _training_state(self) -> ckpt.TrainingState:
+        """The live state (no copies): trained parameters, optimizer, schedule, gradient scaler, random generators."""
+        return ckpt.TrainingState(
+            trained_parameters=dict(self.named_trainable_parameters()),
+            optimizer=self.optimizer.state_dict(),
+            lr_scheduler=self.lr_scheduler.state_dict(),
+            grad_scaler=self.scaler.state_dict(),
+            rng=rng_states(),
+        )
 
-    def _load_trained_parameters(self, models: list, input_dir: str) -> None:
-        ckpt.load_trained_parameters(self.named_trainable_parameters(), Path(input_dir))
-        models.clear()  # loaded above; accelerate must not look for whole-model files
+    def state_dict(self) -> dict[str, Any]:
+        """A copy, in CPU memory, of what a checkpoint holds: ``trained_parameters``, the ``optimizer``'s,
+        ``lr_scheduler``'s and ``grad_scaler``'s states and the random generators' (``rng``).
+        :meth:`load_state_dict` puts it back."""
+        state = self._training_state()
+        return _copy_to_cpu({part.name: getattr(state, part.name) for part in dataclasses.fields(state)})
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` (or a checkpoint) holds. Every part is checked against this run before
+        any is applied.
+
+        Raises:
+            UnreadableState: a part does not fit this run (other parameters, shapes, optimizer or schedule).
+        """
+        self._apply_training_state(ckpt.TrainingState(**state))
+
+    def _apply_training_state(self, state: ckpt.TrainingState) -> None:
+        trained = self.named_trainable_parameters()
+        check_tensors(state.trained_parameters, trained, "trained parameters")
+        check_optimizer_state(state.optimizer, self.optimizer)
+        schedule = self.lr_scheduler.state_dict()
+        check_same_keys(state.lr_scheduler, schedule, "the learning-rate schedule's state")
+        if state.lr_scheduler.get("lr_lambdas") != schedule.get("lr_lambdas"):  # copied onto the schedule's lambdas
+            raise UnreadableState("the learning-rate schedule's state is not this run's kind")
+        check_same_keys(state.grad_scaler, self.scaler.state_dict(), "the gradient scaler's state")
+        set_rng_states(state.rng)
+        with torch.no_grad():
+            for name, parameter in trained.items():
+                parameter.copy_(state.trained_parameters[name])
+        self.optimizer.load_state_dict(state.optimizer)
+        self.lr_scheduler.load_state_dict(state.lr_scheduler)
+        self.scaler.load_state_dict(state.grad_scaler)
 
     # -- one step ------------------------------------------------------------------------------------------
     def compute_loss(
@@ -340,8 +346,13 @@ class DreamBoothTrainer:
     ) -> torch.Tensor:
         """The DreamBooth loss of one batch: noise-prediction MSE, plus the weighted class (prior) loss.
 
-        ``noise`` ``(N, 4, R/8, R/8)`` and ``timesteps`` ``(N,)`` may be fixed (tests); otherwise they, and the
-        VAE's latent sample, are drawn from ``generator`` (default: the global RNG).
+        The pictures are encoded to latents, noised to random timesteps (``add_noise``: the forward diffusion),
+        and the UNet, given the prompt's text embeddings, predicts the noise (or the velocity, for v-prediction
+        models); the loss is the mean squared error of that prediction on the instance examples, plus
+        ``prior_loss_weight`` times the same error on the class examples that follow them in the batch (prior
+        preservation). ``noise`` ``(N, 4, R/8, R/8)`` and ``timesteps`` ``(N,)`` may be given (tests, a notebook
+        recomputing it by hand); otherwise they, and the VAE's latent sample, are drawn from ``generator``
+        (default: the global RNG).
         """
         device = self.accelerator.device
         pixels = batch["pixels"].to(device, dtype=self.vae.dtype)
@@ -359,16 +370,8 @@ class DreamBoothTrainer:
             )
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         count = batch["num_instance"]
-        with self._autocast():
-            if self.prompt_embeddings is not None:
-                parts = [self.prompt_embeddings["instance"].expand(count, -1, -1)]
-                if latents.shape[0] > count:
-                    parts.append(self.prompt_embeddings["class"].expand(latents.shape[0] - count, -1, -1))
-                context = torch.cat(parts)
-            else:
-                with torch.set_grad_enabled(self.config.train_text_encoder and torch.is_grad_enabled()):
-                    context = self.text_encoder(batch["input_ids"].to(device))[0]
-            prediction = self.unet(noisy, timesteps, context).sample
+        with self.autocast():
+            prediction = self.unet(noisy, timesteps, self.text_context(batch)).sample
         if self.noise_scheduler.config.prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
         else:
@@ -379,8 +382,25 @@ class DreamBoothTrainer:
             loss = loss + self.config.prior_loss_weight * prior
         return loss
 
+    def text_context(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The text encoder's output for the batch's prompts, ``(N, 77, width)``: the cached embeddings when the
+        plan caches them, else encoded now (with gradients only when the text encoder trains). Call it under
+        :meth:`autocast`."""
+        count, total = batch["num_instance"], batch["input_ids"].shape[0]
+        if self.prompt_embeddings is not None:
+            parts = [self.prompt_embeddings["instance"].expand(count, -1, -1)]
+            if total > count:
+                parts.append(self.prompt_embeddings["class"].expand(total - count, -1, -1))
+            return torch.cat(parts)
+        with torch.set_grad_enabled(self.config.train_text_encoder and torch.is_grad_enabled()):
+            return self.text_encoder(batch["input_ids"].to(self.accelerator.device))[0]
+
     def optimizer_step(self, loss: torch.Tensor) -> None:
-        """Backward; on the last micro-batch of a step also clip to norm 1, step, schedule and zero the gradients."""
+        """Backward; on the last micro-batch of a step also clip to norm 1, step, schedule and zero the gradients.
+
+        With ``gradient_accumulation_steps`` > 1 call it inside ``trainer.accelerator.accumulate(trainer.unet)``,
+        which tells it which micro-batch is the last (``train()`` does).
+        """
         accelerator = self.accelerator
         accelerator.backward(self.scaler.scale(loss))
         if not accelerator.sync_gradients:
@@ -392,30 +412,13 @@ class DreamBoothTrainer:
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def _step_generator(self, micro_step: int) -> torch.Generator:
-        """The RNG of one micro-batch: a function of (seed, micro-step, process), so a resume draws the same."""
-        seed = (self.config.seed * 1_000_003 + micro_step) * 1024 + self.accelerator.process_index
+    def step_generator(self, micro_step: int) -> torch.Generator:
+        """The random generator of one micro-batch: a function of (seed, micro-step, process), so a resumed run
+        draws the same latents, noise and timesteps as an uninterrupted one."""
+        seed = process_seed(mix_seed(self.config.seed, micro_step), self.accelerator.process_index)
         return torch.Generator(self.accelerator.device).manual_seed(seed)
 
     # -- the run -------------------------------------------------------------------------------------------
-    def _log_path(self) -> Path:
-        return self.output_dir / "train_log.csv"
-
-    def _read_log(self, up_to_step: int) -> list[tuple[int, float]]:
-        path = self._log_path()
-        if not path.exists():
-            return []
-        with open(path, newline="") as file:
-            rows = [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(file)]
-        return [(s, v) for s, v in rows if s <= up_to_step]
-
-    def _write_log(self, losses: list[tuple[int, float]]) -> None:
-        path = self._log_path()
-        with atomic_open(path, "w", newline="") as file:
-            writer = csv.writer(file)
-            writer.writerow(["step", "loss"])
-            writer.writerows(losses)
-
     def _run_settings(self) -> dict[str, Any]:
         """The settings a checkpoint records and a resume must match (see ``checkpoints.MUST_MATCH``)."""
         config = self.config
@@ -449,65 +452,44 @@ class DreamBoothTrainer:
         """Write ``checkpoints/checkpoint-<step>`` (only finite weights), then drop checkpoints beyond the limit."""
         finite = all(bool(torch.isfinite(p).all()) for p in self.trainable_parameters())
         self._stop_if_diverged(finite, "trained weights", step)
+        accelerator = self.accelerator
+        main = accelerator.is_main_process
         target = ckpt.checkpoint_folder(self.output_dir) / f"checkpoint-{step}"
-        with ckpt.staged_checkpoint(self.accelerator, target) as staging:
-            self.accelerator.save_state(str(staging))
-            if self.accelerator.is_main_process:
-                ckpt.write_run_state(
-                    staging,
-                    {
-                        "step": step,
-                        "data_order": data_order,
-                        "dataset_size": len(self.dataset),
-                        "settings": self._run_settings(),
-                    },
-                )
-        if self.accelerator.is_main_process:
+        with ckpt.staged_checkpoint(accelerator, target) as staging:
+            ckpt.save_training_state(
+                staging, self._training_state(), process_index=accelerator.process_index, main=main
+            )
+            if main:
+                run_state = {
+                    "step": step,
+                    "data_order": data_order,
+                    "dataset_size": len(self.dataset),
+                    "settings": self._run_settings(),
+                }
+                ckpt.write_run_state(staging, run_state, ckpt.checkpoint_files(accelerator.num_processes))
+        if main:
             ckpt.prune_checkpoints(self.output_dir, self.config.checkpoints_total_limit)
-        self.accelerator.wait_for_everyone()
+        accelerator.wait_for_everyone()
 
     def _resume(self) -> dict[str, Any] | None:
-        """Load the newest usable checkpoint and return its run state (``None``: nothing to resume).
+        """Load the newest usable checkpoint and return its run state (``None``: nothing to resume); see
+        :func:`~nbhelpers.dreambooth.checkpoints.find_resumable`."""
 
-        Foreign folders are skipped; an unreadable checkpoint is reported and the one before it tried.
-
-        Raises:
-            CheckpointError: a checkpoint was made with conflicting settings, or none of ours is readable.
-        """
-        unreadable = []
-        for _step, folder in reversed(ckpt.list_checkpoints(self.output_dir)):
-            try:
-                state = ckpt.read_run_state(folder)
-            except ckpt.UnreadableCheckpoint as err:
-                if not (folder / ckpt.STATE_FILE).exists():
-                    logger.warning("Ignoring %s: %s.", folder, err)
-                    continue
-                state = None
-                problem = str(err)
-            if state is not None:
-                conflicts = ckpt.settings_conflicts(state.get("settings", {}), self._run_settings())
-                if conflicts:
-                    raise ckpt.CheckpointError(
-                        f"Cannot resume from {folder}: {'; '.join(conflicts)}. Run again with the checkpoint's "
-                        "settings, or start fresh with another output_dir (or resume=False / --no_resume, which "
-                        "replaces these checkpoints)."
-                    )
-                try:
-                    self.accelerator.load_state(str(folder))
-                    self._check_data_order(state, folder)
-                    if unreadable:
-                        logger.warning("Resuming from %s instead.", folder.name)
-                    return state
-                except Exception as err:  # noqa: BLE001 - safetensors, torch.load, pickle: any of them means unusable
-                    problem = f"{type(err).__name__}: {err}"
-            unreadable.append(folder)
-            logger.warning("Checkpoint %s cannot be read (%s); trying the previous one.", folder, problem)
-        if unreadable:
-            raise ckpt.CheckpointError(
-                f"No readable checkpoint in {ckpt.checkpoint_folder(self.output_dir)} ({len(unreadable)} unreadable). "
-                "Start fresh with resume=False (--no_resume), or remove the broken folders."
+        def load(folder: Path, run_state: dict[str, Any]) -> None:
+            # on the CPU, as accelerate loads it: optimizer.load_state_dict moves each state where its parameter is
+            saved = ckpt.load_training_state(
+                folder,
+                self.named_trainable_parameters(),
+                process_index=self.accelerator.process_index,
+                device=torch.device("cpu"),
             )
-        return None
+            try:
+                self._apply_training_state(saved)
+            except UnreadableState as err:
+                raise ckpt.UnreadableCheckpoint(str(err)) from None
+            self._check_data_order(run_state, folder)
+
+        return ckpt.find_resumable(self.output_dir, self._run_settings(), load)
 
     def _check_data_order(self, state: dict[str, Any], folder: Path) -> None:
         if state.get("dataset_size") != len(self.dataset):
@@ -583,23 +565,12 @@ class DreamBoothTrainer:
         """
         from tqdm.auto import tqdm
 
-        config = self.config
-        accelerator = self.accelerator
-        main = accelerator.is_main_process
-        if main:
-            ckpt.tidy_after_crash(self.output_dir)  # staging folders of a run killed while saving
-        accelerator.wait_for_everyone()
-        state = self._resume() if config.resume else None
-        start_step = state["step"] if state else 0
-        order = state["data_order"] if state else {"epoch": 0, "batch": 0, "micro_step": 0}
-        losses = self._read_log(start_step)
-        if main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.output_dir / "config.json", config.to_dict() | {"memory_plan": self.plan.as_dict()})
-            self._write_log(losses)
+        config, accelerator = self.config, self.accelerator
+        start_step, order, losses = self._begin_run()
         validation_images: list[Path] = []
         step, epoch, skip, micro_step = start_step, order["epoch"], order["batch"], order["micro_step"]
         self.unet.train()
+        main = accelerator.is_main_process
         bar = tqdm(total=config.max_train_steps, initial=step, desc="DreamBooth", disable=not (progress and main))
         micro_losses: list[torch.Tensor] = []
         while step < config.max_train_steps:
@@ -610,7 +581,7 @@ class DreamBoothTrainer:
                 if step >= config.max_train_steps:
                     break
                 with accelerator.accumulate(self.unet):
-                    loss = self.compute_loss(batch, generator=self._step_generator(micro_step))
+                    loss = self.compute_loss(batch, generator=self.step_generator(micro_step))
                     self._stop_if_diverged(bool(torch.isfinite(loss.detach())), "loss", step + 1)
                     self.optimizer_step(loss)
                 micro_step += 1
@@ -621,16 +592,10 @@ class DreamBoothTrainer:
                 step_loss = float(accelerator.reduce(torch.stack(micro_losses).mean(), reduction="mean"))
                 micro_losses = []
                 losses.append((step, step_loss))
-                if main:
-                    with open(self._log_path(), "a", newline="") as file:
-                        csv.writer(file).writerow([step, step_loss])
                 bar.update(1)
                 bar.set_postfix(loss=f"{step_loss:.4f}")
-                if step % config.checkpointing_steps == 0 or step == config.max_train_steps:
-                    self._save_checkpoint(step, {"epoch": epoch, "batch": index + 1, "micro_step": micro_step})
-                due = step % config.validation_steps == 0 or step == config.max_train_steps
-                if config.validation_prompts and due and main:
-                    validation_images += self._validate(step)
+                position = {"epoch": epoch, "batch": index + 1, "micro_step": micro_step}
+                validation_images += self._end_of_step(step, step_loss, position)
             skip = 0
             epoch += 1
         bar.close()
@@ -640,6 +605,34 @@ class DreamBoothTrainer:
         return TrainingResult(
             self.output_dir, weights_dir, step, start_step, losses, validation_images, kohya, self.plan
         )
+
+    def _begin_run(self) -> tuple[int, dict[str, int], list[tuple[int, float]]]:
+        """Tidy after a crash, resume (``config.resume``), write ``config.json`` and the log up to the resumed step.
+        Returns the step to start from, the data order there and the losses logged so far."""
+        config, accelerator = self.config, self.accelerator
+        if accelerator.is_main_process:
+            ckpt.tidy_after_crash(self.output_dir)  # staging folders of a run killed while saving
+        accelerator.wait_for_everyone()
+        state = self._resume() if config.resume else None
+        start_step = state["step"] if state else 0
+        order = state["data_order"] if state else {"epoch": 0, "batch": 0, "micro_step": 0}
+        losses = self.run_log.read(start_step)
+        if accelerator.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.output_dir / "config.json", config.to_dict() | {"memory_plan": self.plan.as_dict()})
+            self.run_log.rewrite(losses)
+        return start_step, order, losses
+
+    def _end_of_step(self, step: int, loss: float, position: dict[str, int]) -> list[Path]:
+        """Log the step's loss; write a checkpoint and validation images when due. Returns the images' paths."""
+        config, main = self.config, self.accelerator.is_main_process
+        if main:
+            self.run_log.append(step, loss)
+        last = step == config.max_train_steps
+        if step % config.checkpointing_steps == 0 or last:
+            self._save_checkpoint(step, position)
+        due = step % config.validation_steps == 0 or last
+        return self._validate(step) if config.validation_prompts and due and main else []
 
 
 def train_dreambooth(config: DreamBoothConfig, pipe: Any = None, progress: bool = True) -> TrainingResult:

@@ -113,6 +113,9 @@ def _module_list(modules: list[nn.Module], mix_block_in_forward: bool) -> nn.Mod
 class _FlexibleBlock(nn.Module):
     """Shared helpers of the three block kinds: run a resnet / attention, honouring gradient checkpointing."""
 
+    modules_list: nn.ModuleList  # set by each block kind
+    _gradient_checkpointing_func: Callable[..., torch.Tensor]  # set by ModelMixin.enable_gradient_checkpointing
+
     def __init__(self) -> None:
         super().__init__()
         self.gradient_checkpointing = False
@@ -325,7 +328,7 @@ class FlexibleCrossAttnUpBlock2D(_FlexibleBlock):
         add_upsample: bool,
     ) -> None:
         super().__init__()
-        self.num_resnets = num_resnets
+        self.num_resnets: int = num_resnets
 
         def resnet(i: int) -> ResnetBlock2D:
             skip_channels = in_channels if i == num_resnets - 1 else out_channels
@@ -521,11 +524,88 @@ class FlexibleUNet2DConditionModel(
         addition_embed_type_num_heads: int = 64,
     ) -> None:
         super().__init__()
-        if configurations is None:
-            raise ValueError("FlexibleUNet2DConditionModel needs `configurations` (see DECI_FLEXIBLE_UNET_CONFIG).")
+        # Named steps, as in diffusers' UNet2DConditionModel.__init__; modules are made in the published model's
+        # order (conv_in, time embedding, down, mid, up, output), which fixes their seeded initial weights.
+        self._check_config(
+            configurations=configurations,
+            class_embed_type=class_embed_type,
+            addition_embed_type=addition_embed_type,
+            encoder_hid_dim_type=encoder_hid_dim_type,
+            num_class_embeds=num_class_embeds,
+            time_embedding_type=time_embedding_type,
+            attention_type=attention_type,
+            dual_cross_attention=dual_cross_attention,
+            transformer_layers_per_block=transformer_layers_per_block,
+            only_cross_attention=only_cross_attention,
+            norm_num_groups=norm_num_groups,
+        )
+        assert configurations is not None and norm_num_groups is not None  # checked above
         # keep a private copy in the config, so editing model.config cannot change a module-level dict
         configurations = copy.deepcopy(dict(configurations))
         self.register_to_config(configurations=configurations)
+        cfg = self._layout(configurations, cross_attention_dim)
+        settings = BlockSettings(
+            temb_channels=cfg["temb_dim"],
+            num_attention_heads=cfg["num_attention_heads"],
+            cross_attention_dim=self._context_dim,
+            norm_num_groups=norm_num_groups,
+            resnet_eps=cfg["resnet_eps"],
+            resnet_act_fn=cfg["resnet_act_fn"],
+            mix_block_in_forward=bool(cfg["mix_block_in_forward"]),
+            resnet_kwargs={
+                "dropout": dropout,
+                "time_embedding_norm": resnet_time_scale_shift,
+                "output_scale_factor": resnet_out_scale_factor,
+                "skip_time_act": resnet_skip_time_act,
+            },
+            attention_kwargs={
+                "num_layers": transformer_layers_per_block,
+                "dropout": dropout,
+                "use_linear_projection": use_linear_projection,
+                "only_cross_attention": only_cross_attention,
+                "upcast_attention": upcast_attention,
+            },
+        )
+        first_channels = cfg["down_blocks_in_channels"][0]
+        self.conv_in = nn.Conv2d(
+            in_channels, first_channels, kernel_size=conv_in_kernel, padding=(conv_in_kernel - 1) // 2
+        )
+        self._set_time_proj(
+            first_channels,
+            cfg["temb_dim"],
+            flip_sin_to_cos=flip_sin_to_cos,
+            freq_shift=freq_shift,
+            act_fn=act_fn,
+            timestep_post_act=timestep_post_act,
+            time_cond_proj_dim=time_cond_proj_dim,
+            time_embedding_act_fn=time_embedding_act_fn,
+        )
+        self._set_down_blocks(cfg, settings, downsample_padding)
+        self._set_mid_block(cfg, settings)
+        self._set_up_blocks(cfg, settings)
+        self._set_output(cfg["final_channels"], out_channels, norm_num_groups, norm_eps, act_fn, conv_out_kernel)
+
+    # ------------------------------------------------------------------ construction steps
+
+    @staticmethod
+    def _check_config(
+        *,
+        configurations: dict[str, Any] | None,
+        class_embed_type: str | None,
+        addition_embed_type: str | None,
+        encoder_hid_dim_type: str | None,
+        num_class_embeds: int | None,
+        time_embedding_type: str,
+        attention_type: str,
+        dual_cross_attention: bool,
+        transformer_layers_per_block: Any,
+        only_cross_attention: Any,
+        norm_num_groups: int | None,
+    ) -> None:
+        """Refuse what the flexible UNet cannot build: no ``configurations`` or one without a layout key
+        (``ValueError``), and the ``UNet2DConditionModel`` options it does not implement (``NotImplementedError``)."""
+        if configurations is None:
+            raise ValueError("FlexibleUNet2DConditionModel needs `configurations` (see DECI_FLEXIBLE_UNET_CONFIG).")
         missing = [key for key in _REQUIRED_CONFIGURATION_KEYS if key not in configurations]
         if missing:
             raise ValueError(f"configurations lacks required key(s): {', '.join(missing)}.")
@@ -549,6 +629,10 @@ class FlexibleUNet2DConditionModel(
         if norm_num_groups is None:
             raise ValueError("norm_num_groups must be an int for the flexible UNet.")
 
+    def _layout(self, configurations: dict[str, Any], cross_attention_dim: Any) -> dict[str, Any]:
+        """The block layout: ``configurations`` over the defaults, checked end to end (channels, resolutions,
+        skips), with ``final_channels`` (what reaches ``conv_norm_out``); sets the context width and the numbers of
+        down- and upsamplers the forward pass checks inputs against."""
         cfg: dict[str, Any] = {
             "add_upsample_mid_block": True,
             "mix_block_in_forward": True,
@@ -558,55 +642,35 @@ class FlexibleUNet2DConditionModel(
             "cross_attention_dim": cross_attention_dim,
         }
         cfg.update({key: value for key, value in configurations.items() if value is not None})
-        final_channels = _check_layout(cfg)
+        cfg["final_channels"] = _check_layout(cfg)
         context_dim = cfg["cross_attention_dim"]
         if not isinstance(context_dim, int):
             raise NotImplementedError("cross_attention_dim must be a single int for the flexible UNet.")
         self._context_dim: int = context_dim
         self.num_downsamplers = sum(bool(flag) for flag in cfg["add_downsample"])
         self.num_upsamplers = sum(bool(flag) for flag in cfg["add_upsample"]) + int(bool(cfg["add_upsample_mid_block"]))
+        return cfg
 
-        heads = cfg["num_attention_heads"]
-        temb_dim = cfg["temb_dim"]
-        mix = bool(cfg["mix_block_in_forward"])
-        settings = BlockSettings(
-            temb_channels=temb_dim,
-            num_attention_heads=heads,
-            cross_attention_dim=context_dim,
-            norm_num_groups=norm_num_groups,
-            resnet_eps=cfg["resnet_eps"],
-            resnet_act_fn=cfg["resnet_act_fn"],
-            mix_block_in_forward=mix,
-            resnet_kwargs={
-                "dropout": dropout,
-                "time_embedding_norm": resnet_time_scale_shift,
-                "output_scale_factor": resnet_out_scale_factor,
-                "skip_time_act": resnet_skip_time_act,
-            },
-            attention_kwargs={
-                "num_layers": transformer_layers_per_block,
-                "dropout": dropout,
-                "use_linear_projection": use_linear_projection,
-                "only_cross_attention": only_cross_attention,
-                "upcast_attention": upcast_attention,
-            },
-        )
-
-        # input and time embedding
-        first_channels = cfg["down_blocks_in_channels"][0]
-        self.conv_in = nn.Conv2d(
-            in_channels, first_channels, kernel_size=conv_in_kernel, padding=(conv_in_kernel - 1) // 2
-        )
-        self.time_proj = Timesteps(first_channels, flip_sin_to_cos, freq_shift)
+    def _set_time_proj(
+        self,
+        channels: int,
+        temb_dim: int,
+        *,
+        flip_sin_to_cos: bool,
+        freq_shift: int,
+        act_fn: str,
+        timestep_post_act: str | None,
+        time_cond_proj_dim: int | None,
+        time_embedding_act_fn: str | None,
+    ) -> None:
+        """The sinusoidal timestep features (``channels`` wide) and the MLP that embeds them (``temb_dim``)."""
+        self.time_proj = Timesteps(channels, flip_sin_to_cos, freq_shift)
         self.time_embedding = TimestepEmbedding(
-            first_channels,
-            temb_dim,
-            act_fn=act_fn,
-            post_act_fn=timestep_post_act,
-            cond_proj_dim=time_cond_proj_dim,
+            channels, temb_dim, act_fn=act_fn, post_act_fn=timestep_post_act, cond_proj_dim=time_cond_proj_dim
         )
         self.time_embed_act = get_activation(time_embedding_act_fn) if time_embedding_act_fn is not None else None
 
+    def _set_down_blocks(self, cfg: dict[str, Any], settings: BlockSettings, downsample_padding: int) -> None:
         n_down = len(cfg["down_blocks_in_channels"])
         self.down_blocks = nn.ModuleList(
             FlexibleCrossAttnDownBlock2D(
@@ -621,6 +685,8 @@ class FlexibleUNet2DConditionModel(
             )
             for i in range(n_down)
         )
+
+    def _set_mid_block(self, cfg: dict[str, Any], settings: BlockSettings) -> None:
         self.mid_block = FlexibleUNetMidBlock2DCrossAttn(
             settings,
             channels=cfg["down_blocks_out_channels"][-1],
@@ -628,6 +694,9 @@ class FlexibleUNet2DConditionModel(
             num_attentions=cfg["mid_num_attentions"],
             add_upsample=bool(cfg["add_upsample_mid_block"]),
         )
+
+    def _set_up_blocks(self, cfg: dict[str, Any], settings: BlockSettings) -> None:
+        """Up blocks mirror the down blocks' channels (reversed); each resnet concatenates one skip."""
         up_in = list(reversed(cfg["down_blocks_in_channels"]))
         up_out = list(reversed(cfg["down_blocks_out_channels"]))
         self.up_blocks = nn.ModuleList(
@@ -643,12 +712,13 @@ class FlexibleUNet2DConditionModel(
             for k in range(len(up_out))
         )
 
-        # output
-        self.conv_norm_out = nn.GroupNorm(num_channels=final_channels, num_groups=norm_num_groups, eps=norm_eps)
+    def _set_output(
+        self, channels: int, out_channels: int, norm_num_groups: int, norm_eps: float, act_fn: str, kernel: int
+    ) -> None:
+        """GroupNorm, activation and the convolution back to ``out_channels`` latent channels."""
+        self.conv_norm_out = nn.GroupNorm(num_channels=channels, num_groups=norm_num_groups, eps=norm_eps)
         self.conv_act = get_activation(act_fn)
-        self.conv_out = nn.Conv2d(
-            final_channels, out_channels, kernel_size=conv_out_kernel, padding=(conv_out_kernel - 1) // 2
-        )
+        self.conv_out = nn.Conv2d(channels, out_channels, kernel_size=kernel, padding=(kernel - 1) // 2)
 
     # ------------------------------------------------------------------ attention helpers
 
@@ -696,6 +766,8 @@ class FlexibleUNet2DConditionModel(
             if len(slice_size) != len(layers):
                 raise ValueError(f"got {len(slice_size)} slice sizes for {len(layers)} attention layers.")
             sizes = list(slice_size)
+        elif isinstance(slice_size, str):
+            raise ValueError(f"slice_size must be 'auto', 'max', an int, a list or None; got {slice_size!r}.")
         else:
             sizes = [slice_size] * len(layers)
         for layer, size in zip(layers, sizes, strict=True):
@@ -834,7 +906,8 @@ class FlexibleUNet2DConditionModel(
 
         sample = self.mid_block(sample, emb, context)
 
-        for up_block in self.up_blocks:
+        up_blocks: list[FlexibleCrossAttnUpBlock2D] = list(self.up_blocks)  # type: ignore[arg-type]
+        for up_block in up_blocks:
             n = up_block.num_resnets
             block_skips, skips = skips[-n:], skips[:-n]
             sample = up_block(sample, block_skips, emb, context)

@@ -1,21 +1,31 @@
 """Train the toy "shapes" models: ``nbhelpers toy-train --model sd`` (or ``deci``).
 
-Three stages, each deterministic for a fixed seed and thread count:
+Three stages, each deterministic for a fixed seed and thread count, and two steps that finish the run; each is a
+function of the :class:`ToyRun` the stages share (models, data, random generator, checkpoint, losses):
 
-1. the VAE learns to reconstruct 64 px shapes pictures through 16x16x4 latents (MSE + a small KL term);
-2. the denoiser learns the captions: SD-style (``UNet2DConditionModel``, epsilon prediction, SD v1's
-   scaled-linear betas, sampled with DDIM) or DeciDiffusion-style (the flexible UNet, v-prediction, cosine
-   betas rescaled to zero terminal SNR, DDIM with trailing timesteps, as the real model's scheduler config).
-   The text encoder's word embeddings train with it; 10% of captions are dropped so classifier-free guidance
-   has an unconditional branch to steer from.
-3. the VAE's decoder alone trains on, encoder frozen (:func:`finetune_decoder`): the latents the denoiser learned
-   stay the same and the pictures get sharper.
+1. :func:`train_vae`: the VAE learns to reconstruct 64 px shapes pictures through 16x16x4 latents (MSE + a small
+   KL term); :func:`encode_latents` then encodes every picture and scales the latents to unit variance;
+2. :func:`train_denoiser`: the denoiser learns the captions: SD-style (``UNet2DConditionModel``, epsilon
+   prediction, SD v1's scaled-linear betas, sampled with DDIM) or DeciDiffusion-style (the flexible UNet,
+   v-prediction, cosine betas rescaled to zero terminal SNR, DDIM with trailing timesteps, as the real model's
+   scheduler config). The text encoder's word embeddings train with it; 10% of captions are dropped so
+   classifier-free guidance has an unconditional branch to steer from;
+3. :func:`finetune_decoder`: the VAE's decoder alone trains on, encoder frozen: the latents the denoiser learned
+   stay the same and the pictures get sharper;
+4. :func:`assemble` puts the parts into a pipeline and :func:`record` scores it and writes its folder.
 
-Long runs are resumable: every ``checkpoint_every`` steps the models, optimiser, learning-rate schedule, random
-generator and place in the shuffled data are written atomically to ``<output_dir>.checkpoint.pt``; a run started
-again with the same settings continues from there and ends with the same weights as an uninterrupted run (same
-thread count). The short decoder stage is not checkpointed: a run killed in it resumes from the denoiser's
-last checkpoint. The checkpoint is deleted once the pipeline folder is written.
+Settings share their names with ``nbhelpers dreambooth`` (:mod:`nbhelpers.training.conventions`): the denoiser
+stage, the main one, trains ``max_train_steps`` steps at ``learning_rate``; a checkpoint is written every
+``checkpointing_steps`` steps.
+
+Long runs are resumable: the models, optimiser, learning-rate schedule, random generator and place in the shuffled
+data go atomically to ``<output_dir>.checkpoint.safetensors`` (tensors in safetensors, the rest as JSON in its
+header: :mod:`nbhelpers.training.state`; nothing in it can run code when read); a run started again with the same
+settings continues from there and ends with the same weights as an uninterrupted run (same thread count). A
+checkpoint that cannot be read, or is not one of this trainer's, is reported in one line and the run starts from
+the beginning; ``<output_dir>.checkpoint.pt``, the pickle of earlier versions, is never loaded. The short decoder
+stage is not checkpointed: a run killed in it resumes from the denoiser's last checkpoint. The checkpoint is
+deleted once the pipeline folder is written.
 
 The result is an ordinary pipeline folder in the hub repos' layout (``model_index.json``, ``vae/``,
 ``text_encoder/``, ``tokenizer/``, ``scheduler/``, and ``unet/`` or DeciDiffusion's ``flexible_unet/``),
@@ -30,6 +40,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,9 +49,32 @@ import torch
 import torch.nn.functional as F
 
 from nbhelpers.atomic import atomic_folder, write_json_atomic
+from nbhelpers.errors import ConfigurationError
 from nbhelpers.toy.evaluate import accuracy, score_pipeline
 from nbhelpers.toy.pipelines import trained_toy_dir
 from nbhelpers.toy.shapes import Scene, make_scenes
+from nbhelpers.training.conventions import make_optimizer, mix_seed
+from nbhelpers.training.state import (
+    UnreadableState,
+    check_optimizer_state,
+    check_same_keys,
+    check_tensors,
+    load_state_file,
+    save_state_file,
+)
+
+#: the checkpoint beside ``<output_dir>``, and the pickle name of earlier versions (never loaded)
+CHECKPOINT_SUFFIX = ".checkpoint.safetensors"
+PICKLED_CHECKPOINT_SUFFIX = ".checkpoint.pt"
+#: the optimiser of every stage (:data:`nbhelpers.training.conventions.OPTIMIZERS`)
+OPTIMIZER = "adamw_torch"
+#: names earlier versions recorded in ``training.json`` (and took as flags), with today's
+RENAMED_SETTINGS = {"unet_steps": "max_train_steps", "checkpoint_every": "checkpointing_steps"}
+
+
+class ToyTrainingConfigError(ConfigurationError):
+    """A toy-train setting is out of range, or a checkpoint was made with other settings; the message says what
+    to change."""
 
 
 @dataclass
@@ -61,7 +95,7 @@ class ToyTrainingConfig:
         default=None,
         metadata={
             "help": "A trained toy pipeline folder of the same model to start from: its VAE is kept (the VAE "
-            "stage is skipped) and its text encoder and denoiser train on for unet_steps with a new "
+            "stage is skipped) and its text encoder and denoiser train on for max_train_steps with a new "
             "learning-rate cycle (a warm restart). training.json keeps the earlier run's record."
         },
     )
@@ -74,7 +108,9 @@ class ToyTrainingConfig:
     )
     num_scenes: int = field(default=20000, metadata={"help": "Pictures in the training set (drawn once, seeded)."})
     vae_steps: int = field(default=300, metadata={"help": "Optimiser steps of the VAE stage."})
-    unet_steps: int = field(default=1200, metadata={"help": "Optimiser steps of the denoiser stage."})
+    max_train_steps: int = field(
+        default=1200, metadata={"help": "Optimiser steps of the denoiser stage, the main one (was --unet_steps)."}
+    )
     decoder_steps: int = field(
         default=300,
         metadata={"help": "Optimiser steps of the last stage: the VAE decoder alone, sharper (0: skip)."},
@@ -94,38 +130,61 @@ class ToyTrainingConfig:
             "sd and deci runs side by side, uses two cores best."
         },
     )
-    fp16: bool = field(default=True, metadata={"help": "Store the weights in fp16 (half the size)."})
+    save_precision: Literal["fp16", "fp32"] = field(
+        default="fp16",
+        metadata={"help": "Precision of the saved weights (fp16: half the size). Training computes in fp32."},
+    )
     evaluate: bool = field(
         default=True, metadata={"help": "Score the trained model's pictures of the 36 captions (about a minute)."}
     )
-    checkpoint_every: int = field(
-        default=200, metadata={"help": "Optimiser steps between resumable checkpoints (0: none)."}
+    checkpointing_steps: int = field(
+        default=200,
+        metadata={"help": "Optimiser steps between resumable checkpoints (0: none; was --checkpoint_every)."},
     )
 
+    @classmethod
+    def from_record(cls, settings: dict[str, Any]) -> ToyTrainingConfig:
+        """The config a ``training.json`` records under ``settings``, also one of an earlier version (its
+        ``unet_steps``, ``checkpoint_every`` and ``fp16`` are today's ``max_train_steps``, ``checkpointing_steps``
+        and ``save_precision``); settings that version did not have keep today's defaults."""
+        values = {RENAMED_SETTINGS.get(name, name): value for name, value in settings.items()}
+        if "fp16" in values:
+            values["save_precision"] = "fp16" if values.pop("fp16") else "fp32"
+        return cls(**values)
+
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the setting that is out of range."""
-        for name in ("num_scenes", "vae_steps", "unet_steps", "batch_size", "threads"):
+        """Raise :class:`ToyTrainingConfigError` naming the setting that is out of range."""
+        for name in ("num_scenes", "vae_steps", "max_train_steps", "batch_size", "threads"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}.")
+                raise ToyTrainingConfigError(f"{name} must be at least 1; got {getattr(self, name)}.")
         if self.decoder_steps < 0:
-            raise ValueError(f"decoder_steps must be 0 (skip) or more; got {self.decoder_steps}.")
-        if self.checkpoint_every < 0:
-            raise ValueError(f"checkpoint_every must be 0 (none) or more; got {self.checkpoint_every}.")
+            raise ToyTrainingConfigError(f"decoder_steps must be 0 (skip) or more; got {self.decoder_steps}.")
+        if self.checkpointing_steps < 0:
+            raise ToyTrainingConfigError(
+                f"checkpointing_steps must be 0 (none) or more; got {self.checkpointing_steps}."
+            )
         for name in ("vae_learning_rate", "decoder_learning_rate", "learning_rate"):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{name} must be a positive finite number; got {value}.")
+                raise ToyTrainingConfigError(f"{name} must be a positive finite number; got {value}.")
         if not math.isfinite(self.snr_gamma) or self.snr_gamma < 0:
-            raise ValueError(f"snr_gamma must be 0 (off) or a positive number; got {self.snr_gamma}.")
+            raise ToyTrainingConfigError(f"snr_gamma must be 0 (off) or a positive number; got {self.snr_gamma}.")
         if self.continue_from is not None and not (Path(self.continue_from) / "model_index.json").is_file():
-            raise ValueError(
+            raise ToyTrainingConfigError(
                 f"continue_from must be a trained toy pipeline folder (with model_index.json); got "
                 f"{self.continue_from!r}."
             )
         if self.seed < 0:
-            raise ValueError(f"seed must be 0 or more; got {self.seed}.")
+            raise ToyTrainingConfigError(f"seed must be 0 or more; got {self.seed}.")
         if not 0 <= self.caption_dropout < 1:
-            raise ValueError(f"caption_dropout must be in [0, 1); got {self.caption_dropout}.")
+            raise ToyTrainingConfigError(f"caption_dropout must be in [0, 1); got {self.caption_dropout}.")
+        if self.save_precision not in ("fp16", "fp32"):
+            raise ToyTrainingConfigError(f"save_precision must be fp16 or fp32; got {self.save_precision!r}.")
+
+    def result_settings(self) -> dict[str, Any]:
+        """The settings that change the trained weights (a checkpoint resumes only under the same ones)."""
+        ignored = ("output_dir", "checkpointing_steps", "evaluate", "save_precision")
+        return {name: value for name, value in asdict(self).items() if name not in ignored}
 
 
 def _pictures(scenes: list[Scene]) -> torch.Tensor:
@@ -155,49 +214,21 @@ class _Batches:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.order, self.position = state["order"], state["position"]
 
-
-class _Checkpoint:
-    """The resumable state of a run, in one file written atomically beside the output folder."""
-
-    def __init__(self, path: Path, config: ToyTrainingConfig) -> None:
-        self.path = path
-        # Everything that changes the result; output_dir and checkpoint_every do not.
-        self.settings = {
-            k: v for k, v in asdict(config).items() if k not in ("output_dir", "checkpoint_every", "evaluate")
-        }
-        self.state: dict[str, Any] | None = None
-        if path.is_file():
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=False)
-            except Exception as err:  # whatever torch.load raises for a damaged file: name the file and the way out
-                raise RuntimeError(
-                    f"The checkpoint {path} cannot be read ({type(err).__name__}: {err}). Delete it to start over."
-                ) from err
-            if state.get("settings") != self.settings:
-                changed = sorted(k for k in self.settings if state.get("settings", {}).get(k) != self.settings[k])
-                raise ValueError(
-                    f"{path} was written by a run with other settings ({', '.join(changed)}). Train with the same "
-                    "settings to resume, or delete the checkpoint (or pass another --output_dir) to start over."
-                )
-            self.state = state
-
-    def resumes(self, stage: str) -> dict[str, Any] | None:
-        """The saved state if the run stopped inside ``stage``, else ``None``."""
-        return self.state if self.state and self.state["stage"] == stage else None
-
-    @property
-    def vae_finished(self) -> bool:
-        """Whether the saved run had finished the VAE stage (it was inside the UNet stage)."""
-        return bool(self.state) and self.state["stage"] == "unet"
-
-    def save(self, state: dict[str, Any]) -> None:
-        from nbhelpers.atomic import atomic_open
-
-        with atomic_open(self.path, "wb") as file:
-            torch.save({**state, "settings": self.settings}, file)
+    def check_state(self, state: Any) -> None:
+        """Raise :class:`UnreadableState` unless ``state`` is a place in data of this size."""
+        order, position = (state.get("order"), state.get("position")) if isinstance(state, dict) else (None, None)
+        if not isinstance(order, torch.Tensor) or order.shape != (self.count,) or not isinstance(position, int):
+            raise UnreadableState(f"its place in the data is not one of {self.count} pictures")
 
 
-def _train(
+def _check_place(state: Any, count: int) -> None:
+    """Raise :class:`UnreadableState` unless ``state`` is a saved :class:`_Batches` place in ``count`` items."""
+    order, position = (state.get("order"), state.get("position")) if isinstance(state, dict) else (None, None)
+    if not isinstance(order, torch.Tensor) or order.shape != (count,) or not isinstance(position, int):
+        raise UnreadableState(f"its place in the data is not one in {count} pictures")
+
+
+def _optimise(
     parameters: list[torch.nn.Parameter],
     steps: int,
     learning_rate: float,
@@ -212,8 +243,7 @@ def _train(
 
     ``resume`` (a saved state) continues from its step; ``save(step, optimiser states, losses)`` is called every
     ``every`` steps."""
-    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=learning_rate * 0.05)
+    optimizer, schedule = _optimiser_and_schedule(parameters, steps, learning_rate)
     losses: list[float] = []
     first = 0
     if resume is not None:
@@ -238,16 +268,24 @@ def _train(
     return losses
 
 
+def _optimiser_and_schedule(
+    parameters: list[torch.nn.Parameter], steps: int, learning_rate: float
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    optimizer = make_optimizer(OPTIMIZER, parameters, learning_rate=learning_rate, weight_decay=1e-4, fused=False)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=learning_rate * 0.05)
+    return optimizer, schedule
+
+
 def finetune_decoder(
-    vae: torch.nn.Module, pictures: torch.Tensor, config: ToyTrainingConfig, log: Callable[[str], None] = print
+    vae: Any, pictures: torch.Tensor, config: ToyTrainingConfig, log: Callable[[str], None] = print
 ) -> list[float]:
-    """Train the VAE's decoder alone on ``pictures`` (``(N, 3, 64, 64)`` in ``[-1, 1]``), encoder frozen.
+    """Stage 3: train the VAE's decoder alone on ``pictures`` (``(N, 3, 64, 64)`` in ``[-1, 1]``), encoder frozen.
 
     The latents do not change, so the denoiser trained on them stays valid, and the pictures get sharper: the
     same move as Stability's ``sd-vae-ft-mse`` decoder. It uses its own seeded generator and the latents' means
     (no sampling), so it gives the same weights whether it runs after the denoiser stage or on its own from the
     same fp32 VAE. Returns the loss of every step."""
-    generator = torch.Generator().manual_seed(config.seed + 1)
+    generator = torch.Generator().manual_seed(mix_seed(config.seed, 1))
     batches = _Batches(len(pictures), config.batch_size, generator)
     decoder = [vae.post_quant_conv, vae.decoder]
     vae.requires_grad_(False)
@@ -262,13 +300,13 @@ def finetune_decoder(
 
     vae.train()
     parameters = [p for module in decoder for p in module.parameters()]
-    losses = _train(parameters, config.decoder_steps, config.decoder_learning_rate, decoder_loss, log, "Decoder")
+    losses = _optimise(parameters, config.decoder_steps, config.decoder_learning_rate, decoder_loss, log, "Decoder")
     vae.eval()
     vae.requires_grad_(True)
     return losses
 
 
-def _forget_unseen_words(text_encoder: torch.nn.Module, seen_ids: torch.Tensor) -> None:
+def _forget_unseen_words(text_encoder: Any, seen_ids: torch.Tensor) -> None:
     """Zero the embedding rows of tokens no caption used: they never trained (still their random start), and
     zeros cost nothing in a compressed repository. Every unknown word then reads the same to the model."""
     embedding = text_encoder.get_input_embeddings().weight
@@ -307,30 +345,58 @@ def _earlier_run(config: ToyTrainingConfig) -> dict[str, Any] | None:
     denoiser = "flexible_unet" if config.model == "deci" else "unet"
     missing = [name for name in ("training.json", "vae", "text_encoder", denoiser) if not (folder / name).exists()]
     if missing:  # a hub or tiny pipeline folder has other shapes: only a toy-train folder can be continued
-        raise ValueError(
+        raise ToyTrainingConfigError(
             f"{folder} lacks {', '.join(missing)}: continue_from takes a folder written by "
             f"`nbhelpers toy-train --model {config.model}`."
         )
     try:
         record = json.loads((folder / "training.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{folder / 'training.json'} cannot be read ({err}); train that folder again.") from err
+        raise ToyTrainingConfigError(
+            f"{folder / 'training.json'} cannot be read ({err}); train that folder again."
+        ) from err
     recorded_model = record.get("settings", {}).get("model", config.model)
     if (folder / "flexible_unet").is_dir() != (config.model == "deci") or recorded_model != config.model:
-        raise ValueError(
+        raise ToyTrainingConfigError(
             f"{folder} does not hold a toy {config.model!r} model; continue a folder trained with "
             f"--model {config.model}."
         )
     return {"folder": folder.name, "minutes": float(record.get("minutes", 0.0)), **record}
 
 
-def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = print) -> Path:
-    """Train a toy model as ``config`` says and write its pipeline folder; return the folder."""
-    from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from diffusers.training_utils import compute_snr
+# -- the run's shared state -----------------------------------------------------------------------------------
+
+
+@dataclass
+class ToyModels:
+    """The parts a toy pipeline is made of, and the scheduler settings it trains and samples with."""
+
+    vae: Any
+    text_encoder: Any
+    unet: Any
+    tokenizer: Any
+    scheduler_config: dict[str, Any]
+    noise_scheduler: Any
+
+
+#: the scheduler settings that define training's noise (the sampler's other settings do not)
+_TRAINING_SCHEDULER_KEYS = (
+    "beta_start",
+    "beta_end",
+    "beta_schedule",
+    "num_train_timesteps",
+    "prediction_type",
+    "rescale_betas_zero_snr",
+    "trained_betas",
+)
+
+
+def build_models(config: ToyTrainingConfig) -> ToyModels:
+    """The VAE, text encoder and denoiser, new (seeded by the global generator, in this order) or, with
+    ``continue_from``, read from that folder (the new ones are still drawn first, so the generator moves alike)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from nbhelpers.errors import ensure_writable_folder
     from nbhelpers.models.configs import (
         DECI_DDIM_SCHEDULER,
         SD_V1_PNDM_SCHEDULER,
@@ -339,10 +405,148 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
         TOY_SD_UNET_CONFIG,
         TOY_VAE_CONFIG,
     )
-    from nbhelpers.models.deci_pipeline import DeciDiffusionPipeline
     from nbhelpers.models.flexible_unet import FlexibleUNet2DConditionModel
     from nbhelpers.models.tiny import cache_root
-    from nbhelpers.models.tokenizer import load_clip_tokenizer, write_clip_tokenizer
+    from nbhelpers.models.tokenizer import load_clip_tokenizer
+
+    folder = Path(config.continue_from) if config.continue_from else None
+    vae = (
+        AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32)
+        if folder
+        else AutoencoderKL(**TOY_VAE_CONFIG)
+    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(**TOY_CLIP_TEXT_CONFIG))
+    if config.model == "deci":
+        unet_config = {k: v for k, v in TOY_FLEXIBLE_UNET_CONFIG.items() if not k.startswith("_")}
+        unet: Any = FlexibleUNet2DConditionModel(**unet_config)
+        scheduler_config = DECI_DDIM_SCHEDULER
+    else:
+        unet = UNet2DConditionModel(**TOY_SD_UNET_CONFIG)
+        scheduler_config = {**SD_V1_PNDM_SCHEDULER, "skip_prk_steps": None}
+    if folder:
+        text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=torch.float32)
+        denoiser = folder / ("flexible_unet" if config.model == "deci" else "unet")
+        unet = type(unet).from_pretrained(denoiser, torch_dtype=torch.float32)
+    noise_scheduler = DDPMScheduler(**{k: v for k, v in scheduler_config.items() if k in _TRAINING_SCHEDULER_KEYS})
+    tokenizer = load_clip_tokenizer(cache_root() / "clip-tokenizer")
+    return ToyModels(vae, text_encoder, unet, tokenizer, scheduler_config, noise_scheduler)
+
+
+class ToyCheckpoint:
+    """The resumable state of a run: one file beside the output folder (see the module docstring).
+
+    :meth:`read` takes the file only if every part fits the run (its models, data and optimiser); otherwise it
+    logs what it skipped and the run starts from the beginning. A file of the same trainer with other settings
+    stops the run instead: the user may have changed a setting by mistake, and would lose the work.
+    """
+
+    def __init__(self, output: Path, config: ToyTrainingConfig) -> None:
+        self.path = output.with_name(output.name + CHECKPOINT_SUFFIX)
+        self.pickled = output.with_name(output.name + PICKLED_CHECKPOINT_SUFFIX)
+        self.settings = config.result_settings()
+        self.state: dict[str, Any] | None = None
+
+    @property
+    def stage(self) -> str | None:
+        """``"vae"`` or ``"unet"``: the stage the saved run stopped in (``None``: nothing to resume)."""
+        return self.state["stage"] if self.state else None
+
+    def read(self, run: ToyRun) -> None:
+        if self.pickled.exists():
+            run.log(
+                f"Ignoring {self.pickled}: a checkpoint in the pickle format of earlier versions, never loaded "
+                "(unpickling can run code)."
+            )
+        if not self.path.is_file():
+            return
+        try:
+            state = load_state_file(self.path)
+            if state.get("trainer") != "toy-train":
+                raise UnreadableState(f"{self.path.name} is not a toy-train checkpoint")
+            if state.get("settings") != self.settings:
+                saved = state.get("settings")
+                saved = saved if isinstance(saved, dict) else {}
+                changed = sorted(k for k in self.settings if saved.get(k) != self.settings[k])
+                raise ToyTrainingConfigError(
+                    f"{self.path} was written by a run with other settings ({', '.join(changed)}). Train with the "
+                    "same settings to resume, or delete the checkpoint (or pass another --output_dir) to start over."
+                )
+            self._check(state, run)
+        except UnreadableState as err:
+            run.log(f"Ignoring {self.path}: {err}; training from the start.")
+            return
+        self.state = state
+
+    def _check(self, state: dict[str, Any], run: ToyRun) -> None:
+        """Raise :class:`UnreadableState` unless every part of ``state`` loads into ``run`` as it is."""
+        config, models = run.config, run.models
+        stage, step = str(state.get("stage")), state.get("step")
+        steps = {"vae": config.vae_steps, "unet": config.max_train_steps}.get(stage)
+        if steps is None or not isinstance(step, int) or not 0 < step < steps:
+            raise UnreadableState(f"its stage and step ({stage!r}, {step!r}) are not a place in this run")
+        check_tensors(state.get("vae"), models.vae.state_dict(), "its VAE")
+        if stage == "unet":
+            check_tensors(state.get("unet"), models.unet.state_dict(), "its denoiser")
+            check_tensors(state.get("text_encoder"), models.text_encoder.state_dict(), "its text encoder")
+            _check_losses(state.get("vae_losses"), config.vae_steps, "its VAE losses")
+        _check_losses(state.get("losses"), step, "its losses")
+        _check_place(state.get("batches"), len(run.scenes))
+        try:
+            torch.Generator().set_state(state["generator"])
+        except (KeyError, TypeError, RuntimeError):
+            raise UnreadableState("its random generator state is not one") from None
+        optimizer, schedule = _optimiser_and_schedule(run.stage_parameters(stage), steps, 1.0)
+        check_optimizer_state(state.get("optimizer"), optimizer, "its optimiser state")
+        check_same_keys(state.get("lr_schedule"), schedule.state_dict(), "its learning-rate schedule")
+
+    def save(self, state: dict[str, Any]) -> None:
+        save_state_file(self.path, {**state, "trainer": "toy-train", "settings": self.settings})
+
+
+def _check_losses(losses: Any, count: int, what: str) -> None:
+    if not isinstance(losses, list) or len(losses) != count or not all(isinstance(x, float) for x in losses):
+        raise UnreadableState(f"{what} are not {count} numbers")
+
+
+@dataclass
+class ToyRun:
+    """What the stages of one run share: settings, data, models, the random generator, checkpoint and results.
+
+    The stages (:func:`train_vae`, :func:`encode_latents`, :func:`train_denoiser`, then :func:`finetune_decoder`,
+    :func:`assemble`, :func:`record`) run in that order; each reads what the ones before it left here.
+    """
+
+    config: ToyTrainingConfig
+    log: Callable[[str], None]
+    output: Path
+    started: float
+    scenes: list[Scene]
+    pictures: torch.Tensor
+    generator: torch.Generator
+    models: ToyModels
+    checkpoint: ToyCheckpoint
+    earlier: dict[str, Any] | None = None
+    latents: torch.Tensor | None = None
+    vae_accuracy: dict[str, float] = field(default_factory=dict)
+    losses: dict[str, list[float]] = field(default_factory=lambda: {"vae": [], "unet": [], "decoder": []})
+    minutes: float = 0.0
+
+    def stage_parameters(self, stage: str) -> list[torch.nn.Parameter]:
+        """The parameters stage ``"vae"`` or ``"unet"`` (denoiser and text encoder) trains, in optimiser order."""
+        if stage == "vae":
+            return list(self.models.vae.parameters())
+        return list(self.models.unet.parameters()) + list(self.models.text_encoder.parameters())
+
+    def token_ids(self, texts: list[str]) -> torch.Tensor:
+        tokenizer = self.models.tokenizer
+        return tokenizer(
+            texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
+
+
+def start_run(config: ToyTrainingConfig, log: Callable[[str], None] = print) -> ToyRun:
+    """Check the settings and the output folder, seed, draw the data, build the models, read the checkpoint."""
+    from nbhelpers.errors import ensure_writable_folder
 
     config.validate()
     earlier = _earlier_run(config)
@@ -353,193 +557,210 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     started = time.perf_counter()
-
     scenes = make_scenes(config.num_scenes, seed=config.seed)
     pictures = _pictures(scenes)
     log(f"Data: {len(scenes)} pictures, e.g. '{scenes[0].caption}'.")
-
-    checkpoint = _Checkpoint(output.with_name(output.name + ".checkpoint.pt"), config)
-
-    # Stage 1: the VAE (kept as it is when continuing a trained model).
-    vae = (
-        AutoencoderKL.from_pretrained(Path(config.continue_from) / "vae", torch_dtype=torch.float32)
-        if earlier
-        else AutoencoderKL(**TOY_VAE_CONFIG)
+    run = ToyRun(
+        config=config,
+        log=log,
+        output=output,
+        started=started,
+        scenes=scenes,
+        pictures=pictures,
+        generator=generator,
+        models=build_models(config),
+        checkpoint=ToyCheckpoint(output, config),
+        earlier=earlier,
     )
-    vae_batches = _Batches(len(scenes), config.batch_size, generator)
+    run.checkpoint.read(run)
+    return run
 
-    def vae_loss(step: int) -> torch.Tensor:
-        batch = pictures[vae_batches.next()]
-        posterior = vae.encode(batch).latent_dist
-        reconstruction = vae.decode(posterior.sample(generator=generator)).sample
-        return F.mse_loss(reconstruction, batch) + 1e-6 * posterior.kl().mean()
 
-    def save_vae(step: int, optimiser: dict[str, Any], losses: list[float]) -> None:
-        checkpoint.save(
-            {
-                "stage": "vae",
-                "step": step,
-                "vae": vae.state_dict(),
-                **optimiser,
-                "losses": losses,
-                "generator": generator.get_state(),
-                "batches": vae_batches.state_dict(),
-            }
-        )
+# -- the stages -----------------------------------------------------------------------------------------------
 
-    if earlier:
-        vae_losses = []
-        log(f"VAE: kept from {config.continue_from}.")
-    elif checkpoint.vae_finished:
-        vae.load_state_dict(checkpoint.state["vae"])
-        vae_losses = list(checkpoint.state["vae_losses"])
-        log("VAE: finished in the checkpointed run.")
+
+def _vae_loss(run: ToyRun, batches: _Batches, step: int) -> torch.Tensor:
+    vae = run.models.vae
+    batch = run.pictures[batches.next()]
+    posterior = vae.encode(batch).latent_dist
+    reconstruction = vae.decode(posterior.sample(generator=run.generator)).sample
+    return F.mse_loss(reconstruction, batch) + 1e-6 * posterior.kl().mean()
+
+
+def _save_vae_stage(run: ToyRun, batches: _Batches, step: int, optimiser: dict[str, Any], losses: list[float]) -> None:
+    run.checkpoint.save(
+        {
+            "stage": "vae",
+            "step": step,
+            "vae": run.models.vae.state_dict(),
+            **optimiser,
+            "losses": losses,
+            "generator": run.generator.get_state(),
+            "batches": batches.state_dict(),
+        }
+    )
+
+
+def train_vae(run: ToyRun) -> None:
+    """Stage 1: train the VAE (kept as it is when continuing a trained model; resumed from a checkpoint)."""
+    config, vae, saved = run.config, run.models.vae, run.checkpoint.state
+    batches = _Batches(len(run.scenes), config.batch_size, run.generator)  # drawn in every case: the generator moves
+    if run.earlier:
+        run.log(f"VAE: kept from {config.continue_from}.")
+    elif saved is not None and run.checkpoint.stage == "unet":
+        vae.load_state_dict(saved["vae"])
+        run.losses["vae"] = list(saved["vae_losses"])
+        run.log("VAE: finished in the checkpointed run.")
     else:
-        resume = checkpoint.resumes("vae")
+        resume = saved if run.checkpoint.stage == "vae" else None
         if resume is not None:
             vae.load_state_dict(resume["vae"])
-            generator.set_state(resume["generator"])
-            vae_batches.load_state_dict(resume["batches"])
+            run.generator.set_state(resume["generator"])
+            batches.load_state_dict(resume["batches"])
         vae.train()
-        vae_losses = _train(
-            list(vae.parameters()),
+        run.losses["vae"] = _optimise(
+            run.stage_parameters("vae"),
             config.vae_steps,
             config.vae_learning_rate,
-            vae_loss,
-            log,
+            partial(_vae_loss, run, batches),
+            run.log,
             "VAE",
             resume=resume,
-            save=save_vae,
-            every=config.checkpoint_every,
+            save=partial(_save_vae_stage, run, batches),
+            every=config.checkpointing_steps,
         )
     vae.eval()
+
+
+def encode_latents(run: ToyRun) -> None:
+    """Encode every picture (the latents' means), check 96 reconstructions with the picture reader, and scale the
+    latents to unit variance with a factor stored in the VAE config (SD v1's is 0.18215)."""
+    vae = run.models.vae
     with torch.no_grad():
-        latents = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in pictures.split(256)])
+        latents = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in run.pictures.split(256)])
         decoded = vae.decode(latents[:96]).sample
     reconstructed = ((decoded.clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 1).round().to(torch.uint8).numpy()
-    vae_accuracy = accuracy(list(reconstructed), scenes[:96])
-    log(f"VAE reconstructions read back correctly (before the decoder stage): {vae_accuracy['all']:.0%} of 96.")
-    # SD scales latents to unit variance with a fixed factor stored in the VAE config (0.18215 for SD v1).
-    scaling_factor = vae.config.scaling_factor if earlier else float(1 / latents.std())
+    run.vae_accuracy = accuracy(list(reconstructed), run.scenes[:96])
+    run.log(f"VAE reconstructions read back correctly (before the decoder stage): {run.vae_accuracy['all']:.0%} of 96.")
+    scaling_factor = vae.config.scaling_factor if run.earlier else float(1 / latents.std())
     vae.register_to_config(scaling_factor=scaling_factor)
-    latents = latents * scaling_factor
-    log(f"VAE latents {tuple(latents.shape[1:])}, scaling factor {scaling_factor:.4f}.")
+    run.latents = latents * scaling_factor
+    run.log(f"VAE latents {tuple(latents.shape[1:])}, scaling factor {scaling_factor:.4f}.")
 
-    # Stage 2: text encoder + denoiser.
-    tokenizer = load_clip_tokenizer(cache_root() / "clip-tokenizer")
-    captions = [scene.caption for scene in scenes]
-    text_encoder = CLIPTextModel(CLIPTextConfig(**TOY_CLIP_TEXT_CONFIG))
-    if config.model == "deci":
-        unet_config = {k: v for k, v in TOY_FLEXIBLE_UNET_CONFIG.items() if not k.startswith("_")}
-        unet: torch.nn.Module = FlexibleUNet2DConditionModel(**unet_config)
-        scheduler_config = DECI_DDIM_SCHEDULER
-    else:
-        unet = UNet2DConditionModel(**TOY_SD_UNET_CONFIG)
-        scheduler_config = {**SD_V1_PNDM_SCHEDULER, "skip_prk_steps": None}
-    if earlier:
-        folder = Path(config.continue_from)
-        text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=torch.float32)
-        denoiser = folder / ("flexible_unet" if config.model == "deci" else "unet")
-        unet = type(unet).from_pretrained(denoiser, torch_dtype=torch.float32)
-    training_keys = (
-        "beta_start",
-        "beta_end",
-        "beta_schedule",
-        "num_train_timesteps",
-        "prediction_type",
-        "rescale_betas_zero_snr",
-        "trained_betas",
+
+def _denoiser_loss(run: ToyRun, batches: _Batches, captions: list[str], step: int) -> torch.Tensor:
+    """Noise the latents of a batch at random timesteps and score the denoiser's prediction of its target (the
+    noise, or the velocity for v-prediction), Min-SNR weighted when ``snr_gamma`` is set."""
+    from diffusers.training_utils import compute_snr
+
+    assert run.latents is not None, "encode_latents runs before the denoiser stage"
+    config, models, generator = run.config, run.models, run.generator
+    noise_scheduler = models.noise_scheduler
+    index = batches.next()
+    clean = run.latents[index]
+    dropped = torch.rand(len(index), generator=generator) < config.caption_dropout
+    texts = ["" if drop else captions[i] for i, drop in zip(index.tolist(), dropped.tolist(), strict=True)]
+    context = models.text_encoder(run.token_ids(texts)).last_hidden_state
+    noise = torch.randn(clean.shape, generator=generator)
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(index),), generator=generator)
+    noisy = noise_scheduler.add_noise(clean, noise, timesteps)
+    epsilon = noise_scheduler.config.prediction_type == "epsilon"
+    target = noise if epsilon else noise_scheduler.get_velocity(clean, noise, timesteps)
+    if not config.snr_gamma:
+        return F.mse_loss(models.unet(noisy, timesteps, context).sample, target)
+    weight = min_snr_weight(compute_snr(noise_scheduler, timesteps), config.snr_gamma, epsilon)
+    per_picture = F.mse_loss(models.unet(noisy, timesteps, context).sample, target, reduction="none").mean((1, 2, 3))
+    return (per_picture * weight).mean()
+
+
+def _save_denoiser_stage(
+    run: ToyRun, batches: _Batches, step: int, optimiser: dict[str, Any], losses: list[float]
+) -> None:
+    models = run.models
+    run.checkpoint.save(
+        {
+            "stage": "unet",
+            "step": step,
+            "vae": models.vae.state_dict(),
+            "vae_losses": run.losses["vae"],
+            "unet": models.unet.state_dict(),
+            "text_encoder": models.text_encoder.state_dict(),
+            **optimiser,
+            "losses": losses,
+            "generator": run.generator.get_state(),
+            "batches": batches.state_dict(),
+        }
     )
-    noise_scheduler = DDPMScheduler(**{k: v for k, v in scheduler_config.items() if k in training_keys})
 
-    def ids_of(texts: list[str]) -> torch.Tensor:
-        return tokenizer(
-            texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-        ).input_ids
 
-    unet_batches = _Batches(len(scenes), config.batch_size, generator)
-
-    def unet_loss(step: int) -> torch.Tensor:
-        index = unet_batches.next()
-        clean = latents[index]
-        dropped = torch.rand(len(index), generator=generator) < config.caption_dropout
-        texts = ["" if drop else captions[i] for i, drop in zip(index.tolist(), dropped.tolist(), strict=True)]
-        context = text_encoder(ids_of(texts)).last_hidden_state
-        noise = torch.randn(clean.shape, generator=generator)
-        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(index),), generator=generator)
-        noisy = noise_scheduler.add_noise(clean, noise, timesteps)
-        epsilon = noise_scheduler.config.prediction_type == "epsilon"
-        target = noise if epsilon else noise_scheduler.get_velocity(clean, noise, timesteps)
-        if not config.snr_gamma:
-            return F.mse_loss(unet(noisy, timesteps, context).sample, target)
-        weight = min_snr_weight(compute_snr(noise_scheduler, timesteps), config.snr_gamma, epsilon)
-        per_picture = F.mse_loss(unet(noisy, timesteps, context).sample, target, reduction="none").mean((1, 2, 3))
-        return (per_picture * weight).mean()
-
-    def save_unet(step: int, optimiser: dict[str, Any], losses: list[float]) -> None:
-        checkpoint.save(
-            {
-                "stage": "unet",
-                "step": step,
-                "vae": vae.state_dict(),
-                "vae_losses": vae_losses,
-                "unet": unet.state_dict(),
-                "text_encoder": text_encoder.state_dict(),
-                **optimiser,
-                "losses": losses,
-                "generator": generator.get_state(),
-                "batches": unet_batches.state_dict(),
-            }
-        )
-
-    resume = checkpoint.resumes("unet")
+def train_denoiser(run: ToyRun) -> None:
+    """Stage 2: train the text encoder and the denoiser together on the captions (resumed from a checkpoint)."""
+    config, models = run.config, run.models
+    batches = _Batches(len(run.scenes), config.batch_size, run.generator)
+    resume = run.checkpoint.state if run.checkpoint.stage == "unet" else None
     if resume is not None:
-        unet.load_state_dict(resume["unet"])
-        text_encoder.load_state_dict(resume["text_encoder"])
-        generator.set_state(resume["generator"])
-        unet_batches.load_state_dict(resume["batches"])
-    unet.train()
-    text_encoder.train()
-    parameters = list(unet.parameters()) + list(text_encoder.parameters())
-    losses = _train(
-        parameters,
-        config.unet_steps,
+        models.unet.load_state_dict(resume["unet"])
+        models.text_encoder.load_state_dict(resume["text_encoder"])
+        run.generator.set_state(resume["generator"])
+        batches.load_state_dict(resume["batches"])
+    models.unet.train()
+    models.text_encoder.train()
+    captions = [scene.caption for scene in run.scenes]
+    run.losses["unet"] = _optimise(
+        run.stage_parameters("unet"),
+        config.max_train_steps,
         config.learning_rate,
-        unet_loss,
-        log,
+        partial(_denoiser_loss, run, batches, captions),
+        run.log,
         "UNet",
         resume=resume,
-        save=save_unet,
-        every=config.checkpoint_every,
+        save=partial(_save_denoiser_stage, run, batches),
+        every=config.checkpointing_steps,
     )
-    unet.eval()
-    text_encoder.eval()
-    decoder_losses = finetune_decoder(vae, pictures, config, log) if config.decoder_steps else []
-    minutes = (time.perf_counter() - started) / 60 + (earlier["minutes"] if earlier else 0)
-    _forget_unseen_words(text_encoder, ids_of(sorted(set(captions)) + [""]))
+    models.unet.eval()
+    models.text_encoder.eval()
 
+
+def assemble(run: ToyRun) -> Any:
+    """The trained parts as a ``StableDiffusionPipeline`` (or ``DeciDiffusionPipeline``) with a DDIM sampler; the
+    embeddings of words no caption used are zeroed first."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from nbhelpers.models.deci_pipeline import DeciDiffusionPipeline
+
+    models = run.models
+    captions = sorted({scene.caption for scene in run.scenes})
+    _forget_unseen_words(models.text_encoder, run.token_ids(captions + [""]))
     common = {
-        "vae": vae,
-        "text_encoder": text_encoder,
-        "tokenizer": tokenizer,
+        "vae": models.vae,
+        "text_encoder": models.text_encoder,
+        "tokenizer": models.tokenizer,
         "safety_checker": None,
         "feature_extractor": None,
         "requires_safety_checker": False,
     }
-    if config.model == "deci":
-        pipe = DeciDiffusionPipeline(unet=unet, scheduler=DDIMScheduler(**scheduler_config), **common)
+    if run.config.model == "deci":
+        pipe = DeciDiffusionPipeline(unet=models.unet, scheduler=DDIMScheduler(**models.scheduler_config), **common)
     else:
-        scheduler = DDIMScheduler(**{k: v for k, v in scheduler_config.items() if k != "skip_prk_steps"})
-        pipe = StableDiffusionPipeline(unet=unet, scheduler=scheduler, **common)
+        scheduler = DDIMScheduler(**{k: v for k, v in models.scheduler_config.items() if k != "skip_prk_steps"})
+        pipe = StableDiffusionPipeline(unet=models.unet, scheduler=scheduler, **common)
     pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def record(run: ToyRun, pipe: Any) -> Path:
+    """Score the pipeline (``config.evaluate``), write its folder with ``training.json`` atomically, and delete the
+    checkpoint (nothing is left to resume). Returns the folder."""
+    from nbhelpers.models.tokenizer import write_clip_tokenizer
+
+    config, output = run.config, run.output
     metrics: dict[str, Any] = {}
     if config.evaluate:
         with torch.no_grad():
             metrics = {f"guidance {g:g}": score_pipeline(pipe, guidance_scale=g) for g in (1.0, 5.0)}
-        log(f"Accuracy over 36 prompts x 2 seeds: {metrics}")
-
+        run.log(f"Accuracy over 36 prompts x 2 seeds: {metrics}")
     with atomic_folder(output) as staging:
-        pipe.to(torch.float16 if config.fp16 else torch.float32).save_pretrained(staging)
+        pipe.to(torch.float16 if config.save_precision == "fp16" else torch.float32).save_pretrained(staging)
         if config.model == "deci":
             # The hub repo keeps the denoiser in flexible_unet/, which is where the loader looks for it.
             (staging / "unet").rename(staging / "flexible_unet")
@@ -549,20 +770,29 @@ def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = prin
             staging / "training.json",
             {
                 "settings": asdict(config),
-                "minutes": round(minutes, 2),
+                "optimizer": OPTIMIZER,
+                "minutes": round(run.minutes, 2),
                 "threads": torch.get_num_threads(),
                 "torch": torch.__version__,
-                "vae_reconstruction_accuracy": vae_accuracy,
+                "vae_reconstruction_accuracy": run.vae_accuracy,
                 "accuracy_36_prompts_2_seeds_20_steps": metrics,
-                "final_loss": float(np.mean(losses[-100:])),
-                "losses": {
-                    "vae": [round(x, 6) for x in vae_losses],
-                    "unet": [round(x, 6) for x in losses],
-                    "decoder": [round(x, 6) for x in decoder_losses],
-                },
-                **({"continued_from": earlier} if earlier else {}),
+                "final_loss": float(np.mean(run.losses["unet"][-100:])),
+                "losses": {stage: [round(x, 6) for x in values] for stage, values in run.losses.items()},
+                **({"continued_from": run.earlier} if run.earlier else {}),
             },
         )
-    checkpoint.path.unlink(missing_ok=True)  # the pipeline folder is complete: nothing left to resume
-    log(f"Trained in {minutes:.1f} min; wrote {output}.")
+    run.checkpoint.path.unlink(missing_ok=True)
+    run.log(f"Trained in {run.minutes:.1f} min; wrote {output}.")
     return output
+
+
+def train_toy_model(config: ToyTrainingConfig, log: Callable[[str], None] = print) -> Path:
+    """Train a toy model as ``config`` says and write its pipeline folder; return the folder."""
+    run = start_run(config, log)
+    train_vae(run)
+    encode_latents(run)
+    train_denoiser(run)
+    if config.decoder_steps:
+        run.losses["decoder"] = finetune_decoder(run.models.vae, run.pictures, config, log)
+    run.minutes = (time.perf_counter() - run.started) / 60 + (run.earlier["minutes"] if run.earlier else 0)
+    return record(run, assemble(run))

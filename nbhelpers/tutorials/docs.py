@@ -63,7 +63,8 @@ def _training_minutes(record: dict[str, Any]) -> list[float]:
 def _denoiser_steps(record: dict[str, Any]) -> list[int]:
     steps = []
     while record:
-        steps.append(int(record["settings"]["unet_steps"]))
+        settings = record["settings"]  # toy-train's max_train_steps was unet_steps in earlier records
+        steps.append(int(settings.get("max_train_steps", settings.get("unet_steps"))))
         record = record.get("continued_from") or {}
     return list(reversed(steps))
 

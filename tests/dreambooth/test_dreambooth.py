@@ -227,3 +227,40 @@ def test_a_multi_process_launch_accelerate_did_not_join_is_refused(monkeypatch):
     check_launch(num_processes=2)  # joined: fine
     monkeypatch.delenv("WORLD_SIZE")
     check_launch(num_processes=1)  # a plain single-process run
+
+
+def test_steps_by_hand_then_undone_leave_the_run_as_it_was(subject, tmp_path):
+    """The notebook's loop by hand: compute_loss and optimizer_step change the weights; load_state_dict puts back
+    what state_dict took (weights, optimizer, schedule, random generators), so train() then gives the losses of a
+    run nobody touched."""
+    from nbhelpers.training.state import UnreadableState
+
+    untouched = train_dreambooth(
+        _config(subject, tmp_path / "a", max_train_steps=3, learning_rate=1e-3), progress=False
+    )
+    trainer = DreamBoothTrainer(_config(subject, tmp_path / "b", max_train_steps=3, learning_rate=1e-3))
+    start = trainer.state_dict()
+    before = {name: p.detach().clone() for name, p in trainer.named_trainable_parameters().items()}
+    trainer.unet.train()
+    for micro_step, batch in zip(range(2), trainer.dataloader, strict=False):
+        trainer.optimizer_step(trainer.compute_loss(batch, generator=trainer.step_generator(micro_step)))
+    after = trainer.named_trainable_parameters()
+    assert any(not torch.equal(before[name], after[name]) for name in before)
+    assert trainer.lr_scheduler.state_dict()["last_epoch"] == 2
+    with pytest.raises(UnreadableState, match="trained parameters holds other tensors"):
+        trainer.load_state_dict({**start, "trained_parameters": {}})
+    trainer.load_state_dict(start)
+    assert all(torch.equal(before[name], after[name]) for name in before)
+    assert trainer.train(progress=False).losses == untouched.losses
+
+
+def test_uploaded_photos_are_saved_by_their_names_only(tmp_path, subject):
+    """What Colab's files.upload() returns: names may carry folders (kept out) and non-photos (left out)."""
+    from nbhelpers.dreambooth.data import save_uploaded_photos
+
+    photo = next(subject.iterdir()).read_bytes()
+    folder = save_uploaded_photos({"../../dog.png": photo, "notes.txt": b"x", "b.PNG": photo}, tmp_path / "mine")
+    assert sorted(p.name for p in folder.iterdir()) == ["b.PNG", "dog.png"]
+    assert len(load_images(folder, min_side=32)) == 2 and not (tmp_path / "dog.png").exists()
+    with pytest.raises(DreamBoothDataError, match=r"None of the uploaded files \['notes.txt'\] is a photo"):
+        save_uploaded_photos({"notes.txt": b"x"}, tmp_path / "other")

@@ -1,5 +1,6 @@
 """DreamBooth checkpoints on the tiny model: small, never fatal, exact resume, divergence, bad settings, the CLI."""
 
+import json
 import logging
 
 import pandas as pd
@@ -9,7 +10,7 @@ from safetensors.torch import load_file
 
 from nbhelpers.cli import build_parser, main
 from nbhelpers.dreambooth import CheckpointError, DreamBoothConfig, DreamBoothConfigError, TrainingDiverged
-from nbhelpers.dreambooth.checkpoints import latest_checkpoint
+from nbhelpers.dreambooth.checkpoints import latest_checkpoint, list_checkpoints
 from nbhelpers.dreambooth.data import make_synthetic_subject
 from nbhelpers.dreambooth.trainer import DreamBoothTrainer, train_dreambooth
 
@@ -74,6 +75,28 @@ def test_unreadable_latest_checkpoint_is_reported_and_the_previous_one_used(subj
     assert result.resumed_from == 2 and result.global_step == 6
     assert "checkpoint-4 cannot be read" in caplog.text
     assert list(pd.read_csv(tmp_path / "train_log.csv")["step"]) == [1, 2, 3, 4, 5, 6]
+
+
+def test_checkpoints_in_the_pickled_format_of_earlier_versions_are_skipped(subject, tmp_path, caplog):
+    """Earlier versions wrote accelerate's pickles: such a checkpoint is named and skipped, never loaded; a run
+    whose only checkpoints are such starts fresh instead of stopping."""
+    train_dreambooth(_config(subject, tmp_path), progress=False)  # checkpoints 2 and 4
+
+    def make_old(folder):
+        state = json.loads((folder / "run_state.json").read_text())
+        (folder / "run_state.json").write_text(json.dumps(state | {"format": 1}))
+
+    make_old(latest_checkpoint(tmp_path)[1])
+    with caplog.at_level(logging.WARNING):
+        result = train_dreambooth(_config(subject, tmp_path, max_train_steps=5), progress=False)
+    assert result.resumed_from == 2 and "earlier nbhelpers in accelerate's format" in caplog.text
+    old = list_checkpoints(tmp_path)
+    for _, folder in old:
+        make_old(folder)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        fresh = train_dreambooth(_config(subject, tmp_path, max_train_steps=2), progress=False)
+    assert fresh.resumed_from == 0 and caplog.text.count("earlier nbhelpers") == len(old) == 3  # 2, 4 and 5
 
 
 def test_no_readable_checkpoint_says_how_to_start_fresh(subject, tmp_path):

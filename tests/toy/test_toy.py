@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -81,13 +82,13 @@ def test_micro_training_run_writes_a_pipeline_that_toy_mode_loads(tmp_path, monk
     monkeypatch.setenv("NBHELPERS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("nbhelpers.toy.pipelines.SHIPPED_TOY_DIR", tmp_path / "shipped")  # whatever ships
     settings = ToyTrainingConfig(
-        model="deci", num_scenes=16, vae_steps=2, unet_steps=2, decoder_steps=2, batch_size=4, evaluate=False
+        model="deci", num_scenes=16, vae_steps=2, max_train_steps=2, decoder_steps=2, batch_size=4, evaluate=False
     )
     folder = train_toy_model(settings, log=lambda _: None)
     assert folder == trained_toy_dir("deci") == tmp_path / "cache" / "toy" / "shapes-deci"
     assert (folder / "flexible_unet" / "config.json").is_file() and not (folder / "unet").exists()
     training = json.loads((folder / "training.json").read_text())
-    assert training["settings"]["unet_steps"] == 2 and np.isfinite(training["final_loss"])
+    assert training["settings"]["max_train_steps"] == 2 and np.isfinite(training["final_loss"])
 
     pipe = load_pipeline("deci-v1", stand_in="toy", device="cpu", progress=False)
     info = pipe.nbhelpers_info
@@ -146,11 +147,11 @@ def test_a_killed_toy_run_resumes_to_the_same_weights(tmp_path, killed_at):
             output_dir=str(tmp_path / name),
             num_scenes=16,
             vae_steps=3,
-            unet_steps=3,
+            max_train_steps=3,
             decoder_steps=2,
             batch_size=4,
-            checkpoint_every=1,
-            fp16=False,
+            checkpointing_steps=1,
+            save_precision="fp32",
             evaluate=False,
         )
 
@@ -162,7 +163,7 @@ def test_a_killed_toy_run_resumes_to_the_same_weights(tmp_path, killed_at):
 
     with pytest.raises(_Killed):
         train_toy_model(settings("resumed"), log=killer)
-    checkpoint = tmp_path / "resumed.checkpoint.pt"
+    checkpoint = tmp_path / "resumed.checkpoint.safetensors"
     assert checkpoint.is_file() and not (tmp_path / "resumed").exists()
     messages: list[str] = []
     resumed = train_toy_model(settings("resumed"), log=messages.append)
@@ -174,8 +175,10 @@ def test_a_killed_toy_run_resumes_to_the_same_weights(tmp_path, killed_at):
         assert all(torch.equal(expected[k], got[k]) for k in expected), component
 
 
-def test_a_checkpoint_of_other_settings_is_refused_with_what_to_do(tmp_path):
-    from nbhelpers.toy.train import ToyTrainingConfig, train_toy_model
+def test_a_checkpoint_of_other_settings_is_refused_and_a_damaged_one_skipped(tmp_path):
+    """Other settings: the run stops and says what to do (the work is kept: the setting may have changed by
+    mistake). A damaged or foreign checkpoint: one line says it is ignored, and the run trains from the start."""
+    from nbhelpers.toy.train import ToyTrainingConfig, ToyTrainingConfigError, train_toy_model
 
     def killer(message: str) -> None:
         if message.startswith("VAE step 2/"):
@@ -185,20 +188,27 @@ def test_a_checkpoint_of_other_settings_is_refused_with_what_to_do(tmp_path):
         output_dir=str(tmp_path / "run"),
         num_scenes=16,
         vae_steps=3,
-        unet_steps=2,
-        decoder_steps=1,
+        max_train_steps=2,
+        decoder_steps=0,
         batch_size=4,
-        checkpoint_every=1,
+        checkpointing_steps=1,
         evaluate=False,
     )
     with pytest.raises(_Killed):
         train_toy_model(first, log=killer)
+    checkpoint = tmp_path / "run.checkpoint.safetensors"
     changed = ToyTrainingConfig(**{**first.__dict__, "learning_rate": 5e-4})
-    with pytest.raises(ValueError, match=r"other settings \(learning_rate\).*delete the checkpoint"):
+    with pytest.raises(ToyTrainingConfigError, match=r"other settings \(learning_rate\).*delete the checkpoint"):
         train_toy_model(changed, log=lambda _: None)
-    (tmp_path / "run.checkpoint.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(RuntimeError, match="cannot be read.*Delete it to start over"):
-        train_toy_model(first, log=lambda _: None)
+    assert checkpoint.is_file()
+    for damage, reason in ((b"not a checkpoint", "not a safetensors file"), (checkpoint.read_bytes()[:-9], "")):
+        checkpoint.write_bytes(damage)
+        messages: list[str] = []
+        folder = train_toy_model(first, log=messages.append)
+        ignored = [m for m in messages if m.startswith(f"Ignoring {checkpoint}")]
+        assert len(ignored) == 1 and reason in ignored[0] and "training from the start" in ignored[0], messages
+        assert not any("resuming" in m for m in messages) and (folder / "model_index.json").is_file()
+        shutil.rmtree(folder)
 
 
 def test_min_snr_weight_caps_the_loss_of_nearly_clean_steps():
@@ -214,10 +224,10 @@ def test_continuing_a_trained_toy_model_keeps_its_vae_and_its_record(tmp_path):
 
     from nbhelpers.toy.train import ToyTrainingConfig, train_toy_model
 
-    small = {"num_scenes": 16, "batch_size": 4, "fp16": False, "evaluate": False}
+    small = {"num_scenes": 16, "batch_size": 4, "save_precision": "fp32", "evaluate": False}
     first = train_toy_model(
         ToyTrainingConfig(
-            model="sd", output_dir=str(tmp_path / "first"), vae_steps=2, unet_steps=2, decoder_steps=1, **small
+            model="sd", output_dir=str(tmp_path / "first"), vae_steps=2, max_train_steps=2, decoder_steps=1, **small
         ),
         log=lambda _: None,
     )
@@ -227,7 +237,7 @@ def test_continuing_a_trained_toy_model_keeps_its_vae_and_its_record(tmp_path):
         output_dir=str(tmp_path / "more"),
         continue_from=str(first),
         vae_steps=2,
-        unet_steps=3,
+        max_train_steps=3,
         decoder_steps=0,
         snr_gamma=5.0,
         **small,

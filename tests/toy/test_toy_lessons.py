@@ -12,6 +12,7 @@ rounding cannot flip a test while a swapped weight file or a changed picture rea
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -173,11 +174,13 @@ def test_the_training_script_reproduces_the_start_of_the_shipped_run(kind, tmp_p
     (same seed, same thread count), the script's first VAE steps give the same losses: the data, the starting
     weights and the optimiser are reproduced. (The whole run, about 45 minutes on one core, is not repeated here.)"""
     from nbhelpers.toy.train import ToyTrainingConfig, train_toy_model
+    from nbhelpers.training.state import load_state_file
 
     recorded = json.loads((SHIPPED_TOY_DIR / TOY_MODEL_NAMES[kind] / "training.json").read_text())
     while "continued_from" in recorded:  # the shipped model continued an earlier run: that one trained the VAE
         recorded = recorded["continued_from"]
-    settings = {**recorded["settings"], "output_dir": str(tmp_path / "again"), "checkpoint_every": 5}
+    settings = ToyTrainingConfig.from_record(recorded["settings"])  # recorded under earlier versions' names too
+    settings = replace(settings, output_dir=str(tmp_path / "again"), checkpointing_steps=5)
     steps = 10
 
     class Enough(Exception):
@@ -186,8 +189,8 @@ def test_the_training_script_reproduces_the_start_of_the_shipped_run(kind, tmp_p
     # Checkpoints every 5 steps; the run is stopped at its first log line past `steps` (lines come every
     # vae_steps // 20 steps), so the checkpoint holds the losses of at least `steps` steps.
     with pytest.raises(Enough):
-        train_toy_model(ToyTrainingConfig(**settings), log=lambda m: _stop_past(m, steps, Enough))
-    state = torch.load(tmp_path / "again.checkpoint.pt", weights_only=False)
+        train_toy_model(settings, log=lambda m: _stop_past(m, steps, Enough))
+    state = load_state_file(tmp_path / "again.checkpoint.safetensors")
     again = state["losses"]
     assert len(again) >= steps
     np.testing.assert_allclose(again, recorded["losses"]["vae"][: len(again)], rtol=1e-3)
