@@ -33,8 +33,10 @@ class TransformerInputShape:
 
     def __call__(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         hidden_states = args[0] if args else kwargs.get("hidden_states")
-        is_map = isinstance(hidden_states, torch.Tensor) and hidden_states.ndim == 4
-        self.size = (int(hidden_states.shape[-2]), int(hidden_states.shape[-1])) if is_map else None
+        if isinstance(hidden_states, torch.Tensor) and hidden_states.ndim == 4:
+            self.size = (int(hidden_states.shape[-2]), int(hidden_states.shape[-1]))
+        else:
+            self.size = None
 
 
 @dataclass

@@ -186,8 +186,11 @@ class trace:  # noqa: N801 - the reference API's name
 
     def __enter__(self) -> trace:
         self._wrap_processors()
-        transformers = {id(layer.transformer): layer for layer in self.layers if layer.transformer is not None}
-        for layer in transformers.values():
+        hooked: set[int] = set()  # layers of one transformer share its pre-hook: register it once
+        for layer in self.layers:
+            if layer.transformer is None or layer.input_shape is None or id(layer.transformer) in hooked:
+                continue
+            hooked.add(id(layer.transformer))
             self._hooks.append(layer.transformer.register_forward_pre_hook(layer.input_shape, with_kwargs=True))
         self._hooks.append(self.pipe.unet.register_forward_pre_hook(self._on_unet_call, with_kwargs=True))
         self._original_check_inputs = self.pipe.__dict__.get("check_inputs")

@@ -437,20 +437,21 @@ class LocalServer:
         env = {k: v for k, v in os.environ.items() if k != API_KEY_VARIABLE}
         if self.api_key:
             env[API_KEY_VARIABLE] = self.api_key
-        with open(self.log_file, "ab") as log:
-            self.process = subprocess.Popen(self.command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        log_file = self.log_file
+        with open(log_file, "ab") as log:
+            self.process = process = subprocess.Popen(self.command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            self._wait_until_ready(timeout_s, self.progress if progress is None else progress)
+            return self._wait_until_ready(process, log_file, timeout_s, self.progress if progress is None else progress)
         except BaseException:
             self.stop()
             raise
-        return self.url
 
-    def _wait_until_ready(self, timeout_s: float, progress: bool) -> None:
+    def _wait_until_ready(self, process: subprocess.Popen, log_file: Path, timeout_s: float, progress: bool) -> str:
+        """The server's URL once ``GET /`` answers 200; raises when ``process`` exits or the time runs out."""
         start = time.monotonic()
         shown = 0
         while time.monotonic() - start < timeout_s:
-            log = self.log_file.read_text(encoding="utf-8", errors="replace")
+            log = log_file.read_text(encoding="utf-8", errors="replace")
             if progress:
                 steps = startup_steps(log)
                 for step in steps[shown:]:
@@ -458,21 +459,20 @@ class LocalServer:
                 shown = len(steps)
             if self.url is None and (match := BANNER.search(log)):
                 self.url = match.group(1)
-            if self.process.poll() is not None:
+            if process.poll() is not None:
                 raise RuntimeError(
-                    f"The server exited with status {self.process.returncode} before it was ready. "
-                    f"Log tail:\n{log[-3000:]}"
+                    f"The server exited with status {process.returncode} before it was ready. Log tail:\n{log[-3000:]}"
                 )
             if self.url is not None:
                 with contextlib.suppress(requests.RequestException):
                     if requests.get(self.url + "/", timeout=5).status_code == 200:
                         if progress:
                             print(f"[{time.monotonic() - start:6.1f} s] ready at {self.url}", flush=True)
-                        return
+                        return self.url
             time.sleep(0.25)
         raise RuntimeError(
             f"The server was not ready within {timeout_s:.0f} s. Log tail:\n"
-            f"{self.log_file.read_text(encoding='utf-8', errors='replace')[-3000:]}"
+            f"{log_file.read_text(encoding='utf-8', errors='replace')[-3000:]}"
         )
 
     def stop(self) -> None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,20 +121,22 @@ class EndpointSettings:
         """
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
+        hints = typing.get_type_hints(EndpointSettings)
         for item in dataclasses.fields(EndpointSettings):
             variable = environment_variable(item.name)
             raw = environ.get(variable)
             if raw is None or raw == "":
                 continue
+            kind = hints[item.name]
             try:
-                if item.default is None:  # an optional text setting (the stand-in): checked in __post_init__
-                    values[item.name] = raw
-                elif item.type in (bool, "bool"):
+                if kind is bool:
                     values[item.name] = raw.strip().lower() in ("1", "true", "yes")
-                else:
-                    values[item.name] = type(item.default)(raw)
+                elif kind in (int, float, str):
+                    values[item.name] = kind(raw)
+                else:  # an optional text setting (the stand-in): checked in __post_init__
+                    values[item.name] = raw
             except ValueError:
-                raise ValueError(f"{variable}={raw!r} is not a valid {type(item.default).__name__}.") from None
+                raise ValueError(f"{variable}={raw!r} is not a valid {kind.__name__}.") from None
         return cls(**values)
 
     def request_settings(self) -> Any:
