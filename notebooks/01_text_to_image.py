@@ -135,16 +135,14 @@ print(f"{steps} steps, {side} px pictures")
 # %% [markdown]
 # ### What `load_pipeline("deci-v1")` does, in plain diffusers
 #
-# Once, without `nbhelpers`' loader: the UNet comes from the repo's `flexible_unet/` folder (its `unet/` folder
-# holds a plain SD UNet that the original pipeline threw away), everything else is an ordinary
-# `StableDiffusionPipeline`, and the call passes DeciDiffusion's defaults (30 steps, guidance rescale 0.7). The
-# weights' type is `dtype=`: diffusers 0.40 renamed `torch_dtype=`, which still works until diffusers 1.0 but warns.
-#
-# `from_pretrained` checks every component against the pipeline's signature and warns "Expected types for unet":
-# `StableDiffusionPipeline` names `UNet2DConditionModel`, and the flexible UNet is another class that takes the
-# same inputs and returns the same output, which is all the pipeline needs. Now that you know why, the cell hides
-# that one warning with diffusers' logging switch (nbhelpers' `DeciDiffusionPipeline` names both classes, so
-# `load_pipeline` never warns). Same seed, same picture; one pipeline is kept in memory at a time.
+# Once, without `nbhelpers`' loader: the UNet comes from the repo's `flexible_unet/` folder, everything else is an
+# ordinary `StableDiffusionPipeline`, and the call passes DeciDiffusion's defaults (30 steps, guidance rescale 0.7);
+# same seed, same picture. The weights' type is given as `dtype=` (diffusers 0.40 renamed `torch_dtype=`, which
+# works until diffusers 1.0 but warns). `from_pretrained` checks each component against the pipeline's signature and
+# warns "Expected types for unet": `StableDiffusionPipeline` names `UNet2DConditionModel`, while the flexible UNet is
+# another class with the same inputs and output, which is all the pipeline needs. Knowing that, the cell hides this
+# one warning with diffusers' logging switch (nbhelpers' `DeciDiffusionPipeline` names both classes, so
+# `load_pipeline` never warns).
 
 # %%
 import diffusers
@@ -216,8 +214,8 @@ print(
 # SD v1.x and DeciDiffusion are *latent* diffusion models: they do not paint pixels but denoise a small latent
 # (4 x 64 x 64 numbers for a 512 px picture), and a separate VAE turns the finished latent into the picture. A CLIP
 # text encoder turns the prompt into numbers the UNet reads at every step, and the scheduler decides which noise
-# levels to visit and how to step from one to the next. `pipe.components` holds the parts; DeciDiffusion differs
-# from SD v1.5 only in its UNet and its scheduler settings.
+# levels to visit and how to step from one to the next. `pipe.components` holds the parts; DeciDiffusion uses the
+# same kinds of text encoder and VAE as SD v1.5, and differs in its UNet and its scheduler settings.
 
 # %%
 from nbhelpers.notebook import pipeline_diagram
@@ -275,13 +273,14 @@ print(with_mark(f"text embeddings: {tuple(embeddings.shape)} (batch, positions, 
 vae, scale = pipe.vae, pipe.vae.config.scaling_factor
 picture = pipe.image_processor.preprocess(result.images[0]).to(pipe.device, pipe.dtype)  # 0..255 -> -1..1
 with torch.no_grad():
-    latent = vae.encode(picture).latent_dist.mean  # the encoder gives a distribution; its mean is enough here
-    back = vae.decode(latent * scale / scale).sample  # what the pipeline does: scale in, unscale before decoding
+    # The encoder gives a distribution; its mean is enough here. Scaled, it is what the UNet works on.
+    latent = vae.encode(picture).latent_dist.mean * scale
+    back = vae.decode(latent / scale).sample  # unscaled before decoding, as the pipeline does
 round_trip = pipe.image_processor.postprocess(back, output_type="pil")[0]
 shrink = picture[0].numel() / latent[0].numel()
 print(f"picture {tuple(picture.shape[1:])} -> latent {tuple(latent.shape[1:])}: {shrink:.0f}x fewer numbers")
 print(
-    f"scaling_factor {scale:.5g}: latent spread {latent.std():.2f} before scaling, {(latent * scale).std():.2f} after"
+    f"scaling_factor {scale:.5g}: latent spread {(latent / scale).std():.2f} before scaling, {latent.std():.2f} after"
 )
 loss = np.abs(np.asarray(round_trip, dtype=int) - np.asarray(result.images[0], dtype=int))
 show_images(
@@ -295,11 +294,11 @@ show_images(
 #
 # Below is `pipe(prompt)`'s loop written out with the pipeline's own parts. At each step the UNet sees the latent
 # twice, with the empty prompt and with yours, and predicts what it was trained to predict: the noise in the latent
-# for SD v1.x (`epsilon`), the "velocity" `v = sqrt(a)·noise - sqrt(1-a)·picture` for DeciDiffusion
-# (`v_prediction`; `a` is the share of signal left at that step). Classifier-free guidance combines the two
-# outputs, `guided = uncond + scale * (cond - uncond)`, whatever they predict, and the scheduler converts the guided
-# output into a less noisy latent with the formula for that prediction type, so using the wrong type breaks the
-# picture. DeciDiffusion then rescales the guided output (`guidance_rescale` 0.7, section 7).
+# for SD v1.x (`epsilon`), the "velocity" `v = sqrt(a)·noise - sqrt(1-a)·picture` for DeciDiffusion (`v_prediction`;
+# the latent at that step is `sqrt(a)·picture + sqrt(1-a)·noise`). Classifier-free guidance combines the two outputs,
+# `guided = uncond + scale * (cond - uncond)`, whatever they predict, and the scheduler converts the guided output
+# into a less noisy latent with the formula for that prediction type, so using the wrong type breaks the picture.
+# DeciDiffusion then rescales the guided output (`guidance_rescale` 0.7, section 7).
 
 # %%
 # The denoising loop of pipe(prompt), written out with the pipeline's own parts (plain diffusers and torch).
@@ -387,8 +386,8 @@ show_images(
 #
 # Top row: the latent after each step, as `callback_on_step_end` received it, decoded by the VAE: noise that
 # slowly becomes the picture. Bottom row: the scheduler's guess at that step of the finished picture
-# (`pred_original_sample`, the clean latent it computes from the model's output): the layout is settled within a
-# few steps and the rest adds detail.
+# (`pred_original_sample`, the clean latent it computes from the model's output): the layout usually settles early
+# and the later steps add detail.
 
 
 # %%
@@ -470,10 +469,10 @@ if stand_in == "toy":
 # ## 6. Samplers and step counts
 #
 # The scheduler (sampler) decides which noise levels to visit and how to step between them: DDIM steps straight
-# towards its guess of the clean latent, Euler-ancestral adds fresh noise at every step, DPM++ reuses earlier
-# predictions to take longer steps. More steps cost time in proportion and add detail, with less and less gain;
-# the grid shows the seconds under each picture. `swap_scheduler` builds the new scheduler from the old one's
-# config, so the model's training settings (prediction type, betas, timestep spacing, zero terminal SNR) carry
+# towards its guess of the clean latent, Euler-ancestral adds fresh noise at every step, DPM++ reuses the previous
+# step's prediction to stay accurate with fewer steps. More steps cost time in proportion and add detail, with less
+# and less gain; the grid shows the seconds under each picture. `swap_scheduler` builds the new scheduler from the old
+# one's config, so the model's training settings (prediction type, betas, timestep spacing, zero terminal SNR) carry
 # over.
 
 # %%
@@ -516,13 +515,13 @@ pipe.scheduler = original_scheduler
 # %% [markdown]
 # ## 7. Zero terminal SNR, trailing timesteps and `guidance_rescale`
 #
-# SD v1.x's noise schedule never reaches pure noise: at its last training step about 7% of the picture is left
-# (the chart's 0.068), so the model learned that a trace of the picture's overall brightness is always there, and
-# at generation time, starting from pure noise, it makes medium-bright pictures. DeciDiffusion was trained with
-# *zero terminal SNR* (`rescale_betas_zero_snr`): the last step is pure noise, which is why it predicts v (the
-# noise itself is no clue to the picture there) and samples with *trailing* timesteps, starting at step 999 where
-# SD's *leading* spacing starts lower. Such models over-expose at high guidance; `guidance_rescale` pulls the
-# guided output's spread back towards the prompt's output (0.7 keeps 70% of that correction).
+# SD v1.x's noise schedule never reaches pure noise: at its last training step about 7% of the picture is left (the
+# chart's 0.068), so the model learned that a trace of the picture's overall brightness is always there, and at
+# generation time, starting from pure noise, it makes medium-bright pictures. DeciDiffusion was trained with *zero
+# terminal SNR* (`rescale_betas_zero_snr`): the last step is pure noise, which is why it predicts v (predicting the
+# noise there would be trivial and say nothing about the picture) and samples with *trailing* timesteps, starting at
+# step 999 where SD's *leading* spacing starts lower. Such models over-expose at high guidance; `guidance_rescale`
+# pulls the guided output's spread back towards the prompt's output (0.7 keeps 70% of that correction).
 
 # %%
 from nbhelpers.catalog import get_spec
