@@ -163,7 +163,7 @@ if MODEL == "deci-v1":
     finally:
         diffusers.logging.set_verbosity_warning()  # diffusers' default again
     plain.set_progress_bar_config(disable=True)
-    by_hand = plain(
+    by_plain = plain(
         PROMPTS[0],
         num_inference_steps=steps,
         guidance_rescale=0.7,
@@ -171,9 +171,9 @@ if MODEL == "deci-v1":
         width=side,
         generator=torch.Generator().manual_seed(SEED),
     ).images[0]
-    gap = np.abs(np.asarray(by_hand, dtype=int) - np.asarray(ours, dtype=int))
+    gap = np.abs(np.asarray(by_plain, dtype=int) - np.asarray(ours, dtype=int))
     print(f"plain diffusers vs load_pipeline: max pixel difference {gap.max()}/255")
-    show_images([by_hand, ours], [with_mark("plain diffusers", mark), with_mark("load_pipeline", mark)], img_width=256)
+    show_images([by_plain, ours], [with_mark("plain diffusers", mark), with_mark("load_pipeline", mark)], img_width=256)
     del plain, unet
     gc.collect()
     pipe = load_pipeline(MODEL, stand_in=stand_in)  # back for the rest of the notebook, from the local cache
