@@ -478,7 +478,7 @@ if stand_in == "toy":
 # %%
 from nbhelpers.models.schedulers import swap_scheduler
 
-step_counts = STEP_COUNTS or sorted({max(1, round(steps * k / 3)) for k in (1, 2, 3)})
+step_counts = STEP_COUNTS or sorted({max(2, round(steps * k / 3)) for k in (1, 2, 3)})  # at least 2 steps
 original_scheduler = pipe.scheduler
 grid, seconds = [], []
 for name in SCHEDULERS_TO_TRY:
@@ -577,13 +577,13 @@ plt.show()
 # %% [markdown]
 # ## 8. Negative prompts
 #
-# A negative prompt replaces the empty unconditioned prompt, so guidance pushes away from what it describes.
+# A negative prompt replaces the empty unconditioned prompt, so guidance pushes away from what it describes. Beside
+# it, section 2's picture of the same prompt and seed without one.
 
 # %%
-without = generate(pipe, PROMPTS[0], seed=SEED, num_inference_steps=STEPS, **size)
 negative = generate(pipe, PROMPTS[0], seed=SEED, num_inference_steps=STEPS, negative_prompt=NEGATIVE_PROMPT, **size)
 show_images(
-    without.images + negative.images,
+    [result.images[0], *negative.images],
     [with_mark("no negative prompt", mark), with_mark(f"negative: {NEGATIVE_PROMPT}", mark)],
     img_width=256,
 )
