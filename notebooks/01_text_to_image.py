@@ -107,7 +107,7 @@ if stand_in == "toy":
     NEGATIVE_PROMPT = "a red square"
     EXPOSURE_PROMPT = "a yellow square on a white background"  # the toy burns white backgrounds out without rescale
     IMG2IMG_PROMPT = "a green circle on a gray background"
-    STEP_COUNTS = STEP_COUNTS or [5, 10, 20]  # few steps show the samplers apart; fewer pictures keep the run short
+    STEP_COUNTS = STEP_COUNTS or [5, 10, 20]  # few steps show the samplers apart and keep the run short
 
 # %% [markdown]
 # ## 1. Load DeciDiffusion
