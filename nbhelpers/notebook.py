@@ -1,8 +1,13 @@
-"""Small display helpers the notebooks share: which model is loaded, and bar charts of measured figures."""
+"""Small display helpers the notebooks share: which model is loaded, charts and picture tables of measured figures,
+the text-to-image pipeline as a diagram, and the toy models' measured guidance figures from their record."""
 
 from __future__ import annotations
 
+import json
+import textwrap
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from diffusers import DiffusionPipeline
 
@@ -68,7 +73,8 @@ def bar_chart(
     if len(labels) != len(values):
         raise ValueError(f"Got {len(labels)} labels for {len(values)} values.")
     if ax is None:
-        _, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(labels)), 3.2))
+        # constrained layout keeps a title that wraps onto two lines inside the figure
+        _, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(labels)), 3.2), layout="constrained")
     bars = ax.bar([str(label) for label in labels], values, color="tab:blue")
     for bar, value in zip(bars, values, strict=True):
         ax.annotate(
@@ -78,10 +84,21 @@ def bar_chart(
             va="bottom",
             fontsize=9,
         )
-    ax.set_title(title)
+    ax.set_title(wrap_to_axes(title, ax))
     ax.set_ylabel(ylabel)
     ax.margins(y=0.15)
     return ax
+
+
+def wrap_to_axes(title: str, ax) -> str:
+    """``title`` broken into lines no wider than ``ax`` (a long marked title otherwise runs off its figure)."""
+    from matplotlib import rcParams
+    from matplotlib.font_manager import FontProperties
+
+    points = FontProperties(size=rcParams["axes.titlesize"]).get_size_in_points()
+    width_points = ax.get_position().width * ax.figure.get_figwidth() * 72
+    # An average character of the default sans-serif font is about 0.55 em wide; 0.6 leaves a margin.
+    return textwrap.fill(title, width=max(12, int(width_points / (0.6 * points))))
 
 
 def gpu_advice() -> str:
@@ -114,3 +131,143 @@ def show_what_to_expect(models: Sequence[str]) -> None:
 
     print(gpu_advice())
     display(pd.DataFrame(expectation_rows(list(models))).set_index("model"))
+
+
+def image_table(
+    rows: Sequence[Sequence[Any]],
+    *,
+    row_labels: Sequence[str],
+    column_labels: Sequence[str],
+    captions: Sequence[Sequence[str]] | None = None,
+    title: str = "",
+    cell_inches: float = 1.8,
+):
+    """Pictures in a labelled table (matplotlib): one row per ``row_labels`` entry (written on the left), one column
+    per ``column_labels`` entry (written on top), and an optional caption under each picture (e.g. its seconds).
+
+    ``rows[r][c]`` is a PIL image, an ``H x W x 3`` array or ``None`` (an empty cell, marked "none"). Returns the
+    figure; ``plt.show()`` displays it.
+    """
+    import matplotlib.pyplot as plt
+
+    from nbhelpers.images import to_uint8_array
+
+    if len(rows) != len(row_labels) or any(len(row) != len(column_labels) for row in rows):
+        raise ValueError(
+            f"Got {len(rows)} rows of {[len(row) for row in rows]} pictures for {len(row_labels)} row labels and "
+            f"{len(column_labels)} column labels; give one label per row and per column."
+        )
+    if captions is not None and [len(c) for c in captions] != [len(row) for row in rows]:
+        raise ValueError("Give one caption per picture (captions has the shape of rows), or none.")
+    figure, axes = plt.subplots(
+        len(rows),
+        len(column_labels),
+        figsize=(cell_inches * len(column_labels) + 0.8, (cell_inches + 0.45) * len(rows) + (0.5 if title else 0.1)),
+        squeeze=False,
+    )
+    for r, row in enumerate(rows):
+        for c, picture in enumerate(row):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if picture is None:
+                ax.text(0.5, 0.5, "none", ha="center", va="center", color="gray", transform=ax.transAxes)
+            else:
+                ax.imshow(to_uint8_array(picture))
+            if r == 0:
+                ax.set_title(column_labels[c], fontsize=9)
+            if c == 0:
+                ax.set_ylabel(row_labels[r], fontsize=9)
+            if captions is not None:
+                ax.set_xlabel(captions[r][c], fontsize=8)
+    if title:
+        figure.suptitle(textwrap.fill(title, width=max(20, int(12 * figure.get_figwidth()))), fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+#: The boxes of :func:`pipeline_diagram`: (x, y, text, colour), x and y the centre in the diagram's units.
+_DIAGRAM_BOXES = {
+    "prompt": (1.3, 4.6, 'prompt\n"a big owl with\nbright eyes"', "#f2f2f2"),
+    "tokenizer": (5.0, 4.6, "tokenizer\ntext -> 77 token ids", "#dbe9f6"),
+    "text_encoder": (9.0, 4.6, "text encoder (CLIP)\n77 ids -> 77 x 768\nnumbers", "#dbe9f6"),
+    "noise": (1.3, 1.6, "random noise\nlatent 4 x 64 x 64\n(from the seed)", "#f2f2f2"),
+    "unet": (5.0, 1.6, "UNet\npredicts the noise (SD)\nor v (DeciDiffusion)", "#fde2c8"),
+    "scheduler": (9.0, 1.6, "scheduler\nturns it into a\nless noisy latent", "#fde2c8"),
+    "vae": (13.0, 1.6, "VAE decoder\nlatent 4 x 64 x 64\n-> 3 x 512 x 512 px", "#d9f0d3"),
+    "image": (13.0, 4.6, "picture", "#f2f2f2"),
+}
+
+
+def pipeline_diagram(ax=None):
+    """Draw a text-to-image latent diffusion pipeline (SD v1.x, DeciDiffusion) as labelled boxes and arrows:
+    prompt -> tokenizer -> text encoder, which conditions the UNet; noise -> UNet <-> scheduler, repeated for every
+    step -> VAE decoder -> picture. Sizes are those of a 512 px picture. Returns the axes."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(13, 5.2))
+    width, height = 2.5, 1.25
+    for x, y, text, colour in _DIAGRAM_BOXES.values():
+        ax.add_patch(
+            FancyBboxPatch(
+                (x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.08", fc=colour, ec="#555555"
+            )
+        )
+        ax.text(x, y, text, ha="center", va="center", fontsize=9)
+
+    def arrow(start: tuple[float, float], end: tuple[float, float], label: str = "", **style: Any) -> None:
+        ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=14, color="#333333", **style))
+        if label:
+            ax.text((start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + 0.25, label, ha="center", fontsize=8)
+
+    box = {name: (x, y) for name, (x, y, _, _) in _DIAGRAM_BOXES.items()}
+    half = width / 2 + 0.1
+    arrow((box["prompt"][0] + half, 4.6), (box["tokenizer"][0] - half, 4.6))
+    arrow((box["tokenizer"][0] + half, 4.6), (box["text_encoder"][0] - half, 4.6))
+    arrow((box["text_encoder"][0] - 0.6, 4.6 - height / 2 - 0.1), (box["unet"][0] + 0.6, 1.6 + height / 2 + 0.1))
+    ax.text(7.4, 3.1, "the text steers\nevery step", ha="left", fontsize=8, style="italic")
+    arrow((box["noise"][0] + half, 1.6), (box["unet"][0] - half, 1.6))
+    arrow((box["unet"][0] + half, 1.6), (box["scheduler"][0] - half, 1.6), "prediction")
+    arrow(
+        (box["scheduler"][0] - 0.4, 1.6 - height / 2 - 0.1),
+        (box["unet"][0] + 0.4, 1.6 - height / 2 - 0.1),
+        connectionstyle="arc3,rad=-0.35",
+    )
+    ax.text(7.0, -0.15, "repeated once per step (30 for DeciDiffusion, 50 for SD v1.x)", ha="center", fontsize=8)
+    arrow((box["scheduler"][0] + half, 1.6), (box["vae"][0] - half, 1.6), "last latent")
+    arrow((box["vae"][0], 1.6 + height / 2 + 0.1), (box["image"][0], 4.6 - height / 2 - 0.1))
+    ax.set_xlim(-0.2, 14.5)
+    ax.set_ylim(-0.5, 5.5)
+    ax.set_axis_off()
+    ax.set_title("A text-to-image latent diffusion pipeline (sizes for a 512 px picture)", fontsize=11)
+    return ax
+
+
+def toy_guidance_table(record_path: str | Path | None = None) -> tuple[str, list[dict[str, str]]] | None:
+    """The toy models' measured prompt adherence by guidance scale, from ``benchmarks/results/toy_lessons.json``
+    (written by ``benchmarks/toy_lessons.py``): how it was measured, and one row per guidance scale with the share
+    of pictures that get colour, shape and background right (and shape alone) for each toy model.
+
+    Returns ``None`` when there is no record (nbhelpers installed without the repository's ``benchmarks/``).
+    """
+    from nbhelpers.tutorials.docs import TOY_LESSONS_RECORD
+
+    path = Path(record_path) if record_path is not None else TOY_LESSONS_RECORD
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    names = {"deci": "DeciDiffusion-style toy", "sd": "SD-style toy"}
+    models = {kind: record["models"][kind] for kind in names}
+    scales = sorted({float(g) for m in models.values() for g in m["accuracy_by_guidance"]})
+    rows = []
+    for scale in scales:
+        row = {"guidance scale": f"{scale:g}"}
+        for kind, model in models.items():
+            measured = model["accuracy_by_guidance"].get(f"{scale:g}")
+            best = " (best)" if float(model["best_guidance"]) == scale else ""
+            row[f"{names[kind]}: all three right"] = f"{100 * measured['all']:.0f}%{best}" if measured else "-"
+            row[f"{names[kind]}: shape right"] = f"{100 * measured['shape']:.0f}%" if measured else "-"
+        rows.append(row)
+    return record["how"], rows

@@ -15,6 +15,7 @@
 # - how every notebook installs what it needs (its first cell: from this checkout, or from a clone on Colab);
 # - how to log in to the Hugging Face hub (optional: the models used here are public);
 # - what your machine offers: GPU, memory, CUDA, library versions, and which models the tutorials use;
+# - what the parts of a text-to-image pipeline do, in one picture;
 # - how to generate a first image to prove everything works.
 #
 # Nothing here needs a GPU; with one, the later notebooks are much faster.
@@ -45,8 +46,9 @@ set_up("notebooks")  # this notebook's extras: installs what is missing or too o
 #   GPU (Colab: *Runtime → Change runtime type → T4 GPU*).
 # - **Downloads**: the smoke test at the end downloads DeciDiffusion once (about 2.7 GB in fp16, see the table;
 #   sizes are computed from the published configs). With a stand-in (`STAND_IN`) it downloads nothing.
-# - **Time**: about 5 minutes on a fresh Colab T4 (installing and downloading); the T4 times in the table are
-#   estimates computed from FLOPs and a published A10 timing, not measurements.
+# - **Time**: mostly installing and downloading, a few minutes on a fresh Colab runtime (not measured: the table's
+#   download time assumes 50 MB/s); the T4 times in the table are estimates computed from FLOPs and a published
+#   A10 timing, not measurements.
 # - **Model cards**: [DeciDiffusion 1.0](https://huggingface.co/Deci/DeciDiffusion-v1-0),
 #   [SD v1.5](https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5),
 #   [SD v1.4](https://huggingface.co/CompVis/stable-diffusion-v1-4),
@@ -114,12 +116,30 @@ from nbhelpers.catalog import catalog_table
 pd.DataFrame(catalog_table()).set_index("name")
 
 # %% [markdown]
-# ## 4. Smoke test: one image
+# ## 4. What happens when you generate an image
+#
+# A text-to-image pipeline is a few models handing their results on. The tokenizer and the text encoder turn the
+# prompt into 77 vectors of numbers; starting from random noise in a small *latent* (4 x 64 x 64 numbers for a
+# 512 px picture), the UNet predicts at every step what to take away and the scheduler takes that step; after the
+# last step the VAE's decoder turns the latent into the picture. Notebook 01 opens each part and writes this loop
+# by hand.
+
+# %%
+import matplotlib.pyplot as plt
+
+from nbhelpers.notebook import pipeline_diagram
+
+pipeline_diagram()
+plt.show()
+
+# %% [markdown]
+# ## 5. Smoke test: one image
 #
 # With hub access this downloads the model the first time (about 2.7 GB for DeciDiffusion, whose files are
 # fp16). Offline, a **stand-in** takes its place through the same code path: `STAND_IN = "toy"` is a small model
-# this project trained on 64 px pictures of coloured shapes (its pictures follow prompts like "a red circle on a
-# white background"), `"tiny"` the real layout with random weights (noise). Either is marked on every picture.
+# this project trained on 64 px pictures of coloured shapes (its pictures often, not always, show prompts like "a
+# red circle on a white background"), `"tiny"` the real layout with random weights (noise). Either is marked on
+# every picture.
 
 # %%
 # Offline stand-in: the one place this notebook changes for it. The toy model only knows shapes and colours.
@@ -144,5 +164,6 @@ show_images(result.images, result.labels(), img_width=256)
 # %% [markdown]
 # Everything works if you see an image above (with the tiny stand-in: noise, marked as such).
 #
-# **Next:** [`01_text_to_image.ipynb`](01_text_to_image.ipynb): DeciDiffusion and Stable Diffusion, seeds,
-# guidance, schedulers and negative prompts.
+# **Next:** [`01_text_to_image.ipynb`](01_text_to_image.ipynb): DeciDiffusion and Stable Diffusion from the
+# inside (the parts above, the denoising loop by hand), seeds, guidance, samplers, zero terminal SNR, negative
+# prompts and image-to-image.

@@ -14,9 +14,14 @@
 #
 # - load DeciDiffusion 1.0 natively on current diffusers (no remote code), and SD v1.4/v1.5 and
 #   small-stable-diffusion the same way;
+# - open the pipeline and follow a prompt through it: 77 token ids, 77 x 768 text embeddings, a 4 x 64 x 64
+#   latent, the VAE that turns latents into pictures and back;
+# - write the denoising loop yourself, with classifier-free guidance and rescaled guidance, check that it makes
+#   `pipe(...)`'s picture, and watch the picture form step by step;
 # - make results reproducible with seeds, one seed per image;
-# - see what the guidance scale does (offline, on the toy model, measured: how many pictures show what their
-#   prompt says at each scale), swap the scheduler, and use negative prompts;
+# - see what the guidance scale does (offline, on the toy model, measured), compare samplers and step counts,
+#   understand zero terminal SNR, trailing timesteps and `guidance_rescale`, and use negative prompts and
+#   image-to-image;
 # - save images with their prompt, seed, steps and model in the PNG metadata.
 #
 # `%load_ext autotime` prints how long each cell took.
@@ -45,7 +50,8 @@ set_up("notebooks")  # this notebook's extras: installs what is missing or too o
 # - **Downloads**: DeciDiffusion, then SD v1.5, SD v1.4 and small-stable-diffusion for the comparison at the end:
 #   about 10 GB in all, once (the table gives each; computed from the published configs).
 # - **Time on a T4**: the table's seconds per image are *estimates* computed from each UNet's FLOPs and a
-#   published A10 timing (no GPU was available to measure them); with the downloads, plan on 15-20 minutes.
+#   published A10 timing (no GPU was available to measure them); the notebook makes about 30 pictures, so with the
+#   downloads plan on 15-20 minutes.
 # - **Model cards**: linked in the table; read their licences (CreativeML OpenRAIL-M) before sharing images.
 
 # %%
@@ -65,7 +71,11 @@ STEPS = None  # None: the model's default (30 for DeciDiffusion, 50 for SD)
 SIZE = None  # image side in px; None: the model's native 512 (64 for a stand-in)
 GUIDANCE_SCALES = [1.0, 2.0, 3.0, 7.5, 12.0]
 SCHEDULERS_TO_TRY = ["ddim", "euler-a", "dpm++"]
+STEP_COUNTS = None  # step counts compared per sampler; None: a third, two thirds and all of the steps
+EXPOSURE_PROMPT = "A white swan on a frozen lake under a bright winter sun"  # bright: shows over-exposure
 NEGATIVE_PROMPT = "blurry, low quality, deformed, text, watermark"
+IMG2IMG_PROMPT = "A photo of an astronaut riding a horse on the Moon, oil painting"
+STRENGTH = 0.6  # image-to-image: how much of the starting picture is noised away (0 keeps it, 1 ignores it)
 OUTPUT_DIR = "outputs/01_text_to_image"
 
 # %%
@@ -76,12 +86,13 @@ import gc
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 
 from nbhelpers.generation import generate
 from nbhelpers.images import image_grid, read_image_metadata, show_images
 from nbhelpers.loading import load_pipeline
-from nbhelpers.notebook import bar_chart, show_model_banner, with_mark
+from nbhelpers.notebook import bar_chart, image_table, show_model_banner, with_mark
 from nbhelpers.stand_in import resolve_stand_in, stand_in_mark
 
 size = {"height": SIZE, "width": SIZE} if SIZE else {}  # passed to every generate() call below
@@ -94,6 +105,9 @@ mark = stand_in_mark(stand_in)
 if stand_in == "toy":
     PROMPTS = ["a red circle on a gray background", "a blue triangle on a white background"]
     NEGATIVE_PROMPT = "a red square"
+    EXPOSURE_PROMPT = "a yellow square on a white background"  # the toy burns white backgrounds out without rescale
+    IMG2IMG_PROMPT = "a green circle on a gray background"
+    STEP_COUNTS = STEP_COUNTS or [5, 10, 20]  # few steps show the samplers apart and keep the run short
 
 # %% [markdown]
 # ## 1. Load DeciDiffusion
@@ -113,44 +127,53 @@ pipe = load_pipeline(MODEL, stand_in=stand_in)
 show_model_banner(pipe)
 print(type(pipe).__name__, "with", type(pipe.unet).__name__)
 print(f"UNet parameters: {sum(p.numel() for p in pipe.unet.parameters()):,}")
+spec = pipe.nbhelpers_info.spec  # the catalog entry: the model's published defaults
+steps = STEPS or (spec.num_inference_steps if spec else 50)
+side = SIZE or pipe.unet.config.sample_size * pipe.vae_scale_factor  # the pipeline's own default: 512 px here
+print(f"{steps} steps, {side} px pictures")
 
 # %% [markdown]
 # ### What `load_pipeline("deci-v1")` does, in plain diffusers
 #
-# Once, without `nbhelpers`' loader: the UNet comes from the repo's `flexible_unet/` folder (the repo's `unet/`
-# folder holds a plain SD UNet that the original pipeline threw away), everything else is an ordinary
-# `StableDiffusionPipeline`, and the call passes DeciDiffusion's defaults (30 steps, guidance rescale 0.7). Only the
-# UNet class comes from `nbhelpers`. Same seed, same picture as `load_pipeline`'s pipeline. (Offline, the
-# checkpoint is the stand-in's folder, laid out like the hub repo.) One pipeline is kept in memory at a time.
-# diffusers warns that it expected a `UNet2DConditionModel`: the flexible UNet takes the same inputs and returns
-# the same output, which is all the pipeline needs.
+# Once, without `nbhelpers`' loader: the UNet comes from the repo's `flexible_unet/` folder, everything else is an
+# ordinary `StableDiffusionPipeline`, and the call passes DeciDiffusion's defaults (30 steps, guidance rescale 0.7);
+# same seed, same picture. The weights' type is given as `dtype=` (diffusers 0.40 renamed `torch_dtype=`, which
+# works until diffusers 1.0 but warns). `from_pretrained` checks each component against the pipeline's signature and
+# warns "Expected types for unet": `StableDiffusionPipeline` names `UNet2DConditionModel`, while the flexible UNet is
+# another class with the same inputs and output, which is all the pipeline needs. Knowing that, the cell hides this
+# one warning with diffusers' logging switch (nbhelpers' `DeciDiffusionPipeline` names both classes, so
+# `load_pipeline` never warns).
 
 # %%
+import diffusers
 from diffusers import StableDiffusionPipeline
 
 from nbhelpers.models.flexible_unet import FlexibleUNet2DConditionModel
 
 if MODEL == "deci-v1":
     ours = generate(pipe, PROMPTS[0], seed=SEED, num_inference_steps=STEPS, **size).images[0]
-    dtype, device = pipe.nbhelpers_info.dtype, pipe.device  # float16 on a GPU, float32 on a CPU
+    dtype, device = pipe.dtype, pipe.device  # float16 on a GPU, float32 on a CPU
     checkpoint = pipe.nbhelpers_info.source  # "Deci/DeciDiffusion-v1-0" (offline: the stand-in's folder)
     del pipe  # one pipeline in memory at a time
     gc.collect()
-    unet = FlexibleUNet2DConditionModel.from_pretrained(checkpoint, subfolder="flexible_unet", torch_dtype=dtype)
-    plain = StableDiffusionPipeline.from_pretrained(checkpoint, unet=unet, torch_dtype=dtype).to(device)
+    unet = FlexibleUNet2DConditionModel.from_pretrained(checkpoint, subfolder="flexible_unet", dtype=dtype)
+    diffusers.logging.set_verbosity_error()  # hides the "Expected types for unet" warning explained above
+    try:
+        plain = StableDiffusionPipeline.from_pretrained(checkpoint, unet=unet, dtype=dtype).to(device)
+    finally:
+        diffusers.logging.set_verbosity_warning()  # diffusers' default again
     plain.set_progress_bar_config(disable=True)
-    side = SIZE or (64 if stand_in else 512)
-    by_hand = plain(
+    by_plain = plain(
         PROMPTS[0],
-        num_inference_steps=STEPS or 30,
+        num_inference_steps=steps,
         guidance_rescale=0.7,
         height=side,
         width=side,
         generator=torch.Generator().manual_seed(SEED),
     ).images[0]
-    gap = np.abs(np.asarray(by_hand, dtype=int) - np.asarray(ours, dtype=int))
+    gap = np.abs(np.asarray(by_plain, dtype=int) - np.asarray(ours, dtype=int))
     print(f"plain diffusers vs load_pipeline: max pixel difference {gap.max()}/255")
-    show_images([by_hand, ours], [with_mark("plain diffusers", mark), with_mark("load_pipeline", mark)], img_width=256)
+    show_images([by_plain, ours], [with_mark("plain diffusers", mark), with_mark("load_pipeline", mark)], img_width=256)
     del plain, unet
     gc.collect()
     pipe = load_pipeline(MODEL, stand_in=stand_in)  # back for the rest of the notebook, from the local cache
@@ -186,11 +209,211 @@ print(
 )
 
 # %% [markdown]
-# ## 3. Guidance scale
+# ## 3. Inside the pipeline
 #
-# Classifier-free guidance mixes the prompt-conditioned and unconditioned predictions:
-# `noise = uncond + scale * (cond - uncond)`. Scale 1 ignores the contrast; higher values follow the prompt
-# more closely, until colours burn out. Guidance above 1 costs two UNet evaluations per step.
+# SD v1.x and DeciDiffusion are *latent* diffusion models: they do not paint pixels but denoise a small latent
+# (4 x 64 x 64 numbers for a 512 px picture), and a separate VAE turns the finished latent into the picture. A CLIP
+# text encoder turns the prompt into numbers the UNet reads at every step, and the scheduler decides which noise
+# levels to visit and how to step from one to the next. `pipe.components` holds the parts; DeciDiffusion uses the
+# same kinds of text encoder and VAE as SD v1.5, and differs in its UNet and its scheduler settings.
+
+# %%
+from nbhelpers.notebook import pipeline_diagram
+
+pipeline_diagram()
+plt.show()
+jobs = {
+    "tokenizer": "text -> 77 token ids",
+    "text_encoder": "token ids -> one vector per id (what the picture should show)",
+    "unet": "noisy latent + step + text -> prediction (noise for SD, v for DeciDiffusion)",
+    "scheduler": "which steps to visit; prediction -> a less noisy latent",
+    "vae": "picture <-> latent (8 times smaller each side for the real models)",
+    "safety_checker": "flags NSFW pictures (they come back black)",
+    "feature_extractor": "prepares pictures for the safety checker",
+    "image_encoder": "image prompts (IP-Adapter); unused here",
+}
+rows = []
+for name, component in pipe.components.items():
+    count = sum(p.numel() for p in component.parameters()) if isinstance(component, torch.nn.Module) else 0
+    kind = type(component).__name__ if component is not None else "(none)"
+    rows.append({"component": name, "class": kind, "parameters": f"{count:,}" if count else "", "job": jobs.get(name)})
+print(with_mark(f"pipe.components of {MODEL}", mark))
+pd.DataFrame(rows).set_index("component")
+
+# %% [markdown]
+# ### Text: 77 token ids, then one vector per id
+#
+# The tokenizer cuts the prompt into pieces of words from CLIP's vocabulary and pads it to 77 ids, the length the
+# text encoder was trained on (longer prompts are cut). The text encoder turns each id into a vector that also
+# carries its context: 77 x 768 numbers for the real models (a stand-in's vectors are shorter). The UNet's
+# cross-attention layers read these at every denoising step.
+
+# %%
+tokens = pipe.tokenizer(
+    PROMPTS[0], padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+)
+ids = tokens.input_ids[0]
+used = int(tokens.attention_mask[0].sum())  # the prompt's ids with the start and end marks; the rest is padding
+print(f"{len(ids)} token ids, of which {used} carry the prompt: {ids[:used].tolist()}")
+print("pieces:", pipe.tokenizer.convert_ids_to_tokens(ids[:used].tolist()))
+print(f"padding: id {int(ids[-1])} repeated {len(ids) - used} times")
+with torch.no_grad():
+    embeddings = pipe.text_encoder(tokens.input_ids.to(pipe.device))[0]
+print(with_mark(f"text embeddings: {tuple(embeddings.shape)} (batch, positions, numbers per position)", mark))
+
+# %% [markdown]
+# ### Latents and the VAE
+#
+# The VAE's encoder squeezes a picture into a latent 8 times smaller on each side (4 x 64 x 64 for 512 px) and
+# its decoder expands a latent back; the round trip below loses only fine detail. The pipeline multiplies latents
+# by `vae.config.scaling_factor` (0.18215 for SD v1.x and DeciDiffusion; a stand-in has its own VAE and factor) so
+# that they have about unit spread, the scale the UNet was trained on, and divides by it before decoding.
+
+# %%
+vae, scale = pipe.vae, pipe.vae.config.scaling_factor
+picture = pipe.image_processor.preprocess(result.images[0]).to(pipe.device, pipe.dtype)  # 0..255 -> -1..1
+with torch.no_grad():
+    # The encoder gives a distribution; its mean is enough here. Scaled, it is what the UNet works on.
+    latent = vae.encode(picture).latent_dist.mean * scale
+    back = vae.decode(latent / scale).sample  # unscaled before decoding, as the pipeline does
+round_trip = pipe.image_processor.postprocess(back, output_type="pil")[0]
+shrink = picture[0].numel() / latent[0].numel()
+print(f"picture {tuple(picture.shape[1:])} -> latent {tuple(latent.shape[1:])}: {shrink:.0f}x fewer numbers")
+print(
+    f"scaling_factor {scale:.5g}: latent spread {(latent / scale).std():.2f} before scaling, {latent.std():.2f} after"
+)
+loss = np.abs(np.asarray(round_trip, dtype=int) - np.asarray(result.images[0], dtype=int))
+show_images(
+    [result.images[0], round_trip],
+    [with_mark("picture", mark), with_mark(f"VAE round trip (mean change {loss.mean():.1f}/255)", mark)],
+    img_width=256,
+)
+
+# %% [markdown]
+# ## 4. The denoising loop, by hand
+#
+# Below is `pipe(prompt)`'s loop written out with the pipeline's own parts. At each step the UNet sees the latent
+# twice, with the empty prompt and with yours, and predicts what it was trained to predict: the noise in the latent
+# for SD v1.x (`epsilon`), the "velocity" `v = sqrt(a)·noise - sqrt(1-a)·picture` for DeciDiffusion (`v_prediction`;
+# the latent at that step is `sqrt(a)·picture + sqrt(1-a)·noise`). Classifier-free guidance combines the two outputs,
+# `guided = uncond + scale * (cond - uncond)`, whatever they predict, and the scheduler converts the guided output
+# into a less noisy latent with the formula for that prediction type, so using the wrong type breaks the picture.
+# DeciDiffusion then rescales the guided output (`guidance_rescale` 0.7, section 7).
+
+# %%
+# The denoising loop of pipe(prompt), written out with the pipeline's own parts (plain diffusers and torch).
+import torch
+from PIL import Image
+
+
+@torch.no_grad()
+def generate_by_hand(pipe, prompt, *, seed, steps, side, guidance_scale=7.5, guidance_rescale=0.0, x0_guesses=None):
+    """The picture ``pipe(prompt, ...)`` makes with the same settings, step by step (without the safety checker).
+
+    ``x0_guesses``, a list, receives the scheduler's guess of the clean latent after each step where it gives one.
+    """
+
+    def encode(text):  # text -> 77 token ids -> 77 vectors (the text encoder's last hidden states)
+        ids = pipe.tokenizer(
+            text, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
+        return pipe.text_encoder(ids.to(pipe.device))[0]
+
+    text = torch.cat([encode(""), encode(prompt)])  # the empty prompt first, for guidance
+    scheduler = pipe.scheduler
+    scheduler.set_timesteps(steps, device=pipe.device)  # which of the 1000 training steps to visit, in order
+    shape = (1, pipe.unet.config.in_channels, side // pipe.vae_scale_factor, side // pipe.vae_scale_factor)
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=text.dtype)  # on the CPU
+    latents = noise.to(pipe.device) * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        model_input = scheduler.scale_model_input(torch.cat([latents] * 2), t)  # the same latent twice
+        uncond, cond = pipe.unet(model_input, t, encoder_hidden_states=text).sample.chunk(2)
+        guided = uncond + guidance_scale * (cond - uncond)  # classifier-free guidance, on noise or v alike
+        if guidance_rescale > 0:  # rescaled guidance: give the guided output back the spread of the prompt's
+            dims = list(range(1, cond.ndim))
+            rescaled = guided * (cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True))
+            guided = guidance_rescale * rescaled + (1 - guidance_rescale) * guided
+        step = scheduler.step(guided, t, latents)  # noise or v -> a less noisy latent, by the prediction type
+        latents = step.prev_sample
+        if x0_guesses is not None and hasattr(step, "pred_original_sample"):  # DDIM, Euler, LMS give it; PNDM not
+            x0_guesses.append(step.pred_original_sample)
+    pixels = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample[0]  # values in -1..1
+    pixels = (pixels * 0.5 + 0.5).clamp(0, 1).permute(1, 2, 0).float().cpu().numpy()
+    return Image.fromarray((pixels * 255).round().astype("uint8"))
+
+
+# %% [markdown]
+# The same prompt and seed through `pipe(...)` and through the loop. `callback_on_step_end` is diffusers' hook into
+# the pipeline's loop: a function it calls after every step with the tensors named in
+# `callback_on_step_end_tensor_inputs`; this one keeps each step's latent for the strip below.
+
+# %%
+rescale = spec.guidance_rescale if spec else 0.0  # DeciDiffusion's published 0.7; 0 (off) for SD v1.x
+print(f"{MODEL} predicts {pipe.scheduler.config.prediction_type!r}; {type(pipe.scheduler).__name__}, {steps} steps")
+step_latents = []
+
+
+def keep_latents(pipeline, step_index, timestep, callback_kwargs):
+    step_latents.append(callback_kwargs["latents"])
+    return callback_kwargs  # tensors returned here replace the pipeline's own: unchanged
+
+
+by_pipe = pipe(
+    PROMPTS[0],
+    num_inference_steps=steps,
+    guidance_scale=7.5,
+    guidance_rescale=rescale,
+    height=side,
+    width=side,
+    generator=torch.Generator().manual_seed(SEED),
+    callback_on_step_end=keep_latents,
+    callback_on_step_end_tensor_inputs=["latents"],
+)
+x0_guesses = []
+by_hand = generate_by_hand(
+    pipe, PROMPTS[0], seed=SEED, steps=steps, side=side, guidance_rescale=rescale, x0_guesses=x0_guesses
+)
+gap = np.abs(np.asarray(by_pipe.images[0], dtype=int) - np.asarray(by_hand, dtype=int))
+print(f"pipe() vs the loop by hand: max pixel difference {gap.max()}/255")
+if by_pipe.nsfw_content_detected and any(by_pipe.nsfw_content_detected):
+    print("The safety checker blacked out pipe()'s picture; the loop by hand has no checker.")
+show_images(
+    [by_pipe.images[0], by_hand], [with_mark("pipe(...)", mark), with_mark("the loop by hand", mark)], img_width=256
+)
+
+# %% [markdown]
+# ### Watching the picture form
+#
+# Top row: the latent after each step, as `callback_on_step_end` received it, decoded by the VAE: noise that
+# slowly becomes the picture. Bottom row: the scheduler's guess at that step of the finished picture
+# (`pred_original_sample`, the clean latent it computes from the model's output): the layout usually settles early
+# and the later steps add detail.
+
+
+# %%
+def to_picture(pipe, latent):  # latent -> PIL picture, as the pipeline decodes
+    with torch.no_grad():
+        decoded = pipe.vae.decode(latent / pipe.vae.config.scaling_factor).sample
+    return pipe.image_processor.postprocess(decoded, output_type="pil")[0]
+
+
+shown_steps = sorted({int(i) for i in np.linspace(0, len(step_latents) - 1, num=min(6, len(step_latents)))})
+guesses = [to_picture(pipe, x0_guesses[i]) if x0_guesses else None for i in shown_steps]
+image_table(
+    [[to_picture(pipe, step_latents[i]) for i in shown_steps], guesses],
+    row_labels=["latent after\nthe step", "guess of the\nclean picture" + ("" if x0_guesses else "\n(not given)")],
+    column_labels=[f"step {i + 1} of {len(step_latents)}" for i in shown_steps],
+    title=with_mark(f"{MODEL}: '{PROMPTS[0]}', seed {SEED}", mark),
+)
+plt.show()
+
+# %% [markdown]
+# ## 5. Guidance scale
+#
+# Classifier-free guidance mixes the model's two outputs, with the prompt and with the empty prompt:
+# `guided = uncond + scale * (cond - uncond)` (noise for SD, v for DeciDiffusion; the formula is the same). Scale 1
+# is the prompt's output alone; higher values push further from the empty prompt, following the prompt more
+# closely until colours burn out. Guidance above 1 costs two UNet evaluations per step.
 
 # %%
 sweep = [
@@ -208,13 +431,23 @@ plt.show()
 
 # %% [markdown]
 # With the toy model, "follows the prompt" can be counted: `score_pipeline` draws captions of the kind it was
-# trained on ("a red circle on a gray background", ...; here 12 of the 36, every shape, colour and background)
-# and reads colour, shape and background back from every picture (`read_scene`). The share of pictures with all
-# three words right is the model's adherence. (With the real models this needs a person or a CLIP score; it is
-# skipped there.) Measured with the shipped DeciDiffusion-style toy over all 36 captions and two seeds: 64% at
-# guidance 1, **71% at 2**, 60% at 3, 38% at 7.5, 32% at 12: a little guidance helps, more costs the shape first
-# (colour and background stay right). The SD-style toy, trained with SD v1's schedule, wants more: 18% at 1, 33%
-# at 5, 47% at 7.5. The best scale is a property of the model and its training, not a constant: measure it.
+# trained on and reads colour, shape and background back from every picture (`read_scene`); the share with all
+# three right is the model's adherence (with the real models this needs a person or a CLIP score). The first table
+# is the project's record for both toy models over all 36 captions; the chart measures 12 of them here, live. The
+# best scale is a property of the model and its training, not a constant: the two toys disagree, so measure it.
+
+# %%
+from IPython.display import display
+
+from nbhelpers.notebook import toy_guidance_table
+
+record = toy_guidance_table()  # benchmarks/results/toy_lessons.json; None when nbhelpers came without the repo
+if record is None:
+    print("The record is benchmarks/results/toy_lessons.json in the project's repository (not installed here).")
+else:
+    how, rows = record
+    print(with_mark("Measured by " + how, stand_in_mark("toy")))
+    display(pd.DataFrame(rows).set_index("guidance scale"))
 
 # %%
 if stand_in == "toy":
@@ -233,39 +466,164 @@ if stand_in == "toy":
     plt.show()
 
 # %% [markdown]
-# ## 4. Swap the scheduler
+# ## 6. Samplers and step counts
 #
-# The scheduler decides how the noise is removed step by step. `swap_scheduler` builds the new one from the old
-# one's config, so the model's training settings (for DeciDiffusion: v-prediction, zero terminal SNR, trailing
-# timesteps) carry over.
+# The scheduler (sampler) decides which noise levels to visit and how to step between them: DDIM steps straight
+# towards its guess of the clean latent, Euler-ancestral adds fresh noise at every step, DPM++ reuses the previous
+# step's prediction to stay accurate with fewer steps. More steps cost time in proportion and add detail, with less
+# and less gain; the grid shows the seconds under each picture. `swap_scheduler` builds the new scheduler from the old
+# one's config, so the model's training settings (prediction type, betas, timestep spacing, zero terminal SNR) carry
+# over.
 
 # %%
 from nbhelpers.models.schedulers import swap_scheduler
 
+step_counts = STEP_COUNTS or sorted({max(2, round(steps * k / 3)) for k in (1, 2, 3)})  # at least 2 steps
 original_scheduler = pipe.scheduler
-swapped = []
+grid, seconds = [], []
 for name in SCHEDULERS_TO_TRY:
     swap_scheduler(pipe, name)
-    swapped.append(generate(pipe, PROMPTS[1], seed=SEED, num_inference_steps=STEPS, **size).images[0])
+    runs = [generate(pipe, PROMPTS[1], seed=SEED, num_inference_steps=n, **size) for n in step_counts]
+    grid.append([run.images[0] for run in runs])
+    seconds.append([f"{run.seconds:.2f} s" for run in runs])
 pipe.scheduler = original_scheduler
-show_images(swapped, [with_mark(name, mark) for name in SCHEDULERS_TO_TRY], img_width=200)
+image_table(
+    grid,
+    row_labels=SCHEDULERS_TO_TRY,
+    column_labels=[f"{n} steps" for n in step_counts],
+    captions=seconds,
+    title=with_mark(f"Samplers x steps on {pipe.device}: seconds per picture under each", mark),
+)
+plt.show()
 
 # %% [markdown]
-# ## 5. Negative prompts
-#
-# A negative prompt replaces the empty unconditioned prompt, so guidance pushes away from what it describes.
+# Not every scheduler can carry every setting: PNDM and LMS have no `rescale_betas_zero_snr`, and diffusers'
+# `from_config` drops a setting the new class lacks without a word. `swap_scheduler` refuses such a swap for a
+# zero-terminal-SNR model like DeciDiffusion and names the schedulers that keep it (`allow_schedule_change=True`
+# swaps anyway, with a warning); SD v1.x has no such setting, so every scheduler fits it.
 
 # %%
-without = generate(pipe, PROMPTS[0], seed=SEED, num_inference_steps=STEPS, **size)
+from nbhelpers.errors import ConfigurationError
+
+try:
+    swap_scheduler(pipe, "pndm")
+    print(f"{MODEL} takes PNDM: its scheduler has no setting PNDM would drop.")
+except ConfigurationError as err:
+    print(err)
+pipe.scheduler = original_scheduler
+
+# %% [markdown]
+# ## 7. Zero terminal SNR, trailing timesteps and `guidance_rescale`
+#
+# SD v1.x's noise schedule never reaches pure noise: at its last training step about 7% of the picture is left (the
+# chart's 0.068), so the model learned that a trace of the picture's overall brightness is always there, and at
+# generation time, starting from pure noise, it makes medium-bright pictures. DeciDiffusion was trained with *zero
+# terminal SNR* (`rescale_betas_zero_snr`): the last step is pure noise, which is why it predicts v (predicting the
+# noise there would be trivial and say nothing about the picture) and samples with *trailing* timesteps, starting at
+# step 999 where SD's *leading* spacing starts lower. Such models over-expose at high guidance; `guidance_rescale`
+# pulls the guided output's spread back towards the prompt's output (0.7 keeps 70% of that correction).
+
+# %%
+from nbhelpers.catalog import get_spec
+from nbhelpers.models.components import build_scheduler
+
+fig, ax = plt.subplots(figsize=(7.5, 3.4), layout="constrained")
+for model_name in ("sd-v1-5", "deci-v1"):
+    published = build_scheduler(get_spec(model_name))  # the scheduler settings the model was published with
+    signal = published.alphas_cumprod.sqrt()  # sqrt(a_t): how much of the picture is left in the latent at step t
+    published.set_timesteps(steps)
+    visited = published.timesteps
+    ax.plot(signal, label=f"{model_name}: {signal[-1]:.3f} left at t = {len(signal) - 1}")
+    print(
+        f"{model_name} ({type(published).__name__}, predicts {published.config.prediction_type}): "
+        f"{published.config.timestep_spacing} spacing, {steps} steps from t = {int(visited[0])} to {int(visited[-1])}"
+    )
+ax.set_xlabel("training step t (0: the clean picture, 999: the noisiest)")
+ax.set_ylabel("share of the picture left, sqrt(a_t)")
+ax.set_yscale("log")
+ax.set_title("Noise schedules as published (configs, not a stand-in)")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# The same prompt and seed at a high guidance scale, without and with rescaled guidance. Under each picture: the
+# share of its pixel values burnt out (at 0-2 or 253-255 of 255), where over-exposure shows first.
+
+# %%
+pictures, burnt = [], []
+for value in (0.0, 0.7):
+    out = generate(
+        pipe,
+        EXPOSURE_PROMPT,
+        seed=SEED,
+        num_inference_steps=STEPS,
+        guidance_scale=max(GUIDANCE_SCALES),
+        guidance_rescale=value,
+        **size,
+    )
+    pixels = np.asarray(out.images[0])
+    pictures.append(out.images[0])
+    burnt.append(f"{100 * ((pixels <= 2) | (pixels >= 253)).mean():.0f}% burnt out")
+image_table(
+    [pictures],
+    row_labels=[f"guidance {max(GUIDANCE_SCALES):g}"],
+    column_labels=["guidance_rescale 0 (off)", "guidance_rescale 0.7"],
+    captions=[burnt],
+    title=with_mark(f"'{EXPOSURE_PROMPT}', seed {SEED}", mark),
+    cell_inches=2.6,
+)
+plt.show()
+
+# %% [markdown]
+# ## 8. Negative prompts
+#
+# A negative prompt replaces the empty unconditioned prompt, so guidance pushes away from what it describes. Beside
+# it, section 2's picture of the same prompt and seed without one.
+
+# %%
 negative = generate(pipe, PROMPTS[0], seed=SEED, num_inference_steps=STEPS, negative_prompt=NEGATIVE_PROMPT, **size)
 show_images(
-    without.images + negative.images,
+    [result.images[0], *negative.images],
     [with_mark("no negative prompt", mark), with_mark(f"negative: {NEGATIVE_PROMPT}", mark)],
     img_width=256,
 )
 
 # %% [markdown]
-# ## 6. Save with metadata
+# ## 9. Image-to-image
+#
+# Image-to-image starts the loop from a picture instead of pure noise: the VAE encodes it, the scheduler noises the
+# latent to the level `STRENGTH` of the way along the schedule, and only that share of the steps runs. `from_pipe`
+# builds the image-to-image pipeline from the loaded parts without loading anything again; pass the UNet
+# explicitly (it leaves out a component whose class the new pipeline does not name, like the flexible UNet) and
+# the dtype (without it, `from_pipe` converts the shared parts to float32). The image-to-image pipeline has no
+# `guidance_rescale`.
+
+# %%
+from diffusers import StableDiffusionImg2ImgPipeline
+
+diffusers.logging.set_verbosity_error()  # from_pipe notes "modules that should be kept in float32: []": none
+try:
+    img2img = StableDiffusionImg2ImgPipeline.from_pipe(pipe, unet=pipe.unet, dtype=pipe.dtype)
+finally:
+    diffusers.logging.set_verbosity_warning()
+start = result.images[0]
+edited = img2img(
+    IMG2IMG_PROMPT,
+    image=start,
+    strength=STRENGTH,
+    num_inference_steps=steps,
+    generator=torch.Generator().manual_seed(SEED),
+).images[0]
+print(f"{int(steps * STRENGTH)} of {steps} steps run, from a picture noised {STRENGTH:.0%} of the way")
+show_images(
+    [start, edited],
+    [with_mark("start", mark), with_mark(f"'{IMG2IMG_PROMPT}', strength {STRENGTH}", mark)],
+    img_width=256,
+)
+del img2img  # shares its parts with pipe: nothing to free but the wrapper
+
+# %% [markdown]
+# ## 10. Save with metadata
 #
 # Each PNG carries its prompt, seed, steps and model, so a picture can always be traced back and remade.
 # Files are written atomically.
@@ -276,7 +634,7 @@ print(*paths, sep="\n")
 read_image_metadata(paths[0])
 
 # %% [markdown]
-# ## 7. The other models on the same prompt and seed
+# ## 11. The other models on the same prompt and seed
 #
 # SD v1.5 and v1.4 share the architecture (860M-parameter UNet, 50 PNDM steps); small-stable-diffusion is a
 # distilled version with one layer per block. Each model is freed before the next loads, so this fits a small GPU.
@@ -303,6 +661,35 @@ plt.imshow(grid)
 plt.title(with_mark(" | ".join([MODEL, *OTHER_MODELS]) + f": seed {SEED}", mark), fontsize=9)
 plt.axis("off")
 plt.show()
+
+# %% [markdown]
+# ## 12. Try your own prompt (optional)
+#
+# A prompt box for your own experiments, with the notebook's model (loaded again at the first click, from the
+# local cache). It waits for you, so the test suite skips this cell (its `nbval-skip` tag).
+
+# %% tags=["nbval-skip"]
+import ipywidgets as widgets
+from IPython.display import display
+
+prompt_box = widgets.Text(value=PROMPTS[0], description="Prompt", layout=widgets.Layout(width="60%"))
+seed_box = widgets.IntText(value=SEED, description="Seed", layout=widgets.Layout(width="20%"))
+button = widgets.Button(description="Generate")
+shown = widgets.Output()
+loaded = {}  # the pipeline, once the button is first clicked
+
+
+def on_click(_):
+    with shown:
+        shown.clear_output(wait=True)
+        if "pipe" not in loaded:
+            loaded["pipe"] = load_pipeline(MODEL, stand_in=stand_in)
+        out = generate(loaded["pipe"], prompt_box.value, seed=seed_box.value, num_inference_steps=STEPS, **size)
+        show_images(out.images, out.labels(), img_width=256)
+
+
+button.on_click(on_click)
+display(widgets.HBox([prompt_box, seed_box, button]), shown)
 
 # %% [markdown]
 # **Next:** [`02_sd15_vs_decidiffusion.ipynb`](02_sd15_vs_decidiffusion.ipynb) measures the speed difference

@@ -204,15 +204,24 @@ def test_save_refuses_a_stem_that_names_another_folder(tiny_sd, tmp_path):
     assert not (tmp_path / "escape-000-seed0.png").exists()
 
 
-@pytest.mark.parametrize("name", list(SCHEDULERS))
+@pytest.mark.parametrize("name", ["ddim", "euler", "euler-a", "dpm++", "unipc"])
 def test_scheduler_swap_keeps_training_settings(tiny_deci, name):
     from nbhelpers.loading import load_pipeline
 
     pipe = load_pipeline("deci-v1", stand_in="tiny", device="cpu", progress=False, scheduler=name)
     assert type(pipe.scheduler) is SCHEDULERS[name]
     assert pipe.scheduler.config.prediction_type == "v_prediction"
-    out = generate(pipe, "an owl", num_inference_steps=4)  # PNDM with trailing spacing needs >= 4 steps
+    assert pipe.scheduler.config.rescale_betas_zero_snr is True
+    out = generate(pipe, "an owl", num_inference_steps=4)
     assert out.nan == [False]
+
+
+def test_a_scheduler_without_zero_snr_is_refused_for_decidiffusion():
+    from nbhelpers.loading import load_pipeline
+    from nbhelpers.models.schedulers import SchedulerMismatchError
+
+    with pytest.raises(SchedulerMismatchError, match="rescale_betas_zero_snr"):
+        load_pipeline("deci-v1", stand_in="tiny", device="cpu", progress=False, scheduler="pndm")
 
 
 def test_unknown_scheduler(tiny_sd):
