@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,10 +160,7 @@ def _from_pretrained(loader: Any, source: str, is_local: bool, **kwargs: Any) ->
     from safetensors import SafetensorError
 
     try:
-        with warnings.catch_warnings():
-            # diffusers >= 0.36 renames torch_dtype to dtype; torch_dtype keeps working on every supported version.
-            warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
-            return loader.from_pretrained(source, **kwargs)
+        return loader.from_pretrained(source, **kwargs)
     except (RuntimeError, TypeError, AttributeError, KeyError, IndexError, SafetensorError) as err:
         if not is_local or isinstance(err, UserFacingError):
             raise
@@ -190,13 +186,13 @@ def _names_deci_pipeline(folder: Path, is_local: bool) -> bool:
 
 
 def _load_flexible_unet(
-    source: str, is_local: bool, torch_dtype: torch.dtype, kwargs: dict[str, Any]
+    source: str, is_local: bool, weight_dtype: torch.dtype, kwargs: dict[str, Any]
 ) -> FlexibleUNet2DConditionModel:
     """Load DeciDiffusion's denoiser from ``flexible_unet/``: the plain weight file (stored in fp16, as the model
     card loads it), else an ``fp16`` variant file if that is what the folder holds."""
     try:
         return _from_pretrained(
-            FlexibleUNet2DConditionModel, source, is_local, subfolder="flexible_unet", torch_dtype=torch_dtype, **kwargs
+            FlexibleUNet2DConditionModel, source, is_local, subfolder="flexible_unet", dtype=weight_dtype, **kwargs
         )
     except ModelLoadError as first_error:
         try:
@@ -205,7 +201,7 @@ def _load_flexible_unet(
                 source,
                 is_local,
                 subfolder="flexible_unet",
-                torch_dtype=torch_dtype,
+                dtype=weight_dtype,
                 variant="fp16",
                 **kwargs,
             )
@@ -338,14 +334,14 @@ def load_pipeline(
 
         fast_path = check_fast_path_for(fast_path, spec, resolved).name
     target_device = pick_device(device)
-    torch_dtype = pick_dtype(target_device, dtype)
+    weight_dtype = pick_dtype(target_device, dtype)
     savers = _resolve_memory_savers(target_device, memory_savers)
-    kwargs: dict[str, Any] = {"torch_dtype": torch_dtype, **from_pretrained_kwargs}
+    kwargs: dict[str, Any] = {"dtype": weight_dtype, **from_pretrained_kwargs}
     if is_local:  # weights from a folder: safetensors only, never a pickle (see nbhelpers.pipeline_folder)
         kwargs["use_safetensors"] = True
     if not safety_checker:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
-    if not is_local and spec is not None and spec.fp16_variant and torch_dtype == torch.float16:
+    if not is_local and spec is not None and spec.fp16_variant and weight_dtype == torch.float16:
         kwargs.setdefault("variant", "fp16")
 
     kind = _folder_kind(Path(source)) if is_local else ("deci-hub" if spec and spec.unet_kind == "flexible" else "")
@@ -353,7 +349,7 @@ def load_pipeline(
         memory, memory_name = _memory_for_weights(target_device, savers)
         check_pipeline_folder(
             Path(source),
-            bytes_per_parameter=torch.empty((), dtype=torch_dtype).element_size(),
+            bytes_per_parameter=torch.empty((), dtype=weight_dtype).element_size(),
             memory_bytes=memory,
             memory_name=memory_name,
         )
@@ -365,7 +361,7 @@ def load_pipeline(
         pipeline_cls = DiffusionPipeline
     if kind == "deci-hub":
         unet_kwargs = {k: v for k, v in kwargs.items() if k in _MODEL_KWARGS}
-        unet = _load_flexible_unet(source, is_local, torch_dtype, unet_kwargs)
+        unet = _load_flexible_unet(source, is_local, weight_dtype, unet_kwargs)
         kwargs.pop("variant", None)
         pipe = _from_pretrained(pipeline_cls, source, is_local, unet=unet, **kwargs)
     else:
@@ -391,7 +387,7 @@ def load_pipeline(
         spec=spec,
         stand_in=resolved,
         device=target_device,
-        dtype=torch_dtype,
+        dtype=weight_dtype,
         memory_savers=applied,
         fast_path=fast_path,
     )

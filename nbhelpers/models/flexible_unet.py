@@ -7,7 +7,7 @@ own layers (``ResnetBlock2D``, ``Transformer2DModel``, ``Downsample2D``, ``Upsam
 with the ordinary ``from_pretrained``::
 
     unet = FlexibleUNet2DConditionModel.from_pretrained(
-        "Deci/DeciDiffusion-v1-0", subfolder="flexible_unet", torch_dtype=torch.float16
+        "Deci/DeciDiffusion-v1-0", subfolder="flexible_unet", dtype=torch.float16
     )
 
 The layout is set by the ``configurations`` entry of the config (see ``DECI_FLEXIBLE_UNET_CONFIG``):

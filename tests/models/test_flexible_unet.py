@@ -315,7 +315,7 @@ def test_save_load_round_trip(tiny: FlexibleUNet2DConditionModel, tmp_path: Path
         # ... and a freshly allocated copy of it exactly.
         assert torch.equal(copy.deepcopy(loaded)(sample, 7, context).sample, expected)
 
-    half = FlexibleUNet2DConditionModel.from_pretrained(tmp_path / "flexible_unet", torch_dtype=torch.float16)
+    half = FlexibleUNet2DConditionModel.from_pretrained(tmp_path / "flexible_unet", dtype=torch.float16)
     assert {p.dtype for p in half.parameters()} == {torch.float16}
     for name, value in half.state_dict().items():
         assert torch.equal(value, tiny.state_dict()[name].half()), name
@@ -329,7 +329,7 @@ def test_fp16_variant_and_unknown_config_keys(tiny: FlexibleUNet2DConditionModel
     config["some_future_key"] = [1, 2]
     config["configurations"]["another_unknown_key"] = "x"
     (folder / "config.json").write_text(json.dumps(config))
-    loaded = FlexibleUNet2DConditionModel.from_pretrained(folder, variant="fp16", torch_dtype=torch.float16)
+    loaded = FlexibleUNet2DConditionModel.from_pretrained(folder, variant="fp16", dtype=torch.float16)
     assert {p.dtype for p in loaded.parameters()} == {torch.float16}
     assert len(loaded.state_dict()) == len(tiny.state_dict())
 
