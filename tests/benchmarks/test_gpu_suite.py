@@ -11,6 +11,8 @@ import pytest
 
 from tests.benchmarks.conftest import BENCHMARKS
 
+pytestmark = pytest.mark.slow  # processes, servers or training runs: left out of make test-fast
+
 #: what comes back from the GPU machine (the device notes' limits)
 MAX_FILES, MAX_FILE_BYTES = 8, 16 * 2**20
 RECORD_KEYS = {"part", "title", "status", "dry_run", "device", "started_at_s", "elapsed_s"}

@@ -71,6 +71,7 @@ def test_out_of_range_setting(tmp_path, capsys):
     assert "height must be a multiple of 8" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_console_script_env():
     result = subprocess.run(
         [sys.executable, "-m", "nbhelpers", "env", "--json"], capture_output=True, text=True, timeout=120
@@ -261,6 +262,7 @@ def test_a_cuda_out_of_memory_error_is_one_line(capsys):
     assert len(err.splitlines()) == 1 and "out of memory" in err and "fewer images, a smaller size" in err
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_generate_is_one_line_status_130_and_leaves_no_partial_file(tmp_path):
     # A real SIGINT to a real `nbhelpers generate`, sent while its denoising loop runs (1000 steps).
     out = tmp_path / "out"

@@ -124,6 +124,7 @@ def test_missing_local_folder_and_bad_folder(tmp_path):
         load_pipeline(tmp_path / "empty", stand_in="none", device="cpu")
 
 
+@pytest.mark.slow
 def test_unreachable_hub_says_how_to_go_offline(tmp_path):
     # A fresh process: empty hub cache, offline. The real weights cannot be had, and the message says why
     # and what to do instead.
@@ -145,6 +146,7 @@ def test_unreachable_hub_says_how_to_go_offline(tmp_path):
     assert "hf download stable-diffusion-v1-5/stable-diffusion-v1-5" in message and "huggingface-cli" not in message
 
 
+@pytest.mark.slow
 def test_loading_by_hub_id_from_a_prepopulated_offline_cache(tmp_path):
     # The exact path a user runs online (hub ids, subfolders), served from a Hugging Face cache that holds
     # the tiny folders under the real repo ids. DeciDiffusion's SD-shaped unet/ is left out of the cache:

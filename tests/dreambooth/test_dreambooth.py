@@ -63,6 +63,7 @@ def test_saved_lora_loads_into_a_fresh_pipeline_and_changes_its_output(subject, 
     assert list(log["step"]) == [1, 2, 3, 4] and log["loss"].notna().all()
 
 
+@pytest.mark.slow
 def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_total(subject, tmp_path):
     out = tmp_path / "run"
     code = textwrap.dedent(f"""
@@ -86,6 +87,7 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_total(subject, tmp_
     assert not list((out / "checkpoints").glob(".*"))  # no half-written checkpoint left behind
 
 
+@pytest.mark.slow
 def test_prior_preservation_generates_and_reuses_class_images(subject, tmp_path):
     config = _config(
         subject,
@@ -187,6 +189,7 @@ def test_mixed_precision_keeps_frozen_weights_half_and_trained_ones_fp32(subject
     assert result.global_step == 2 and all(np.isfinite(loss) for _, loss in result.losses)
 
 
+@pytest.mark.slow
 def test_step_benchmark_runs_and_saves_its_figures(tmp_path):
     out = tmp_path / "dreambooth_step.json"
     subprocess.run(
@@ -211,6 +214,7 @@ def test_step_benchmark_runs_and_saves_its_figures(tmp_path):
     assert lora["weights"] == "tiny, random" and report["environment"]
 
 
+@pytest.mark.slow
 def test_full_size_step_benchmark_refuses_without_cuda(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is here; the refusal only applies without one")

@@ -32,6 +32,8 @@ from nbhelpers.endpoints.serving import local_server, remove_stale_socket_folder
 from nbhelpers.endpoints.settings import EndpointSettings
 from tests.endpoints.endpoint_cases import BAD_REQUESTS, HOSTILE_BODIES
 
+pytestmark = pytest.mark.slow  # processes, servers or training runs: left out of make test-fast
+
 KEY = "test-key-4c1d"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 SAMPLE = {

@@ -7,8 +7,11 @@ import sys
 import time
 
 import pandas as pd
+import pytest
 
 from nbhelpers.cli import main
+
+pytestmark = pytest.mark.slow  # processes, servers or training runs: left out of make test-fast
 
 PROMPTS = 'prompt,seed,steps\na red circle,,\na blue square,7,\n"a green, triangle",,3\na fox,,\na ship,,\n'
 

@@ -6,6 +6,8 @@ from nbhelpers.cli import main
 from nbhelpers.jobs import JobSpec, PipelineRecipe, read_rows
 from nbhelpers.jobs.rows import normalise_settings
 
+pytestmark = pytest.mark.slow  # processes, servers or training runs: left out of make test-fast
+
 ray = pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install -e '.[scale]')")
 
 

@@ -135,6 +135,7 @@ class _Killed(Exception):
     """Stands in for a run killed mid-way (Ctrl-C, a preempted VM)."""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("killed_at", ["VAE step 2/3", "UNet step 3/3"])
 def test_a_killed_toy_run_resumes_to_the_same_weights(tmp_path, killed_at):
     from safetensors.torch import load_file

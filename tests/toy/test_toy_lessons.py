@@ -23,6 +23,8 @@ from nbhelpers.toy.evaluate import score_pipeline, shape_word_attention
 from nbhelpers.toy.pipelines import SHIPPED_TOY_DIR, TOY_MODEL_NAMES
 from nbhelpers.toy.shapes import Scene
 
+pytestmark = pytest.mark.slow  # processes, servers or training runs: left out of make test-fast
+
 #: The catalog entry each shipped toy model stands in for.
 STANDS_IN_FOR = {"sd": "sd-v1-5", "deci": "deci-v1"}
 #: What ``benchmarks/toy_lessons.py`` measured on the shipped models (accuracy by guidance, attention ratios,
