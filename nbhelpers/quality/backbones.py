@@ -85,9 +85,12 @@ def resolve_backbone(
 def _load(source: str, processor_source: str) -> tuple[Any, Any]:
     from transformers import CLIPModel, CLIPProcessor
 
+    # A folder a user was handed is read from safetensors only (a .bin file is a pickle); hub repos are read as
+    # transformers reads them (safetensors first, a .bin only with torch.load(weights_only=True)).
+    safe_only = {"use_safetensors": True} if Path(source).expanduser().is_dir() else {}
     try:
-        return CLIPModel.from_pretrained(source), CLIPProcessor.from_pretrained(processor_source)
-    except (OSError, ValueError) as err:
+        return CLIPModel.from_pretrained(source, **safe_only), CLIPProcessor.from_pretrained(processor_source)
+    except (OSError, ValueError, RuntimeError) as err:  # missing, damaged or pickled weights
         raise ConfigurationError(
             f"Cannot load the CLIP backbone {source!r} (processor {processor_source!r}): {err}. Give a CLIP hub id "
             "(cached, or with hub access), a folder saved with save_pretrained, or stand_in='tiny' offline."

@@ -411,7 +411,7 @@ def build_models(config: ToyTrainingConfig) -> ToyModels:
 
     folder = Path(config.continue_from) if config.continue_from else None
     vae = (
-        AutoencoderKL.from_pretrained(folder / "vae", dtype=torch.float32)
+        AutoencoderKL.from_pretrained(folder / "vae", dtype=torch.float32, use_safetensors=True)
         if folder
         else AutoencoderKL(**TOY_VAE_CONFIG)
     )
@@ -424,9 +424,9 @@ def build_models(config: ToyTrainingConfig) -> ToyModels:
         unet = UNet2DConditionModel(**TOY_SD_UNET_CONFIG)
         scheduler_config = {**SD_V1_PNDM_SCHEDULER, "skip_prk_steps": None}
     if folder:
-        text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32)
+        text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32, use_safetensors=True)
         denoiser = folder / ("flexible_unet" if config.model == "deci" else "unet")
-        unet = type(unet).from_pretrained(denoiser, dtype=torch.float32)
+        unet = type(unet).from_pretrained(denoiser, dtype=torch.float32, use_safetensors=True)  # never a pickle
     noise_scheduler = DDPMScheduler(**{k: v for k, v in scheduler_config.items() if k in _TRAINING_SCHEDULER_KEYS})
     tokenizer = load_clip_tokenizer(cache_root() / "clip-tokenizer")
     return ToyModels(vae, text_encoder, unet, tokenizer, scheduler_config, noise_scheduler)
