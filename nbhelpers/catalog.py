@@ -40,6 +40,9 @@ class ModelSpec:
         scheduler_config: published scheduler settings (keys of the scheduler's config).
         aliases: other names (old or removed hub ids) that resolve to this entry.
         fp16_variant: the repo also has half-precision weight files (``variant="fp16"``, half the download).
+        fp16_files: the repo's only weight files are half precision (DeciDiffusion): a load downloads fp16 without
+            asking for a variant.
+        licence: the licence of the weights, as the model card states it.
     """
 
     name: str
@@ -57,11 +60,19 @@ class ModelSpec:
     scheduler_config: dict[str, Any] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
     fp16_variant: bool = False
+    fp16_files: bool = False
+    licence: str = "CreativeML OpenRAIL-M"
 
     @property
     def unet_subfolder(self) -> str:
         """Subfolder of the hub repo that holds the denoiser the pipeline must use."""
         return "flexible_unet" if self.unet_kind == "flexible" else "unet"
+
+    @property
+    def download_bytes_per_parameter(self) -> int:
+        """Bytes per parameter of the weight files a GPU load (fp16) downloads: 2 where the repo has half-precision
+        files (an fp16 variant, or fp16 files only), else 4 (the fp32 files, converted after the download)."""
+        return 2 if self.fp16_variant or self.fp16_files else 4
 
     def generation_defaults(self) -> dict[str, Any]:
         """Keyword arguments for a pipeline call that reproduce the published defaults."""
@@ -105,6 +116,8 @@ CATALOG: dict[str, ModelSpec] = {
             scheduler_class="DDIMScheduler",
             scheduler_config=DECI_DDIM_SCHEDULER,
             aliases=("decidiffusion", "decidiffusion-v1-0"),
+            fp16_files=True,  # text_encoder 246 MB, vae 167 MB, flexible_unet 1.63 GB on the hub: fp16 only
+            licence="CreativeML Open RAIL++-M (weights), Apache 2.0 (code)",
         ),
         ModelSpec(
             name="small-sd-v0",
@@ -114,6 +127,7 @@ CATALOG: dict[str, ModelSpec] = {
             layers_per_block=1,
             scheduler_config=SD_V1_PNDM_SCHEDULER,
             aliases=("small-sd",),
+            licence="OpenRAIL (the hub's licence tag)",  # fp32 .bin files only, no fp16 variant
         ),
     )
 }

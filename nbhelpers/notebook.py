@@ -123,14 +123,18 @@ def gpu_advice() -> str:
 
 
 def show_what_to_expect(models: Sequence[str]) -> None:
-    """Print :func:`gpu_advice` and display, per model, its model card, download size and T4 time (estimates)."""
+    """Print :func:`gpu_advice` and display, per model, its model card, licence, download size and T4 time
+    (estimates), the total download of several models, and where the estimates come from."""
     import pandas as pd
     from IPython.display import display
 
-    from nbhelpers.tutorials.expectations import expectation_rows
+    from nbhelpers.tutorials.expectations import estimate_note, expectation_rows, total_download_gb
 
     print(gpu_advice())
     display(pd.DataFrame(expectation_rows(list(models))).set_index("model"))
+    if len(set(models)) > 1:
+        print(f"Downloads in all, each model once: about {total_download_gb(list(models)):.1f} GB (estimate).")
+    print(textwrap.fill(estimate_note(), 110))
 
 
 def image_table(

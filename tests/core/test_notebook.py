@@ -90,3 +90,19 @@ def test_toy_guidance_table_follows_the_record(tmp_path: Path):
 
 def test_toy_guidance_table_without_a_record_is_none(tmp_path: Path):
     assert toy_guidance_table(tmp_path / "missing.json") is None
+
+
+def test_what_to_expect_shows_licences_the_total_download_and_the_source_of_the_estimates(capsys, monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    from nbhelpers.notebook import show_what_to_expect
+
+    show_what_to_expect(["deci-v1", "small-sd-v0"])
+    table = shown[0]
+    assert table.loc["small-sd-v0", "files"] == "fp32 only"
+    assert "Open RAIL++-M" in table.loc["deci-v1", "licence (weights)"]
+    printed = capsys.readouterr().out
+    assert "about 7.0 GB" in printed  # 2.65 GB of fp16 files + 4.36 GB of fp32 files
+    assert "7.83 s" in printed and "alexeigor/sd-benchmarks" in printed
