@@ -33,22 +33,18 @@ from nbhelpers.tutorials.setup import set_up  # noqa: E402
 set_up("notebooks")  # this notebook's extras: installs what is missing or too old, or says to restart
 
 # %% [markdown]
-# The cell above is the same set-up cell every notebook starts with. If `nbhelpers` does not import, it installs the
-# project's code from the checkout the notebook sits in, or on a fresh Colab runtime from the repository. Then
-# `set_up` reads which libraries this notebook needs (its extras: `notebooks` here; others add `training`, `serving`,
-# `azure`) from the package's metadata, checks their installed versions *without importing them*, installs what is
-# missing or too old in one `pip install`, and prints what it did. Run it again at any time: when everything is
-# there it installs nothing.
+# Every notebook starts with the cell above: it installs the project's code if it is missing, then `set_up` installs
+# whatever this notebook's libraries (its *extras*) lack and says what it did. Run again, it installs nothing.
 #
 # ## What to expect
 #
 # - **GPU**: not needed for this notebook. The check below says what your machine has and what to do without a
 #   GPU (Colab: *Runtime → Change runtime type → T4 GPU*).
-# - **Downloads**: the smoke test at the end downloads DeciDiffusion once (about 2.7 GB in fp16, see the table;
-#   sizes are computed from the published configs). With a stand-in (`STAND_IN`) it downloads nothing.
+# - **Downloads**: the smoke test at the end downloads DeciDiffusion once (its size is in the table, computed from
+#   the published configs). With a stand-in (`STAND_IN`) it downloads nothing.
 # - **Time**: mostly installing and downloading, a few minutes on a fresh Colab runtime (not measured: the table's
-#   download time assumes 50 MB/s); the T4 times in the table are estimates computed from FLOPs and a published
-#   A10 timing, not measurements.
+#   download time assumes 50 MB/s); the T4 times in the table are estimates scaled from a published SD v1.5 T4
+#   timing (the note under the table), not measurements.
 # - **Model cards**: [DeciDiffusion 1.0](https://huggingface.co/Deci/DeciDiffusion-v1-0),
 #   [SD v1.5](https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5),
 #   [SD v1.4](https://huggingface.co/CompVis/stable-diffusion-v1-4),
@@ -108,7 +104,8 @@ print(gpu_advice())
 # ## 3. The models the tutorials use
 #
 # `load_pipeline(name)` takes any of these short names (or a hub id, or a local folder). Each entry carries the
-# defaults its authors publish: DeciDiffusion runs 30 DDIM steps with guidance rescale 0.7, SD v1.x 50 PNDM steps.
+# defaults its authors publish: DeciDiffusion runs 30 DDIM steps with guidance rescale 0.7, SD v1.x 50 PNDM steps
+# (DDIM and PNDM are two samplers, the step rules notebook 01 compares).
 
 # %%
 from nbhelpers.catalog import catalog_table
@@ -133,16 +130,29 @@ pipeline_diagram()
 plt.show()
 
 # %% [markdown]
+# The three models in the diagram:
+#
+# - **CLIP text encoder**: the text half of CLIP, a model OpenAI trained to match pictures with their captions; it
+#   turns the 77 token ids into 77 vectors that say what the prompt describes.
+# - **UNet**: a network shaped like a U (it shrinks the latent step by step to 8 x 8 and grows it back, with
+#   shortcuts between equal sizes) that reads a noisy latent, the step number and the text vectors and predicts
+#   what to take away.
+# - **VAE** (variational autoencoder): an encoder that squeezes a picture into a latent 8 times smaller on each side
+#   and a decoder that turns a latent back into a picture; the steps run on the latent because it holds far fewer
+#   numbers (4 x 64 x 64 instead of 3 x 512 x 512).
+
+# %% [markdown]
 # ## 5. Smoke test: one image
 #
-# With hub access this downloads the model the first time (about 2.7 GB for DeciDiffusion, whose files are
-# fp16). Offline, a **stand-in** takes its place through the same code path: `STAND_IN = "toy"` is a small model
-# this project trained on 64 px pictures of coloured shapes (its pictures often, not always, show prompts like "a
-# red circle on a white background"), `"tiny"` the real layout with random weights (noise). Either is marked on
-# every picture.
+# With hub access this downloads the model the first time (the size in the table at the top) and makes one picture.
+# Offline, a **stand-in** takes the model's place through the same code path (the next cell); its pictures are
+# marked as such.
 
 # %%
-# Offline stand-in: the one place this notebook changes for it. The toy model only knows shapes and colours.
+# Offline stand-in: the one place this notebook changes for it. STAND_IN = "toy" is a small model this project
+# trained on 64 px pictures of one coloured circle, square or triangle: it often, not always, draws prompts like
+# "a red circle on a white background" and nothing else, so it gets such a prompt. "tiny" is the real layout with
+# random weights: noise, only for trying the code. Every picture made from either is marked.
 from nbhelpers.stand_in import resolve_stand_in
 
 stand_in = resolve_stand_in(STAND_IN)  # "toy", "tiny" or None (the real model); NBHELPERS_STAND_IN is the default
