@@ -19,9 +19,8 @@
 # - write the denoising loop yourself, with classifier-free guidance and rescaled guidance, check that it makes
 #   `pipe(...)`'s picture, and watch the picture form step by step;
 # - make results reproducible with seeds, one seed per image;
-# - see what the guidance scale does (offline, on the toy model, measured), compare samplers and step counts,
-#   understand zero terminal SNR, trailing timesteps and `guidance_rescale`, and use negative prompts and
-#   image-to-image;
+# - see what the guidance scale does, compare samplers and step counts, understand zero terminal SNR, trailing
+#   timesteps and `guidance_rescale`, and use negative prompts and image-to-image;
 # - save images with their prompt, seed, steps and model in the PNG metadata.
 #
 # `%load_ext autotime` prints how long each cell took.
@@ -41,18 +40,15 @@ set_up("notebooks")  # this notebook's extras: installs what is missing or too o
 # %% [markdown]
 # ## What to expect
 #
-# - **GPU**: recommended (a free Colab T4 is enough: every model here needs about 3-4 GiB in fp16). Without one the
-#   notebook runs, slowly with the real models (minutes per image) or quickly offline with `STAND_IN = "toy"`: a
-#   small model in DeciDiffusion's (and SD's) pipeline layout, trained on 64 px pictures of one coloured circle,
-#   square or triangle. It draws prompts like "a red circle on a gray background" and nothing else; its pictures
-#   are marked "toy model (shapes)". `STAND_IN = "tiny"` gives random weights in the real layout (marked "tiny,
-#   random weights": noise, only for trying the code).
-# - **Downloads**: DeciDiffusion, then SD v1.5, SD v1.4 and small-stable-diffusion for the comparison at the end:
-#   about 10 GB in all, once (the table gives each; computed from the published configs).
-# - **Time on a T4**: the table's seconds per image are *estimates* computed from each UNet's FLOPs and a
-#   published A10 timing (no GPU was available to measure them); the notebook makes about 30 pictures, so with the
-#   downloads plan on 15-20 minutes.
-# - **Model cards**: linked in the table; read their licences (CreativeML OpenRAIL-M) before sharing images.
+# - **GPU**: recommended; a free Colab T4 is enough. At batch 1 in fp16 these models need up to about 4.5 GiB of GPU
+#   memory (an earlier H100 run of this project's benchmark measured peaks of 2.6 GiB for SD v1.5 and 4.2 GiB for
+#   DeciDiffusion). Without a GPU the notebook runs slowly with the real models (minutes per image), or quickly
+#   offline with a stand-in (`STAND_IN`; see the `# Offline stand-in` cell), whose pictures are marked.
+# - **Downloads**: DeciDiffusion, then SD v1.5, SD v1.4 and small-stable-diffusion for the comparison at the end,
+#   each once: the table gives each size and the total under it (computed from the published configs).
+# - **Time on a T4**: the cell after the parameters counts the pictures this notebook makes and multiplies them by
+#   the table's T4 estimates (scaled from a published SD v1.5 T4 timing, not measured); downloads come on top.
+# - **Model cards and licences**: in the table; read the licence before sharing images.
 
 # %%
 from nbhelpers.notebook import show_what_to_expect
@@ -64,11 +60,12 @@ show_what_to_expect(["deci-v1", "sd-v1-5", "sd-v1-4", "small-sd-v0"])
 MODEL = "deci-v1"  # catalog name, hub id or local folder
 OTHER_MODELS = ["sd-v1-5", "sd-v1-4", "small-sd-v0"]  # compared on the same prompt and seed at the end
 STAND_IN = None  # None: the real model (unless NBHELPERS_STAND_IN says otherwise); "toy" or "tiny": offline
+# The second prompt is the original tutorial's, kept as written ("shinning" included).
 PROMPTS = ["A photo of an astronaut riding a horse on Mars", "A big owl with bright shinning eyes"]
 SEED = 42
 NUM_IMAGES = 2  # images per prompt
 STEPS = None  # None: the model's default (30 for DeciDiffusion, 50 for SD)
-SIZE = None  # image side in px; None: the model's native 512 (64 for a stand-in)
+SIZE = None  # image side in px: a multiple of 64 for DeciDiffusion, of 8 for SD (checked); None: the model's own
 GUIDANCE_SCALES = [1.0, 2.0, 3.0, 7.5, 12.0]
 SCHEDULERS_TO_TRY = ["ddim", "euler-a", "dpm++"]
 STEP_COUNTS = None  # step counts compared per sampler; None: a third, two thirds and all of the steps
@@ -77,6 +74,38 @@ NEGATIVE_PROMPT = "blurry, low quality, deformed, text, watermark"
 IMG2IMG_PROMPT = "A photo of an astronaut riding a horse on the Moon, oil painting"
 STRENGTH = 0.6  # image-to-image: how much of the starting picture is noised away (0 keeps it, 1 ignores it)
 OUTPUT_DIR = "outputs/01_text_to_image"
+
+# %%
+# What this notebook costs on a T4: its pictures, counted from the parameters, x the table's T4 estimates.
+from nbhelpers.catalog import find_spec
+from nbhelpers.tutorials.expectations import t4_seconds_per_image
+
+
+def sampler_step_counts(steps):  # section 6's step counts: a third, two thirds and all of the steps (at least 2)
+    return STEP_COUNTS or sorted({max(2, round(steps * k / 3)) for k in (1, 2, 3)})
+
+
+if find_spec(MODEL) is None or any(find_spec(name) is None for name in OTHER_MODELS):
+    print("No T4 estimate: a model outside the catalog has no published FLOP count here.")
+else:
+    model_steps = STEPS or find_spec(MODEL).num_inference_steps
+    pictures = {  # section: pictures of MODEL, counted at the model's step count
+        "1. load_pipeline and plain diffusers": 2 if MODEL == "deci-v1" else 0,
+        "2. generate, then one image again": len(PROMPTS) * NUM_IMAGES + 1,
+        "4. pipe(...) and the loop by hand": 2,
+        "5. guidance scales": len(GUIDANCE_SCALES),
+        "6. samplers x steps": len(SCHEDULERS_TO_TRY) * sum(sampler_step_counts(model_steps)) / model_steps,
+        "7. without and with guidance_rescale": 2,
+        "8. negative prompt": 1,
+        "9. image-to-image": STRENGTH,
+    }
+    seconds = sum(pictures.values()) * t4_seconds_per_image(MODEL, model_steps)
+    seconds += sum(t4_seconds_per_image(name, STEPS) for name in OTHER_MODELS)  # section 11: one picture each
+    count = sum(pictures.values()) + len(OTHER_MODELS)
+    print(
+        f"About {count:.0f} pictures' worth of denoising: about {seconds / 60:.0f} min on a T4 "
+        "(estimate, real models; downloads and loading come on top)."
+    )
 
 # %%
 # %load_ext autotime
@@ -89,7 +118,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nbhelpers.generation import generate
+from nbhelpers.generation import generate, pipeline_size_multiple, validate_settings
 from nbhelpers.images import image_grid, read_image_metadata, show_images
 from nbhelpers.loading import load_pipeline
 from nbhelpers.notebook import bar_chart, image_table, show_model_banner, with_mark
@@ -98,8 +127,11 @@ from nbhelpers.stand_in import resolve_stand_in, stand_in_mark
 size = {"height": SIZE, "width": SIZE} if SIZE else {}  # passed to every generate() call below
 
 # %%
-# Offline stand-in: the one place this notebook changes for it. The toy model draws one coloured shape on a plain
-# background, so it gets prompts of that kind; every picture and chart made from a stand-in is marked.
+# Offline stand-in: the one place this notebook changes for it. STAND_IN = "toy" is a small model in
+# DeciDiffusion's (and SD's) pipeline layout, trained on 64 px pictures of one coloured circle, square or triangle:
+# it draws prompts like "a red circle on a gray background" and nothing else, so it gets prompts of that kind, and
+# every SD v1.x name loads the same SD-style toy (section 11 then shows one model three times). "tiny" gives random
+# weights in the real layout: noise, only for trying the code. Every picture and chart made from either is marked.
 stand_in = resolve_stand_in(STAND_IN)  # "toy", "tiny" or None (the real model); NBHELPERS_STAND_IN is the default
 mark = stand_in_mark(stand_in)
 if stand_in == "toy":
@@ -114,7 +146,8 @@ if stand_in == "toy":
 #
 # `load_pipeline` picks the GPU if there is one (fp16) or the CPU (fp32), builds DeciDiffusion's flexible UNet
 # from the repo's `flexible_unet/` folder with nbhelpers' own class, and takes the text encoder, VAE, safety
-# checker and the published DDIM v-prediction scheduler from the same repo.
+# checker and the published scheduler from the same repo (DDIM, *denoising diffusion implicit models*, a sampler
+# section 6 compares with others; set to predict v, section 4).
 #
 # **DeciDiffusion's status.** The recipe on the model card loads the repo's own pipeline code with
 # `custom_pipeline="Deci/DeciDiffusion-v1-0"`. That code imports a diffusers module removed in 0.29, and from
@@ -129,63 +162,22 @@ print(type(pipe).__name__, "with", type(pipe.unet).__name__)
 print(f"UNet parameters: {sum(p.numel() for p in pipe.unet.parameters()):,}")
 spec = pipe.nbhelpers_info.spec  # the catalog entry: the model's published defaults
 steps = STEPS or (spec.num_inference_steps if spec else 50)
-side = SIZE or pipe.unet.config.sample_size * pipe.vae_scale_factor  # the pipeline's own default: 512 px here
-print(f"{steps} steps, {side} px pictures")
-
-# %% [markdown]
-# ### What `load_pipeline("deci-v1")` does, in plain diffusers
-#
-# Once, without `nbhelpers`' loader: the UNet comes from the repo's `flexible_unet/` folder, everything else is an
-# ordinary `StableDiffusionPipeline`, and the call passes DeciDiffusion's defaults (30 steps, guidance rescale 0.7);
-# same seed, same picture. The weights' type is given as `dtype=` (diffusers 0.40 renamed `torch_dtype=`, which
-# works until diffusers 1.0 but warns). `from_pretrained` checks each component against the pipeline's signature and
-# warns "Expected types for unet": `StableDiffusionPipeline` names `UNet2DConditionModel`, while the flexible UNet is
-# another class with the same inputs and output, which is all the pipeline needs. Knowing that, the cell hides this
-# one warning with diffusers' logging switch (nbhelpers' `DeciDiffusionPipeline` names both classes, so
-# `load_pipeline` never warns).
-
-# %%
-import diffusers
-from diffusers import StableDiffusionPipeline
-
-from nbhelpers.models.flexible_unet import FlexibleUNet2DConditionModel
-
-if MODEL == "deci-v1":
-    ours = generate(pipe, PROMPTS[0], seed=SEED, num_inference_steps=STEPS, **size).images[0]
-    dtype, device = pipe.dtype, pipe.device  # float16 on a GPU, float32 on a CPU
-    checkpoint = pipe.nbhelpers_info.source  # "Deci/DeciDiffusion-v1-0" (offline: the stand-in's folder)
-    del pipe  # one pipeline in memory at a time
-    gc.collect()
-    unet = FlexibleUNet2DConditionModel.from_pretrained(checkpoint, subfolder="flexible_unet", dtype=dtype)
-    diffusers.logging.set_verbosity_error()  # hides the "Expected types for unet" warning explained above
-    try:
-        plain = StableDiffusionPipeline.from_pretrained(checkpoint, unet=unet, dtype=dtype).to(device)
-    finally:
-        diffusers.logging.set_verbosity_warning()  # diffusers' default again
-    plain.set_progress_bar_config(disable=True)
-    by_plain = plain(
-        PROMPTS[0],
-        num_inference_steps=steps,
-        guidance_rescale=0.7,
-        height=side,
-        width=side,
-        generator=torch.Generator().manual_seed(SEED),
-    ).images[0]
-    gap = np.abs(np.asarray(by_plain, dtype=int) - np.asarray(ours, dtype=int))
-    print(f"plain diffusers vs load_pipeline: max pixel difference {gap.max()}/255")
-    show_images([by_plain, ours], [with_mark("plain diffusers", mark), with_mark("load_pipeline", mark)], img_width=256)
-    del plain, unet
-    gc.collect()
-    pipe = load_pipeline(MODEL, stand_in=stand_in)  # back for the rest of the notebook, from the local cache
+side = SIZE or pipe.unet.config.sample_size * pipe.vae_scale_factor  # the pipeline's own default size
+# pipe(...) and the loop by hand (section 4) take the side as it is, without generate()'s checks: check it here.
+multiple = pipeline_size_multiple(pipe)  # 64 for DeciDiffusion's UNet, 8 for SD's
+side = validate_settings(
+    num_inference_steps=steps, guidance_scale=None, height=side, width=side, num_images=1, multiple=multiple
+)["height"]
+print(f"{steps} steps, {side} px pictures (a multiple of {multiple} px, as this UNet needs)")
 
 # %% [markdown]
 # ## 2. Generate, reproducibly
 #
 # Image *i* of a prompt uses seed `SEED + i`, each with its own generator, so any single image can be
-# regenerated alone, on any machine of the same kind. All notebooks seed this way, with CPU generators
-# (`torch.Generator().manual_seed(seed)`), so a seed gives the same starting noise on a CPU and on any GPU. Alone or
-# in a batch, the picture is the same; the pixels may differ by a level or two, because batched kernels round
-# differently (more in fp16 on a GPU).
+# regenerated alone, on any machine of the same kind. Every picture in these notebooks is seeded this way, with a CPU
+# generator (`torch.Generator().manual_seed(seed)`), so a seed gives the same starting noise on a CPU and on any GPU.
+# Alone or in a batch, the picture is the same; the pixels may differ by a level or two, because batched kernels
+# round differently (more in fp16 on a GPU).
 
 # %%
 result = generate(pipe, PROMPTS, seed=SEED, num_images=NUM_IMAGES, num_inference_steps=STEPS, **size)
@@ -245,8 +237,9 @@ pd.DataFrame(rows).set_index("component")
 #
 # The tokenizer cuts the prompt into pieces of words from CLIP's vocabulary and pads it to 77 ids, the length the
 # text encoder was trained on (longer prompts are cut). The text encoder turns each id into a vector that also
-# carries its context: 77 x 768 numbers for the real models (a stand-in's vectors are shorter). The UNet's
-# cross-attention layers read these at every denoising step.
+# carries its context: 77 x 768 numbers. The UNet reads them at every step through *cross-attention*: each position
+# of the latent makes a query, each of the 77 text vectors a key and a value, so every latent pixel takes in most of
+# the words whose keys match its query (notebook 05 draws where each word lands).
 
 # %%
 tokens = pipe.tokenizer(
@@ -266,8 +259,8 @@ print(with_mark(f"text embeddings: {tuple(embeddings.shape)} (batch, positions, 
 #
 # The VAE's encoder squeezes a picture into a latent 8 times smaller on each side (4 x 64 x 64 for 512 px) and
 # its decoder expands a latent back; the round trip below loses only fine detail. The pipeline multiplies latents
-# by `vae.config.scaling_factor` (0.18215 for SD v1.x and DeciDiffusion; a stand-in has its own VAE and factor) so
-# that they have about unit spread, the scale the UNet was trained on, and divides by it before decoding.
+# by `vae.config.scaling_factor` (SD v1.x and DeciDiffusion share the VAE and its factor, printed below) so that
+# they have about unit spread, the scale the UNet was trained on, and divides by it before decoding.
 
 # %%
 vae, scale = pipe.vae, pipe.vae.config.scaling_factor
@@ -278,9 +271,17 @@ with torch.no_grad():
     back = vae.decode(latent / scale).sample  # unscaled before decoding, as the pipeline does
 round_trip = pipe.image_processor.postprocess(back, output_type="pil")[0]
 shrink = picture[0].numel() / latent[0].numel()
-print(f"picture {tuple(picture.shape[1:])} -> latent {tuple(latent.shape[1:])}: {shrink:.0f}x fewer numbers")
 print(
-    f"scaling_factor {scale:.5g}: latent spread {(latent / scale).std():.2f} before scaling, {latent.std():.2f} after"
+    with_mark(
+        f"picture {tuple(picture.shape[1:])} -> latent {tuple(latent.shape[1:])}: {shrink:.0f}x fewer numbers", mark
+    )
+)
+print(
+    with_mark(
+        f"scaling_factor {scale:.5g}: latent spread {(latent / scale).std():.2f} before scaling, "
+        f"{latent.std():.2f} after",
+        mark,
+    )
 )
 loss = np.abs(np.asarray(round_trip, dtype=int) - np.asarray(result.images[0], dtype=int))
 show_images(
@@ -408,6 +409,50 @@ image_table(
 plt.show()
 
 # %% [markdown]
+# ### What `load_pipeline("deci-v1")` does, in plain diffusers
+#
+# With the parts and the loop known, here is DeciDiffusion's loader once without `nbhelpers`: the UNet comes from
+# the repo's `flexible_unet/` folder, the rest makes an ordinary `StableDiffusionPipeline`, and the call passes
+# DeciDiffusion's defaults (30 steps, guidance rescale 0.7); same seed, same picture. `from_pretrained` warns
+# "Expected types for unet" because that pipeline names `UNet2DConditionModel`, while the flexible UNet is another
+# class with the same inputs and output, all the pipeline needs; the cell hides that one warning (`dtype=` is
+# diffusers' current name for `torch_dtype=`).
+
+# %%
+import diffusers
+from diffusers import StableDiffusionPipeline
+
+from nbhelpers.models.flexible_unet import FlexibleUNet2DConditionModel
+
+if MODEL == "deci-v1":
+    ours = by_pipe.images[0]  # section 4's picture: load_pipeline's pipeline, same prompt, seed and settings
+    dtype, device = pipe.dtype, pipe.device  # float16 on a GPU, float32 on a CPU
+    checkpoint = pipe.nbhelpers_info.source  # the hub id (or the folder) load_pipeline took the weights from
+    del pipe  # one pipeline in memory at a time
+    gc.collect()
+    unet = FlexibleUNet2DConditionModel.from_pretrained(checkpoint, subfolder="flexible_unet", dtype=dtype)
+    diffusers.logging.set_verbosity_error()  # hides the "Expected types for unet" warning explained above
+    try:
+        plain = StableDiffusionPipeline.from_pretrained(checkpoint, unet=unet, dtype=dtype).to(device)
+    finally:
+        diffusers.logging.set_verbosity_warning()  # diffusers' default again
+    plain.set_progress_bar_config(disable=True)
+    by_plain = plain(
+        PROMPTS[0],
+        num_inference_steps=steps,
+        guidance_rescale=0.7,
+        height=side,
+        width=side,
+        generator=torch.Generator().manual_seed(SEED),
+    ).images[0]
+    gap = np.abs(np.asarray(by_plain, dtype=int) - np.asarray(ours, dtype=int))
+    print(f"plain diffusers vs load_pipeline: max pixel difference {gap.max()}/255")
+    show_images([by_plain, ours], [with_mark("plain diffusers", mark), with_mark("load_pipeline", mark)], img_width=256)
+    del plain, unet
+    gc.collect()
+    pipe = load_pipeline(MODEL, stand_in=stand_in)  # back for the rest of the notebook, from the local cache
+
+# %% [markdown]
 # ## 5. Guidance scale
 #
 # Classifier-free guidance mixes the model's two outputs, with the prompt and with the empty prompt:
@@ -430,29 +475,30 @@ ax.set_xlabel("guidance scale (1 = one UNet pass per step, above 1 = two)")
 plt.show()
 
 # %% [markdown]
-# With the toy model, "follows the prompt" can be counted: `score_pipeline` draws captions of the kind it was
-# trained on and reads colour, shape and background back from every picture (`read_scene`); the share with all
-# three right is the model's adherence (with the real models this needs a person or a CLIP score). The first table
-# is the project's record for both toy models over all 36 captions; the chart measures 12 of them here, live. The
-# best scale is a property of the model and its training, not a constant: the two toys disagree, so measure it.
+# ### Offline only: the toy model's prompt adherence by guidance scale
+#
+# With `STAND_IN = "toy"` "follows the prompt" can be counted: `score_pipeline` draws captions of the kind the toy
+# was trained on and reads colour, shape and background back from every picture (`read_scene`). The table is the
+# project's record for both toy models over all their captions, the chart measures every third caption here; the best
+# scale belongs to a model and its training, so measure it rather than copy it. With the real models this cell
+# prints one line: judging their pictures takes a person or a CLIP score (notebook 02).
 
 # %%
-from IPython.display import display
-
-from nbhelpers.notebook import toy_guidance_table
-
-record = toy_guidance_table()  # benchmarks/results/toy_lessons.json; None when nbhelpers came without the repo
-if record is None:
-    print("The record is benchmarks/results/toy_lessons.json in the project's repository (not installed here).")
+if stand_in != "toy":
+    print('Offline only: runs with STAND_IN = "toy".')
 else:
-    how, rows = record
-    print(with_mark("Measured by " + how, stand_in_mark("toy")))
-    display(pd.DataFrame(rows).set_index("guidance scale"))
+    from IPython.display import display
 
-# %%
-if stand_in == "toy":
+    from nbhelpers.notebook import toy_guidance_table
     from nbhelpers.toy.evaluate import lesson_scenes, score_pipeline
 
+    record = toy_guidance_table()  # benchmarks/results/toy_lessons.json; None when nbhelpers came without the repo
+    if record is None:
+        print("The record is benchmarks/results/toy_lessons.json in the project's repository (not installed here).")
+    else:
+        how, rows = record
+        print(with_mark("Measured by " + how, mark))
+        display(pd.DataFrame(rows).set_index("guidance scale"))
     scenes = lesson_scenes()[::3]
     adherence = [score_pipeline(pipe, scenes, seeds=[SEED], guidance_scale=g)["all"] for g in GUIDANCE_SCALES]
     ax = bar_chart(
@@ -478,7 +524,7 @@ if stand_in == "toy":
 # %%
 from nbhelpers.models.schedulers import swap_scheduler
 
-step_counts = STEP_COUNTS or sorted({max(2, round(steps * k / 3)) for k in (1, 2, 3)})  # at least 2 steps
+step_counts = sampler_step_counts(steps)
 original_scheduler = pipe.scheduler
 grid, seconds = [], []
 for name in SCHEDULERS_TO_TRY:
@@ -497,8 +543,9 @@ image_table(
 plt.show()
 
 # %% [markdown]
-# Not every scheduler can carry every setting: PNDM and LMS have no `rescale_betas_zero_snr`, and diffusers'
-# `from_config` drops a setting the new class lacks without a word. `swap_scheduler` refuses such a swap for a
+# Not every scheduler can carry every setting: PNDM (*pseudo numerical methods for diffusion models*, SD v1.x's own
+# sampler) and LMS (linear multistep) have no `rescale_betas_zero_snr`, and diffusers' `from_config` drops a setting
+# the new class lacks without a word. `swap_scheduler` refuses such a swap for a
 # zero-terminal-SNR model like DeciDiffusion and names the schedulers that keep it (`allow_schedule_change=True`
 # swaps anyway, with a warning); SD v1.x has no such setting, so every scheduler fits it.
 
@@ -515,13 +562,11 @@ pipe.scheduler = original_scheduler
 # %% [markdown]
 # ## 7. Zero terminal SNR, trailing timesteps and `guidance_rescale`
 #
-# SD v1.x's noise schedule never reaches pure noise: at its last training step about 7% of the picture is left (the
-# chart's 0.068), so the model learned that a trace of the picture's overall brightness is always there, and at
-# generation time, starting from pure noise, it makes medium-bright pictures. DeciDiffusion was trained with *zero
-# terminal SNR* (`rescale_betas_zero_snr`): the last step is pure noise, which is why it predicts v (predicting the
-# noise there would be trivial and say nothing about the picture) and samples with *trailing* timesteps, starting at
-# step 999 where SD's *leading* spacing starts lower. Such models over-expose at high guidance; `guidance_rescale`
-# pulls the guided output's spread back towards the prompt's output (0.7 keeps 70% of that correction).
+# A step's *signal-to-noise ratio* (SNR) says how much of the picture its latent holds against how much noise. SD
+# v1.x's schedule never reaches pure noise: a trace of the picture is left even at its last training step (the
+# chart's legend), so the model learned that some of the picture's overall brightness is always there, and starting
+# from pure noise it makes medium-bright pictures. DeciDiffusion was trained with *zero terminal SNR*
+# (`rescale_betas_zero_snr`): its last step is pure noise.
 
 # %%
 from nbhelpers.catalog import get_spec
@@ -546,8 +591,15 @@ ax.legend()
 plt.show()
 
 # %% [markdown]
-# The same prompt and seed at a high guidance scale, without and with rescaled guidance. Under each picture: the
-# share of its pixel values burnt out (at 0-2 or 253-255 of 255), where over-exposure shows first.
+# Two choices follow from a last step of pure noise. Predicting the noise there would be trivial and say nothing about
+# the picture, so DeciDiffusion predicts v; and it samples with *trailing* timesteps, which start at the last step,
+# where SD's *leading* spacing starts lower (the lines above the chart).
+
+# %% [markdown]
+# Such models over-expose at high guidance: `guidance_rescale` pulls the guided output's spread back towards the
+# prompt's output (0.7 keeps 70% of that correction). Below, the same prompt and seed at a high guidance scale,
+# without and with it; under each picture the share of its pixel values burnt out (at 0-2 or 253-255 of 255), where
+# over-exposure shows first.
 
 # %%
 pictures, burnt = [], []
@@ -592,11 +644,10 @@ show_images(
 # ## 9. Image-to-image
 #
 # Image-to-image starts the loop from a picture instead of pure noise: the VAE encodes it, the scheduler noises the
-# latent to the level `STRENGTH` of the way along the schedule, and only that share of the steps runs. `from_pipe`
-# builds the image-to-image pipeline from the loaded parts without loading anything again; pass the UNet
-# explicitly (it leaves out a component whose class the new pipeline does not name, like the flexible UNet) and
-# the dtype (without it, `from_pipe` converts the shared parts to float32). The image-to-image pipeline has no
-# `guidance_rescale`.
+# latent `STRENGTH` of the way along the schedule, and only that share of the steps runs. `from_pipe` builds the
+# pipeline from the loaded parts without loading anything again, given the UNet (it leaves out a class the new
+# pipeline does not name, like the flexible UNet) and the dtype (else the shared parts become float32). This
+# pipeline has no `guidance_rescale`, so DeciDiffusion may over-expose here at guidance 7.5 (section 7).
 
 # %%
 from diffusers import StableDiffusionImg2ImgPipeline
@@ -637,8 +688,8 @@ read_image_metadata(paths[0])
 # ## 11. The other models on the same prompt and seed
 #
 # SD v1.5 and v1.4 share the architecture (860M-parameter UNet, 50 PNDM steps); small-stable-diffusion is a
-# distilled version with one layer per block. Each model is freed before the next loads, so this fits a small GPU.
-# (Offline, every SD v1.x name loads the same SD-style toy model, so those pictures are the same model.)
+# *distilled* version with one layer per block, a smaller model trained to copy the larger one's outputs. Each model
+# is freed before the next loads, so this fits a small GPU.
 
 # %%
 del pipe
