@@ -32,7 +32,7 @@ README = PROJECT_ROOT / "README.md"
 NOTEBOOK_EXTRAS: dict[str, str] = {
     "00_install_and_environment": "notebooks",
     "01_text_to_image": "notebooks",
-    "02_sd15_vs_decidiffusion": "notebooks",
+    "02_sd15_vs_decidiffusion": "notebooks,quality,training",
     "03_dreambooth": "notebooks,training",
     "04_endpoints": "notebooks,serving,azure",
     "05_daam_heat_maps": "notebooks",
