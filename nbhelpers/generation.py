@@ -15,7 +15,7 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 
 from nbhelpers.catalog import get_spec
-from nbhelpers.checks import real_number, shown, text, whole_number
+from nbhelpers.checks import MAX_PROMPT_CHARS, MAX_SEED, PROMPT_LIMIT, real_number, shown, text, whole_number
 from nbhelpers.errors import ConfigurationError
 from nbhelpers.images import save_image
 from nbhelpers.loading import load_info
@@ -27,12 +27,6 @@ MAX_STEPS = 1000
 MAX_SIDE = 2048
 #: Images per :func:`generate` call (prompts x num_images): one batch, so more would only run out of memory.
 MAX_IMAGES = 64
-#: The largest seed ``torch.Generator.manual_seed`` takes (it is a 64-bit unsigned integer).
-MAX_SEED = 2**64 - 1
-#: Longest prompt accepted: CLIP reads 77 tokens (a few hundred characters) and ignores the rest, and tokenising
-#: 100,000 characters takes seconds and logs them all.
-MAX_PROMPT_CHARS = 2000
-_PROMPT_LIMIT = "the text encoder reads the first 77 tokens, a few hundred characters, and ignores the rest"
 
 #: Pipeline arguments :func:`generate` sets itself, and what to use instead.
 _SET_BY_GENERATE = {
@@ -248,7 +242,7 @@ def check_prompts(name: str, value: Any) -> list[str]:
     if not isinstance(values, (list, tuple)) or not values:
         raise ConfigurationError(f"{name} must be a non-empty string or a list of non-empty strings; got {value!r}.")
     return [
-        text(f"{name}[{i}]" if len(values) > 1 else name, v, max_chars=MAX_PROMPT_CHARS, why=_PROMPT_LIMIT)
+        text(f"{name}[{i}]" if len(values) > 1 else name, v, max_chars=MAX_PROMPT_CHARS, why=PROMPT_LIMIT)
         for i, v in enumerate(values)
     ]
 

@@ -10,13 +10,19 @@ from nbhelpers.cli import main
     "content, extra, message",
     [
         ("prompt,prompt\na,b\n", [], "prompts.csv, line 1: column(s) 'prompt' appear more than once"),
-        ("prompt,steps\na,x\n", [], "prompts.csv, line 2: steps must be a whole number; got 'x'"),
+        ("prompt,steps\na,x\n", [], "prompts.csv, line 2: steps must be a number; got 'x'"),
+        ("prompt\na\n", ["--seed", "-1"], "seed must be between 0 and 18446744073709551615 (a whole number); got -1."),
+        ("prompt\n" + "x" * 2001 + "\n", [], "prompts.csv, line 2: the prompt has 2,001 characters; at most 2,000"),
         ("prompt\na\n", ["--num-images", "2"], "--num-images is for prompts on the command line"),
         ("prompt\na\n", ["an owl"], "Give prompts on the command line or --prompts-file, not both"),
         ("prompt\na\n", ["--height", "100"], "height must be a multiple of 8"),
     ],
 )
-def test_bad_files_and_flags_are_one_line_and_status_2(tmp_path, capsys, content, extra, message):
+def test_bad_files_and_flags_are_one_line_and_status_2(tmp_path, capsys, monkeypatch, content, extra, message):
+    """Refused before any model loads (``--seed -1`` and over-long prompts loaded the model, then failed every row)."""
+    from nbhelpers.jobs import PipelineRecipe
+
+    monkeypatch.setattr(PipelineRecipe, "load", lambda *args, **kwargs: pytest.fail("a model was loaded"))
     prompts = tmp_path / "prompts.csv"
     prompts.write_text(content)
     status = main(["generate", "--prompts-file", str(prompts), "--tiny", "--out", str(tmp_path / "out"), *extra])
