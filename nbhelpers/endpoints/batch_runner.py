@@ -100,8 +100,8 @@ def check_parameters(parameters: dict[str, Any] | None) -> dict[str, Any]:
     """
     try:
         return normalise_settings(dict(parameters or {}))
-    except ValueError as err:
-        raise ConfigurationError(f"Batch parameters: {err}.") from None
+    except ConfigurationError as err:
+        raise ConfigurationError(f"Batch parameters: {str(err).rstrip('.')}.") from None
 
 
 def batch_job(output_folder: Path, identity: dict[str, Any], parameters: dict[str, Any], seed: int = 0) -> JobSpec:

@@ -273,7 +273,7 @@ def _csv_rows(path: Path, text: str, *, strict: bool, source: str) -> list[Row]:
             line = reader.line_num + 1
     except csv.Error as err:
         hint = " (a quote opened there is never closed)" if "end of data" in str(err) else ""
-        raise RowsFileError(f"{path}, line {line}: malformed CSV{hint}: {err}.") from None
+        raise RowsFileError(f"{path}, line {line}: malformed CSV{hint}: {str(err).rstrip('.')}.") from None
     return rows
 
 

@@ -83,6 +83,9 @@ def test_a_misspelt_parameter_is_refused_with_the_accepted_names(tmp_path):
         run_batch(tmp_path / "in", tmp_path / "out", pipe=object(), parameters={"num_inference_step": 2})
     with pytest.raises(ConfigurationError, match="accepted: num_inference_steps, guidance_scale"):
         run_batch(tmp_path / "in", tmp_path / "out", pipe=object(), parameters={"sampler": "euler"})
+    with pytest.raises(ConfigurationError) as info:  # the message ended "got 0.." (its own full stop, then ours)
+        run_batch(tmp_path / "in", tmp_path / "out", pipe=object(), parameters={"steps": 0})
+    assert str(info.value).endswith("(a whole number); got 0.") and ".." not in str(info.value)
     assert not (tmp_path / "out").exists()  # refused before any work
 
 

@@ -106,7 +106,10 @@ def _refuse_to_start(*args, **kwargs):
         (["--max_connections", "3"], "pass --max_connections 4 or more"),
         (["--header_timeout_s", "nan"], "--header_timeout_s must be a number of seconds, above 0"),
         (["--body_timeout_s", "-1"], "--body_timeout_s must be a number of seconds, above 0"),
-        (["--max_concurrent_requests_per_instance", "100000"], "between 1 and 16 (generations at once"),
+        (
+            ["--max_concurrent_requests_per_instance", "100000"],
+            "between 1 and 16 generations at once on one instance (a whole number)",
+        ),
     ],
     ids=["port", "host-not-ip", "host-not-here", "no-connections", "no-room-for-probe", "nan", "negative", "100000"],
 )
