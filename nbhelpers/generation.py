@@ -31,7 +31,7 @@ MAX_IMAGES = 64
 #: Pipeline arguments :func:`generate` sets itself, and what to use instead.
 _SET_BY_GENERATE = {
     "prompt": "pass the prompt as the second argument",
-    "generator": "each image gets torch.Generator().manual_seed(seed + i): pass seed=",
+    "generator": "image j of each prompt gets torch.Generator().manual_seed(seed + j): pass seed=",
     "num_images_per_prompt": "pass num_images=",
     "output_type": "images come back as PIL images",
     "return_dict": "generate() returns a Generation",
@@ -203,8 +203,8 @@ def validate_settings(
 
     Whole numbers (steps, size, images, seed) must be ints; a whole-valued float such as ``30.0`` counts as ``30``
     and a ``bool`` is refused. Sides must be multiples of ``multiple`` pixels (8 for SD v1.x, 64 for DeciDiffusion:
-    :func:`pipeline_size_multiple`). Image ``i`` uses seed ``seed + i``; every one of them must be a valid
-    ``torch.Generator`` seed (0 to 2**64 - 1).
+    :func:`pipeline_size_multiple`). Image ``j`` of each prompt uses seed ``seed + j``; every one of them must be a
+    valid ``torch.Generator`` seed (0 to 2**64 - 1).
 
     Raises:
         ConfigurationError: (a ``ValueError``) naming the setting, its allowed range and the value given.
@@ -306,7 +306,8 @@ def generate(
 ) -> Generation:
     """Generate ``num_images`` images per prompt, each with its own seed, reproducibly.
 
-    Image ``i`` uses seed ``seed + i``, so any single image can be made again alone. Settings left as
+    Image ``j`` of each prompt uses seed ``seed + j`` (every prompt starts at ``seed``: a prompt's pictures do
+    not change when other prompts are added), so any single image can be made again alone. Settings left as
     ``None`` take the model's published defaults (e.g. 30 steps and guidance rescale 0.7 for DeciDiffusion,
     50 steps for SD v1.x), then the pipeline's own. A height or width given alone gets the model's default for
     the other side (diffusers would otherwise ignore it and make the default size); both are then recorded.
@@ -314,7 +315,7 @@ def generate(
     Args:
         pipe: a pipeline from :func:`~nbhelpers.loading.load_pipeline` (or any diffusers text-to-image pipeline).
         prompt: one prompt or a list (each at most 2,000 characters; the text encoder reads 77 tokens).
-        seed: seed of the first image, 0 to 2**64 - 1.
+        seed: seed of each prompt's first image, 0 to 2**64 - 1.
         num_images: images per prompt, 1 to 64 (and at most 64 in all).
         negative_prompt: one for all prompts, or one per prompt.
         num_inference_steps: 1 to 1000 (a whole number; ``30.0`` counts as 30).
