@@ -28,7 +28,7 @@ from typing import Any
 
 from nbhelpers.errors import ConfigurationError, UserFacingError, ensure_writable_folder
 from nbhelpers.jobs.journal import JOURNAL_NAME
-from nbhelpers.jobs.pipelines import PipelineRecipe, identity_of, model_name
+from nbhelpers.jobs.pipelines import PipelineRecipe, identity_of, pipeline_identity
 from nbhelpers.jobs.processes import run_job
 from nbhelpers.jobs.rows import Row, RowsFileError, normalise_settings, read_rows
 from nbhelpers.jobs.run import JobSpec
@@ -146,7 +146,7 @@ def run_batch(
         identity, recipe = identity_of(pipe), None
     else:
         recipe = PipelineRecipe.make(model, stand_in=stand_in)
-        identity = {"model": model_name(model), "stand_in": recipe.stand_in}  # what identity_of(loaded pipe) says
+        identity = pipeline_identity(model, recipe.stand_in)  # what identity_of(the pipeline it loads) says
     job = batch_job(output, identity, settings, seed)
     result = run_job(
         rows, job, recipe, pipe=pipe, progress=progress, manifest=PREDICTIONS_NAME, columns=PREDICTION_COLUMNS
