@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from nbhelpers.cli.common import add_stand_in_flags
+from nbhelpers.arguments import add_stand_in_flags
 
 
 def _run_prompts_file(args: argparse.Namespace) -> int:
