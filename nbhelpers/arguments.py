@@ -98,20 +98,22 @@ def _is_out_of_memory(err: BaseException) -> bool:
 def run_handler(args: argparse.Namespace) -> int:
     """Run ``args.handler(args)`` (``args.command`` names it in messages); return the exit status.
 
-    Errors a user can act on become one line on stderr and exit status 2. Ctrl-C ends with one line and status 130
-    instead of a traceback: every file is written atomically, so none is left half-written, and a command registered
-    with ``resumable=True`` says that running it again resumes. Running out of memory is one line too (status 1),
-    saying what to shrink.
+    Errors a user can act on become one line on stderr and exit status 2. A failure of the system (a full disk, a
+    folder removed mid-run: any ``OSError``, also one whose message says what to do, such as
+    :class:`~nbhelpers.jobs.run.OutputWriteError`) is one line and status 1, as is running out of memory (the line
+    says what to shrink): status 2 is kept for input to change. Ctrl-C ends with one line and status 130 instead of
+    a traceback: every file is written atomically, so none is left half-written, and a command registered with
+    ``resumable=True`` says that running it again resumes.
     """
     prefix = f"nbhelpers {args.command}"
     try:
         return int(args.handler(args) or 0)
+    except OSError as err:  # before UserFacingError: a full disk is not bad input, whatever the message advises
+        print(f"{prefix}: error: {one_line(err)}", file=sys.stderr)
+        return 1
     except (UserFacingError, ValueError) as err:  # bad input, a download that failed: what to do about it
         print(f"{prefix}: error: {one_line(err)}", file=sys.stderr)
         return BAD_INPUT_STATUS
-    except OSError as err:  # a full disk, a folder removed mid-run: the system's words, without a traceback
-        print(f"{prefix}: error: {one_line(err)}", file=sys.stderr)
-        return 1
     except (MemoryError, RuntimeError) as err:
         if not _is_out_of_memory(err):
             raise

@@ -56,3 +56,22 @@ def test_a_failed_row_is_status_1_and_the_others_are_made(tmp_path, capsys, monk
     manifest = pd.read_csv(tmp_path / "manifest.csv")
     assert list(manifest["status"]) == ["ok", "failed", "ok"]
     assert manifest["error"][1] == "RuntimeError: out of memory (pretend)"
+
+
+def test_a_full_disk_is_one_line_and_status_1_not_bad_input(tmp_path, capsys, monkeypatch):
+    """A full disk exited with status 2, which the docs keep for input to change."""
+    import errno
+
+    import nbhelpers.generation
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(nbhelpers.generation.Generation, "save_one", disk_full)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a fox\n")
+    flags = ["--tiny", "--steps", "1", "--quiet", "--out", str(tmp_path / "o")]
+    status = main(["generate", "--prompts-file", str(prompts), *flags])
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert status == 1 and len(errors) == 1 and errors[0].startswith("nbhelpers generate: error: Cannot write ")
+    assert "No space left on device" in errors[0]
