@@ -18,6 +18,15 @@ from typing import Any
 
 from nbhelpers.errors import ConfigurationError
 
+#: The largest seed ``torch.Generator.manual_seed`` takes (it is a 64-bit unsigned integer); kept here, free of torch,
+#: so prompts files, the grid and the endpoint contract check seeds against the range :func:`generate` accepts.
+MAX_SEED = 2**64 - 1
+#: Longest prompt accepted: CLIP reads 77 tokens (a few hundred characters) and ignores the rest, and tokenising
+#: 100,000 characters takes seconds and logs them all.
+MAX_PROMPT_CHARS = 2000
+#: Why longer prompts are refused, as :func:`text` messages say it.
+PROMPT_LIMIT = "the text encoder reads the first 77 tokens, a few hundred characters, and ignores the rest"
+
 
 def shown(value: Any) -> str:
     """``value`` as an error message shows it: its repr (shortened) and, for non-numbers, its type."""
@@ -28,6 +37,23 @@ def shown(value: Any) -> str:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def parse_number(name: str, value: Any) -> Any:
+    """``value`` read as the number it writes when it is text (a CSV cell, an environment variable): ``"20"`` is
+    ``20``, ``" 20.0 "`` is ``20.0`` (spreadsheets write the whole numbers of a column with gaps so), ``"1e3"`` is
+    ``1000.0``. Any other value comes back as it is: :func:`whole_number` and :func:`real_number` check it.
+
+    Raises:
+        ConfigurationError: text that is not a number, naming ``name`` and the text.
+    """
+    if not isinstance(value, str):
+        return value
+    stripped = value.strip()
+    try:  # digits alone as an int: a seed such as 2**64 - 1 keeps every digit (a float would round it)
+        return int(stripped) if stripped.lstrip("+-").isdigit() else float(stripped)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number; got {shown(value)}.") from None
 
 
 def whole_number(name: str, value: Any, low: int, high: int | None = None, *, unit: str = "") -> int:

@@ -15,7 +15,7 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 
 from nbhelpers.catalog import get_spec
-from nbhelpers.checks import real_number, shown, text, whole_number
+from nbhelpers.checks import MAX_PROMPT_CHARS, MAX_SEED, PROMPT_LIMIT, real_number, shown, text, whole_number
 from nbhelpers.errors import ConfigurationError
 from nbhelpers.images import save_image
 from nbhelpers.loading import load_info
@@ -27,17 +27,11 @@ MAX_STEPS = 1000
 MAX_SIDE = 2048
 #: Images per :func:`generate` call (prompts x num_images): one batch, so more would only run out of memory.
 MAX_IMAGES = 64
-#: The largest seed ``torch.Generator.manual_seed`` takes (it is a 64-bit unsigned integer).
-MAX_SEED = 2**64 - 1
-#: Longest prompt accepted: CLIP reads 77 tokens (a few hundred characters) and ignores the rest, and tokenising
-#: 100,000 characters takes seconds and logs them all.
-MAX_PROMPT_CHARS = 2000
-_PROMPT_LIMIT = "the text encoder reads the first 77 tokens, a few hundred characters, and ignores the rest"
 
 #: Pipeline arguments :func:`generate` sets itself, and what to use instead.
 _SET_BY_GENERATE = {
     "prompt": "pass the prompt as the second argument",
-    "generator": "each image gets torch.Generator().manual_seed(seed + i): pass seed=",
+    "generator": "image j of each prompt gets torch.Generator().manual_seed(seed + j): pass seed=",
     "num_images_per_prompt": "pass num_images=",
     "output_type": "images come back as PIL images",
     "return_dict": "generate() returns a Generation",
@@ -209,8 +203,8 @@ def validate_settings(
 
     Whole numbers (steps, size, images, seed) must be ints; a whole-valued float such as ``30.0`` counts as ``30``
     and a ``bool`` is refused. Sides must be multiples of ``multiple`` pixels (8 for SD v1.x, 64 for DeciDiffusion:
-    :func:`pipeline_size_multiple`). Image ``i`` uses seed ``seed + i``; every one of them must be a valid
-    ``torch.Generator`` seed (0 to 2**64 - 1).
+    :func:`pipeline_size_multiple`). Image ``j`` of each prompt uses seed ``seed + j``; every one of them must be a
+    valid ``torch.Generator`` seed (0 to 2**64 - 1).
 
     Raises:
         ConfigurationError: (a ``ValueError``) naming the setting, its allowed range and the value given.
@@ -248,7 +242,7 @@ def check_prompts(name: str, value: Any) -> list[str]:
     if not isinstance(values, (list, tuple)) or not values:
         raise ConfigurationError(f"{name} must be a non-empty string or a list of non-empty strings; got {value!r}.")
     return [
-        text(f"{name}[{i}]" if len(values) > 1 else name, v, max_chars=MAX_PROMPT_CHARS, why=_PROMPT_LIMIT)
+        text(f"{name}[{i}]" if len(values) > 1 else name, v, max_chars=MAX_PROMPT_CHARS, why=PROMPT_LIMIT)
         for i, v in enumerate(values)
     ]
 
@@ -312,7 +306,8 @@ def generate(
 ) -> Generation:
     """Generate ``num_images`` images per prompt, each with its own seed, reproducibly.
 
-    Image ``i`` uses seed ``seed + i``, so any single image can be made again alone. Settings left as
+    Image ``j`` of each prompt uses seed ``seed + j`` (every prompt starts at ``seed``: a prompt's pictures do
+    not change when other prompts are added), so any single image can be made again alone. Settings left as
     ``None`` take the model's published defaults (e.g. 30 steps and guidance rescale 0.7 for DeciDiffusion,
     50 steps for SD v1.x), then the pipeline's own. A height or width given alone gets the model's default for
     the other side (diffusers would otherwise ignore it and make the default size); both are then recorded.
@@ -320,7 +315,7 @@ def generate(
     Args:
         pipe: a pipeline from :func:`~nbhelpers.loading.load_pipeline` (or any diffusers text-to-image pipeline).
         prompt: one prompt or a list (each at most 2,000 characters; the text encoder reads 77 tokens).
-        seed: seed of the first image, 0 to 2**64 - 1.
+        seed: seed of each prompt's first image, 0 to 2**64 - 1.
         num_images: images per prompt, 1 to 64 (and at most 64 in all).
         negative_prompt: one for all prompts, or one per prompt.
         num_inference_steps: 1 to 1000 (a whole number; ``30.0`` counts as 30).

@@ -56,7 +56,7 @@ class LoadInfo:
     """How a pipeline was loaded (kept on the pipeline as ``pipe.nbhelpers_info``).
 
     Attributes:
-        source: hub id or local folder passed to ``from_pretrained``.
+        source: hub id or local folder (its absolute path) passed to ``from_pretrained``.
         spec: the catalog entry, or ``None`` for a model outside the catalog.
         stand_in: ``"toy"`` or ``"tiny"`` when an offline stand-in replaces the catalog entry's weights
             (:mod:`nbhelpers.stand_in`), ``None`` for the real model.
@@ -120,8 +120,8 @@ def _resolve_source(model: str | os.PathLike[str], stand_in: StandIn | None) -> 
         is_folder, is_file = path.is_dir(), path.is_file()
     except (OSError, ValueError):  # a name too long for a path, or one with a NUL byte: not a folder
         is_folder = is_file = False
-    if is_folder:
-        return str(path), None, True
+    if is_folder:  # by its absolute path: the same folder is one model whichever way it was named
+        return str(path.resolve()), None, True
     if is_file:
         raise ModelLoadError(
             f"{model} is a file, not a pipeline folder: give the folder that holds model_index.json. Single-file "

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from nbhelpers.cli.common import run_handler
+from nbhelpers.arguments import run_handler
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from nbhelpers.cli.common import add_dataclass_command, settings_from_args
+from nbhelpers.arguments import settings_from_args
+from nbhelpers.cli.common import add_dataclass_command
 from nbhelpers.dreambooth.config import DreamBoothConfig
 
 

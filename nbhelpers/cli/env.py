@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from nbhelpers.cli.common import add_stand_in_flags
+from nbhelpers.arguments import add_stand_in_flags
 
 
 def _run_env(args: argparse.Namespace) -> int:

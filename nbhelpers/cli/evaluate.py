@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nbhelpers.cli.common import add_stand_in_flags
+from nbhelpers.arguments import add_stand_in_flags
 
 
 def _summary_line(entry: dict, clip_meaningless: bool) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from nbhelpers.cli.common import add_stand_in_flags
+from nbhelpers.arguments import add_stand_in_flags
 
 
 def _run_prompts_file(args: argparse.Namespace) -> int:
@@ -125,7 +125,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--model", default="deci-v1", help="Catalog name, hub id or local folder (default deci-v1).")
     add_stand_in_flags(gen)
     gen.add_argument("--out", default="outputs", help="Output folder (default ./outputs).")
-    gen.add_argument("--seed", type=int, default=0, help="Seed of the first image; image (or row) i uses seed+i.")
+    gen.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="Seed of each prompt's first image: image j of each prompt uses seed+j; with --prompts-file, row i "
+        "without a seed of its own uses seed+i.",
+    )
     gen.add_argument("--num-images", type=int, default=1, help="Images per prompt.")
     gen.add_argument("--steps", type=int, default=None, help="Denoising steps (default: the model's).")
     gen.add_argument("--guidance", type=float, default=None, help="Guidance scale (default: the model's).")

@@ -28,7 +28,7 @@ from typing import Any
 
 from nbhelpers.errors import ConfigurationError, UserFacingError, ensure_writable_folder
 from nbhelpers.jobs.journal import JOURNAL_NAME
-from nbhelpers.jobs.pipelines import PipelineRecipe, identity_of, model_name
+from nbhelpers.jobs.pipelines import PipelineRecipe, identity_of, pipeline_identity
 from nbhelpers.jobs.processes import run_job
 from nbhelpers.jobs.rows import Row, RowsFileError, normalise_settings, read_rows
 from nbhelpers.jobs.run import JobSpec
@@ -100,8 +100,8 @@ def check_parameters(parameters: dict[str, Any] | None) -> dict[str, Any]:
     """
     try:
         return normalise_settings(dict(parameters or {}))
-    except ValueError as err:
-        raise ConfigurationError(f"Batch parameters: {err}.") from None
+    except ConfigurationError as err:
+        raise ConfigurationError(f"Batch parameters: {str(err).rstrip('.')}.") from None
 
 
 def batch_job(output_folder: Path, identity: dict[str, Any], parameters: dict[str, Any], seed: int = 0) -> JobSpec:
@@ -146,7 +146,7 @@ def run_batch(
         identity, recipe = identity_of(pipe), None
     else:
         recipe = PipelineRecipe.make(model, stand_in=stand_in)
-        identity = {"model": model_name(model), "stand_in": recipe.stand_in}  # what identity_of(loaded pipe) says
+        identity = pipeline_identity(model, recipe.stand_in)  # what identity_of(the pipeline it loads) says
     job = batch_job(output, identity, settings, seed)
     result = run_job(
         rows, job, recipe, pipe=pipe, progress=progress, manifest=PREDICTIONS_NAME, columns=PREDICTION_COLUMNS

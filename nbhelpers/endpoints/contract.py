@@ -32,21 +32,26 @@ from typing import Any
 
 from PIL import Image
 
-#: Generation parameters a request may carry, with their type and allowed range (inclusive).
+from nbhelpers.checks import MAX_PROMPT_CHARS, MAX_SEED
+
+#: Generation parameters a request may carry, with their type and allowed range (inclusive). Azure ML's contract
+#: documents only num_inference_steps and guidance_scale; the other knobs, and the tighter ranges that keep one
+#: request within a managed endpoint's time and memory, are this server's own. A seed takes the library's range
+#: (what torch.Generator takes), so any picture made with generate() can be asked for again here.
 PARAMETER_RULES: dict[str, tuple[type, Any, Any]] = {
     "num_inference_steps": (int, 1, 150),
     "guidance_scale": (float, 0.0, 30.0),
     "guidance_rescale": (float, 0.0, 1.0),
-    "seed": (int, 0, 2**32 - 1),
+    "seed": (int, 0, MAX_SEED),
     "height": (int, 64, 1024),
     "width": (int, 64, 1024),
     "negative_prompt": (str, None, None),
 }
 DEFAULT_MAX_ROWS = 4
-MAX_PROMPT_CHARS = 2000
 #: What image sides must be a multiple of when the model is not known (the VAE's factor).
 DEFAULT_SIZE_MULTIPLE = 8
-#: Longest integer literal accepted (any valid parameter fits in 10 digits; 400 digits is an attack).
+#: Longest integer literal accepted (any valid parameter fits in 20 digits, the largest seed; 400 digits is an
+#: attack).
 MAX_NUMBER_DIGITS = 20
 
 

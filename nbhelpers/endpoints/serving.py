@@ -15,7 +15,10 @@ with ``--bind unix:<private folder>/worker.sock``, reachable only through the ga
 The command line is generated from the dataclasses it fills (:class:`ServeArguments`, which extends
 :class:`~nbhelpers.endpoints.settings.EndpointSettings`, and :class:`~nbhelpers.endpoints.gateway.GatewayLimits`)
 with ``transformers.HfArgumentParser``: flag names are the field names (``--max_rows``; the dashed spelling
-``--max-rows`` works too), defaults and help are written once, on the fields.
+``--max-rows`` works too), defaults and help are written once, on the fields. :func:`build_serve_parser` makes it,
+for ``nbhelpers serve`` and for this module's own entry point, ``python -m nbhelpers.endpoints.serving ARGS``: what
+:class:`LocalServer` starts, importing only what serving needs, so the gateway process stays free of torch (the
+model lives in the scoring worker it starts).
 
 Everything that can be checked is checked before the worker starts, each with one line saying what to pass:
 the settings and limits (their dataclasses' ``__post_init__`` and :meth:`GatewayLimits.check_room_for`), the key
@@ -32,6 +35,7 @@ after this process; one left behind by a killed server (``kill -9``) is removed 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import dataclasses
@@ -47,13 +51,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from nbhelpers.arguments import dataclass_flags, run_handler, settings_from_args
 from nbhelpers.endpoints.gateway import Gateway, GatewayLimits
 from nbhelpers.endpoints.settings import API_KEY_VARIABLE, EndpointSettings, read_api_key
 from nbhelpers.errors import ConfigurationError
@@ -362,6 +367,61 @@ def serve(args: ServeArguments, limits: GatewayLimits | None = None) -> int:
             stop_process_group(worker)
 
 
+# --- the command line: nbhelpers serve, and python -m nbhelpers.endpoints.serving --------------------------------
+
+SERVE_HELP = "Serve the online endpoint contract locally, answering like an Azure ML managed endpoint."
+SERVE_DESCRIPTION = (
+    "The online scoring script (azmlinfsrv) behind a loopback gateway that answers like an Azure ML managed "
+    "endpoint: 401, 408, 413, 424, 429 with Retry-After."
+)
+
+
+class _RefuseKeyInArgv(argparse.Action):
+    """``--api-key`` (the old flag): refused with the way to give a key instead."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        parser.error(
+            f"keys are not taken from the command line (every user sees it in `ps`); use --api_key_file "
+            f"FILE or set {API_KEY_VARIABLE}."
+        )
+
+
+def serve_from_arguments(args: argparse.Namespace) -> int:
+    """:func:`serve` with the settings and limits parsed by a :func:`build_serve_parser` parser."""
+    return serve(settings_from_args(ServeArguments, args), settings_from_args(GatewayLimits, args))
+
+
+def build_serve_parser(
+    make_parser: Callable[..., argparse.ArgumentParser] = argparse.ArgumentParser,
+) -> argparse.ArgumentParser:
+    """The serve command's parser, made by ``make_parser`` (``argparse.ArgumentParser``, or a sub-command's
+    ``add_parser``): one flag per field of :class:`ServeArguments` and :class:`GatewayLimits` (``--toy`` and
+    ``--tiny`` too), the old ``--max-concurrency``, and ``--api-key`` refused. Its handler is
+    :func:`serve_from_arguments`."""
+    parser = make_parser(
+        parents=[dataclass_flags((ServeArguments, GatewayLimits))],
+        description=SERVE_DESCRIPTION,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False,  # else --api-key would silently mean --api-key-file
+    )
+    parser.add_argument(
+        "--max-concurrency",
+        dest="max_concurrent_requests_per_instance",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="Old spelling of --max_concurrent_requests_per_instance.",
+    )
+    parser.add_argument("--api-key", "--api_key", action=_RefuseKeyInArgv, help=argparse.SUPPRESS)
+    parser.set_defaults(handler=serve_from_arguments, command="serve")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``nbhelpers serve ARGS`` as ``python -m nbhelpers.endpoints.serving ARGS``; returns the exit status."""
+    parser = build_serve_parser(lambda **options: argparse.ArgumentParser(prog="nbhelpers serve", **options))
+    return run_handler(parser.parse_args(argv))
+
+
 # --- from Python: a server in a subprocess ---------------------------------------------------------------------
 
 
@@ -371,8 +431,8 @@ def serve_command_line(model: str, *, port: int = 0, stand_in: str | None = None
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise TypeError(f"Unknown server option(s) {unknown}; known: {sorted(known)}.")
-    # The serve command's own entry point: the same parser as `nbhelpers serve`, without importing the others.
-    command = [sys.executable, "-m", "nbhelpers.cli.serve", "--model", str(model), "--port", str(port)]
+    # Serving's own entry point: the parser of `nbhelpers serve`, without the command line's other commands.
+    command = [sys.executable, "-m", "nbhelpers.endpoints.serving", "--model", str(model), "--port", str(port)]
     if stand_in is not None:
         command += ["--stand-in", stand_in]
     for name, value in options.items():
@@ -524,3 +584,7 @@ def local_server(
     return LocalServer(
         model, port=port, stand_in=stand_in, api_key=api_key, log_file=log_file, progress=progress, **options
     )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nbhelpers.checks import parse_number, whole_number
 from nbhelpers.endpoints.contract import DEFAULT_MAX_ROWS
 from nbhelpers.errors import ConfigurationError
 from nbhelpers.stand_in import STAND_IN_FIELD_METADATA, resolve_stand_in
@@ -87,15 +88,15 @@ class EndpointSettings:
     def __post_init__(self) -> None:
         # Resolved once, here: the worker process gets the value itself, whatever its own environment says.
         self.stand_in = resolve_stand_in(self.stand_in)
-        if self.max_rows < 1:
-            raise ConfigurationError(f"max_rows must be at least 1; got {self.max_rows}.")
-        if not 1 <= self.max_concurrent_requests_per_instance <= MAX_CONCURRENT_REQUESTS:
-            raise ConfigurationError(
-                f"max_concurrent_requests_per_instance must be between 1 and {MAX_CONCURRENT_REQUESTS} (generations "
-                f"at once on one instance); got {self.max_concurrent_requests_per_instance}."
-            )
-        if self.request_timeout_ms < 1:
-            raise ValueError(f"request_timeout_ms must be positive; got {self.request_timeout_ms}.")
+        self.max_rows = whole_number("max_rows", self.max_rows, 1)
+        self.max_concurrent_requests_per_instance = whole_number(
+            "max_concurrent_requests_per_instance",
+            self.max_concurrent_requests_per_instance,
+            1,
+            MAX_CONCURRENT_REQUESTS,
+            unit="generations at once on one instance",
+        )
+        self.request_timeout_ms = whole_number("request_timeout_ms", self.request_timeout_ms, 1, unit="ms")
 
     @property
     def max_in_flight(self) -> int:
@@ -117,7 +118,7 @@ class EndpointSettings:
         """Settings from ``NBHELPERS_*`` variables (missing ones take the defaults).
 
         Raises:
-            ValueError: naming the variable whose value is not a valid number.
+            ConfigurationError: naming the variable whose value is not a number, or the setting out of range.
         """
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
@@ -128,15 +129,12 @@ class EndpointSettings:
             if raw is None or raw == "":
                 continue
             kind = hints[item.name]
-            try:
-                if kind is bool:
-                    values[item.name] = raw.strip().lower() in ("1", "true", "yes")
-                elif kind in (int, float, str):
-                    values[item.name] = kind(raw)
-                else:  # an optional text setting (the stand-in): checked in __post_init__
-                    values[item.name] = raw
-            except ValueError:
-                raise ValueError(f"{variable}={raw!r} is not a valid {kind.__name__}.") from None
+            if kind is bool:
+                values[item.name] = raw.strip().lower() in ("1", "true", "yes")
+            elif kind in (int, float):  # the range (and a whole number for an int) is checked in __post_init__
+                values[item.name] = parse_number(variable, raw)
+            else:  # text, or an optional text setting (the stand-in): checked in __post_init__
+                values[item.name] = raw
         return cls(**values)
 
     def request_settings(self) -> Any:

@@ -7,9 +7,9 @@ on network file systems). Readers merge the main file and every shard; at the en
 the shards into ``progress.jsonl`` (atomically) and deletes them.
 
 A record is a JSON object with a ``key`` (a hash of everything that decides the row's picture, see
-:func:`nbhelpers.jobs.run.row_key`) and a ``status`` (``"ok"`` or ``"failed"``). A row is finished when its key has an
-``ok`` record whose image is on disk; ``failed`` rows are run again. A line torn by a crash is skipped when read, a
-writer starts its first record on a new line, and the next fold drops the torn line.
+:meth:`nbhelpers.jobs.run.JobSpec.key_of`) and a ``status`` (``"ok"`` or ``"failed"``). A row is finished when its key
+has an ``ok`` record whose image is on disk; ``failed`` rows are run again. A line torn by a crash is skipped when
+read, a writer starts its first record on a new line, and the next fold drops the torn line.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 A recipe is plain data (it travels to Ray actors as JSON), and its :meth:`PipelineRecipe.identity` goes into every
 row's journal key: change the model, stand-in, scheduler or fast path and the rows are made again, under new
-image names.
+image names. :func:`pipeline_identity` is the part of an identity that a loaded pipeline knows of itself (model,
+stand-in, fast path): a recipe's identity and a loaded pipeline's (:func:`identity_of`) both start from it, so a
+job given ``model="./m"`` and one given the pipeline ``load_pipeline("./m")`` find each other's pictures.
 """
 
 from __future__ import annotations
@@ -43,6 +45,17 @@ def model_name(model: str | os.PathLike[str]) -> str:
     return str(path.resolve()) if path.is_dir() else str(model)
 
 
+def pipeline_identity(
+    model: str | os.PathLike[str], stand_in: str | None, fast_path: str | None = PLAIN
+) -> dict[str, Any]:
+    """What decides the pictures of the pipeline ``model`` loads (:func:`model_name`: a catalog name, a local folder's
+    absolute path, or the hub id), with the stand-in and the fast path (named only when one is applied)."""
+    identity: dict[str, Any] = {"model": model_name(model), "stand_in": stand_in}
+    if fast_path not in (None, PLAIN):
+        identity["fast_path"] = fast_path
+    return identity
+
+
 @dataclass(frozen=True)
 class PipelineRecipe:
     """The :func:`nbhelpers.loading.load_pipeline` arguments of a job.
@@ -71,13 +84,13 @@ class PipelineRecipe:
         return cls(model=str(model), stand_in=resolve_stand_in(stand_in), **options)
 
     def identity(self) -> dict[str, Any]:
-        """What decides the pictures besides each row's prompt, seed and settings."""
+        """What decides the pictures besides each row's prompt, seed and settings: :func:`pipeline_identity` and the
+        loading options a loaded pipeline does not record."""
         return {
-            "model": model_name(self.model),
-            "stand_in": self.stand_in,
+            **pipeline_identity(self.model, self.stand_in),
             "scheduler": self.scheduler or "default",
             "safety_checker": self.safety_checker,
-            "fast_path": self.fast_path,
+            "fast_path": self.fast_path,  # named even when "none": the journals of earlier runs have it so
             "dtype": self.dtype,
         }
 
@@ -105,13 +118,11 @@ class PipelineRecipe:
 
 
 def identity_of(pipe: Any) -> dict[str, Any]:
-    """The identity of an already loaded pipeline (from ``pipe.nbhelpers_info``; the class name otherwise)."""
+    """The :func:`pipeline_identity` of an already loaded pipeline (from ``pipe.nbhelpers_info``; the class name
+    for a pipeline :func:`~nbhelpers.loading.load_pipeline` did not load)."""
     from nbhelpers.loading import load_info
 
     info = load_info(pipe)
     if info is None:
         return {"model": type(pipe).__name__, "stand_in": None}
-    identity = {"model": info.spec.name if info.spec else info.source, "stand_in": info.stand_in}
-    if info.fast_path:  # only when set, so a plain pipeline's identity is what a plain recipe's model name gives
-        identity["fast_path"] = info.fast_path
-    return identity
+    return pipeline_identity(info.spec.name if info.spec else info.source, info.stand_in, info.fast_path)

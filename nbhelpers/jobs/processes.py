@@ -76,10 +76,11 @@ def finish(
     return records, path
 
 
-def _finish_after_failure(
+def finish_after_failure(
     rows: Sequence[Row], job: JobSpec, manifest: str | None, columns: Sequence[str]
 ) -> Path | None:
-    """:func:`finish` after a run stopped; ``None`` when even that cannot be written (the first error is reported)."""
+    """:func:`finish` after a run stopped (call it while handling the error); ``None`` when even that cannot be
+    written, so the error that stopped the run is the one reported, not the full disk's that followed it."""
     with contextlib.suppress(OSError):
         return finish(rows, job, manifest, columns)[1]
     return None
@@ -132,13 +133,13 @@ def run_job(
             description = "rows" if group is None else f"rows (process 1 of {group.num_processes})"
             done = run_rows(pipe, mine, job, journal, progress=shows_progress, description=description, measure=measure)
     except OutputWriteError as err:
-        listed = _finish_after_failure(rows, job, manifest, columns) if group is None else None
+        listed = finish_after_failure(rows, job, manifest, columns) if group is None else None
         if listed is None:
             raise
         raise OutputWriteError(f"{err} The rows finished so far are listed in {listed}.") from err.__cause__
     except BaseException:  # Ctrl-C: the manifest lists what finished
         if group is None:
-            _finish_after_failure(rows, job, manifest, columns)
+            finish_after_failure(rows, job, manifest, columns)
         raise
     if group is not None:
         group.wait_for_everyone()

@@ -26,7 +26,7 @@ from typing import Any
 from nbhelpers.errors import ConfigurationError, UserFacingError
 from nbhelpers.jobs.journal import Journal
 from nbhelpers.jobs.pipelines import PipelineRecipe
-from nbhelpers.jobs.processes import finish
+from nbhelpers.jobs.processes import finish, finish_after_failure
 from nbhelpers.jobs.rows import Row
 from nbhelpers.jobs.run import MANIFEST_COLUMNS, MANIFEST_NAME, JobReport, JobSpec, pending, report, run_rows
 
@@ -126,7 +126,7 @@ def run_with_ray(
                 for batch in mapped.iter_batches(batch_size=None):
                     bar.update(len(batch["key"]))
         except Exception as err:
-            finish(rows, job, manifest, columns)  # list what finished before reporting the failure
+            finish_after_failure(rows, job, manifest, columns)  # list what finished before reporting the failure
             cause = getattr(err, "cause", None)
             if isinstance(cause, UserFacingError):  # an actor's one-line error, without Ray's wrapping
                 raise cause from None

@@ -1,6 +1,7 @@
 """Prompts files: text, CSV or JSONL, one row per picture, with an optional per-row seed and settings.
 
-- **text** (any suffix but ``.csv``, ``.jsonl``, ``.ndjson``): one prompt per line.
+- **text** (any suffix but ``.csv``, ``.jsonl``, ``.ndjson`` and ``.json``): one prompt per line. A ``.json`` file
+  is refused with a hint: write JSON Lines.
 - **CSV** (``.csv``): a header with a ``prompt`` column; optional ``seed`` and setting columns (:data:`ROW_SETTINGS`,
   also under their short names ``steps`` and ``guidance``). An empty cell in a setting column means "the job's
   default".
@@ -9,11 +10,12 @@
 Files are UTF-8 (a leading byte-order mark, as Excel's "CSV UTF-8" writes, is accepted). Every problem is one
 :class:`RowsFileError` naming the file and the line: not UTF-8, no ``prompt`` column, two of them, a quote never
 closed, a value that is not a number or is out of range, an unknown column (with the accepted names), an empty
-prompt. Blank lines at the end of a text or JSONL file are ignored.
+prompt or one longer than :data:`~nbhelpers.checks.MAX_PROMPT_CHARS` characters. Blank lines at the end of a text
+or JSONL file are ignored.
 
 Two modes. ``strict=True`` (``nbhelpers generate`` and ``evaluate``) refuses all of the above before any work.
 ``strict=False`` (the batch endpoint's CSV contract) ignores columns it does not know (ids, notes) and keeps empty
-prompts as rows, which then fail one by one as the endpoint's error threshold expects.
+(and over-long) prompts as rows, which then fail one by one as the endpoint's error threshold expects.
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ import csv
 import difflib
 import io
 import json
-import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nbhelpers.checks import MAX_PROMPT_CHARS, MAX_SEED, PROMPT_LIMIT, parse_number, shown, text, whole_number
 from nbhelpers.errors import ConfigurationError
 
 #: Per-row generation settings a prompts file (or a batch job's parameters) may give, and their types.
@@ -44,8 +46,6 @@ ROW_SETTINGS: dict[str, type] = {
 SETTING_ALIASES: dict[str, str] = {"steps": "num_inference_steps", "guidance": "guidance_scale"}
 #: Columns of a prompts file besides the settings.
 PROMPT_COLUMN, SEED_COLUMN = "prompt", "seed"
-#: Largest seed ``torch.Generator.manual_seed`` takes.
-MAX_SEED = 2**63 - 1
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
@@ -100,41 +100,14 @@ def accepted_setting_names() -> list[str]:
     return [*ROW_SETTINGS, *SETTING_ALIASES]
 
 
-def _convert(name: str, kind: type, value: Any) -> Any:
-    """``value`` (a CSV string or a JSON value) as ``kind``; ``ValueError`` says what was expected."""
-    if kind is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{name} must be text; got {value!r}")
-        return value
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a number; got {value!r}")
-    if isinstance(value, str):
-        text = value.strip()
-        try:  # "20.0" is 20: spreadsheets and pandas write whole numbers of a column with gaps so
-            number: float = int(text) if kind is int and text.lstrip("+-").isdigit() else float(text)
-        except ValueError:
-            raise ValueError(
-                f"{name} must be {'a whole number' if kind is int else 'a number'}; got {value!r}"
-            ) from None
-    elif isinstance(value, (int, float)):
-        number = value
-    else:
-        raise ValueError(f"{name} must be a number; got {value!r}")
-    if not math.isfinite(number):
-        raise ValueError(f"{name} must be a finite number; got {value!r}")
-    if kind is int:
-        if isinstance(number, float) and not number.is_integer():
-            raise ValueError(f"{name} must be a whole number; got {value!r}")
-        return int(number)
-    return float(number)
-
-
 def normalise_settings(values: Mapping[str, Any], *, ignore_unknown: bool = False) -> dict[str, Any]:
     """Settings with canonical names, typed and range-checked; ``None`` and empty strings are left out.
 
+    Numbers may be given as text (a CSV cell): ``"20"`` and ``"20.0"`` are 20 steps.
+
     Raises:
-        ValueError: an unknown name (with the accepted ones; unless ``ignore_unknown``), a name given twice (long
-            and short), a value of the wrong type or out of range (see
+        ConfigurationError: an unknown name (with the accepted ones; unless ``ignore_unknown``), a name given twice
+            (long and short), a value of the wrong type or out of range (see
             :func:`nbhelpers.generation.validate_settings`).
     """
     settings: dict[str, Any] = {}
@@ -143,24 +116,35 @@ def normalise_settings(values: Mapping[str, Any], *, ignore_unknown: bool = Fals
         if name not in ROW_SETTINGS:
             if ignore_unknown:
                 continue
-            raise ValueError(
+            raise ConfigurationError(
                 f"unknown setting {raw_name!r}{_suggestion(raw_name, accepted_setting_names())}; "
                 f"accepted: {', '.join(accepted_setting_names())}"
             )
         if value is None or (isinstance(value, str) and not value.strip()):
             continue  # an empty cell: the job's default
         if name in settings:
-            raise ValueError(f"{name} is given twice (as {raw_name!r} and its other name); keep one")
-        settings[name] = _convert(raw_name, ROW_SETTINGS[name], value)
-    check_settings(settings)
-    return settings
+            raise ConfigurationError(f"{name} is given twice (as {raw_name!r} and its other name); keep one")
+        if ROW_SETTINGS[name] is str:
+            if not isinstance(value, str):
+                raise ConfigurationError(f"{raw_name} must be text; got {shown(value)}")
+            settings[name] = value
+        else:
+            settings[name] = parse_number(raw_name, value)
+    checked = check_settings(settings)
+    return {name: checked.get(name, value) for name, value in settings.items()}
 
 
-def check_settings(settings: Mapping[str, Any]) -> None:
-    """Range checks of the generation settings (``ValueError`` naming the setting and its range)."""
+def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Types and ranges of the generation settings, checked; return the numeric ones normalised (``20.0`` steps as
+    ``20``, a whole-number guidance as a float).
+
+    Raises:
+        ConfigurationError: naming the setting and its range.
+    """
+    # Lazy: generation imports torch and diffusers, and the job core stays light (Ray's driver, the batch runner).
     from nbhelpers.generation import validate_settings
 
-    validate_settings(
+    checked = validate_settings(
         num_inference_steps=settings.get("num_inference_steps"),
         guidance_scale=settings.get("guidance_scale"),
         guidance_rescale=settings.get("guidance_rescale"),
@@ -168,15 +152,13 @@ def check_settings(settings: Mapping[str, Any]) -> None:
         width=settings.get("width"),
         num_images=1,
     )
+    return {name: checked[name] for name in settings if checked.get(name) is not None}
 
 
 def _seed(value: Any) -> int | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    seed = _convert("seed", int, value)
-    if not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed must be between 0 and {MAX_SEED}; got {value!r}")
-    return int(seed)
+    return whole_number("seed", parse_number("seed", value), 0, MAX_SEED)
 
 
 def _decode(path: Path) -> str:
@@ -216,10 +198,12 @@ def _make_row(
         raise RowsFileError(f"{path}, line {line}: empty prompt; write one or delete the row.")
     others = {k: v for k, v in values.items() if k not in (PROMPT_COLUMN, SEED_COLUMN)}
     try:
+        if strict:  # the batch contract (not strict) lets an over-long prompt fail as its row, as an empty one does
+            text("the prompt", prompt, max_chars=MAX_PROMPT_CHARS, why=PROMPT_LIMIT)
         seed = _seed(values.get(SEED_COLUMN))
         settings = normalise_settings(others, ignore_unknown=not strict)
-    except ValueError as err:
-        raise RowsFileError(f"{path}, line {line}: {err}.") from None
+    except ValueError as err:  # ConfigurationError, and any ValueError of the checks
+        raise RowsFileError(f"{path}, line {line}: {str(err).rstrip('.')}.") from None
     return Row(index=index, prompt=prompt, seed=seed, settings=settings, line=line, source=source)
 
 
@@ -289,7 +273,7 @@ def _csv_rows(path: Path, text: str, *, strict: bool, source: str) -> list[Row]:
             line = reader.line_num + 1
     except csv.Error as err:
         hint = " (a quote opened there is never closed)" if "end of data" in str(err) else ""
-        raise RowsFileError(f"{path}, line {line}: malformed CSV{hint}: {err}.") from None
+        raise RowsFileError(f"{path}, line {line}: malformed CSV{hint}: {str(err).rstrip('.')}.") from None
     return rows
 
 

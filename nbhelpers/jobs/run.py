@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from nbhelpers.atomic import atomic_open
+from nbhelpers.checks import MAX_SEED, whole_number
 from nbhelpers.errors import UserFacingError
 from nbhelpers.jobs.journal import Journal
 from nbhelpers.jobs.rows import Row
@@ -68,7 +69,8 @@ class JobSpec:
         identity: what makes the pictures besides the rows (model, stand-in, scheduler, ...; see
             :meth:`nbhelpers.jobs.pipelines.PipelineRecipe.identity`).
         settings: generation settings of every row (a row's own settings win).
-        seed: row ``i`` without a seed of its own uses ``seed + i``.
+        seed: row ``i`` without a seed of its own uses ``seed + i`` (0 to :data:`~nbhelpers.checks.MAX_SEED`; a
+            :class:`~nbhelpers.errors.ConfigurationError` otherwise).
         prefix: put in front of every image name (``evaluate`` names its grid cells so).
     """
 
@@ -80,6 +82,8 @@ class JobSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))  # a folder given as a string works too
+        # Checked here, before any model loads: a bad seed would otherwise fail every row, one by one.
+        object.__setattr__(self, "seed", whole_number("seed", self.seed, 0, MAX_SEED))
 
     def seed_of(self, row: Row) -> int:
         return row.seed if row.seed is not None else self.seed + row.index

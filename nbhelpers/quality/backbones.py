@@ -91,8 +91,9 @@ def _load(source: str, processor_source: str) -> tuple[Any, Any]:
     try:
         return CLIPModel.from_pretrained(source, **safe_only), CLIPProcessor.from_pretrained(processor_source)
     except (OSError, ValueError, RuntimeError) as err:  # missing, damaged or pickled weights
+        reason = str(err).rstrip(".")  # transformers' messages end with a full stop of their own
         raise ConfigurationError(
-            f"Cannot load the CLIP backbone {source!r} (processor {processor_source!r}): {err}. Give a CLIP hub id "
+            f"Cannot load the CLIP backbone {source!r} (processor {processor_source!r}): {reason}. Give a CLIP hub id "
             "(cached, or with hub access), a folder saved with save_pretrained, or stand_in='tiny' offline."
         ) from err
 

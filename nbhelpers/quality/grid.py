@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from nbhelpers.atomic import write_json_atomic
+from nbhelpers.checks import MAX_SEED, whole_number
 from nbhelpers.errors import ConfigurationError
+from nbhelpers.generation import MAX_STEPS
 from nbhelpers.jobs.journal import Journal
 from nbhelpers.jobs.pipelines import PLAIN, PipelineRecipe, check_fast_path
 from nbhelpers.jobs.rows import Row, read_rows
@@ -65,7 +67,8 @@ class GridSettings:
         fast_paths: few-step fast paths (``"lcm-lora"``, ...; ``"none"``: the plain pipeline), passed to
             :func:`nbhelpers.loading.load_pipeline`.
         prompt_set: a shipped prompt set (:func:`nbhelpers.quality.load_prompt_set`), or
-        prompts_file: a prompts file (text, CSV or JSONL; per-row seeds and settings are not used).
+        prompts_file: a prompts file (text, CSV or JSONL; a row with its own seed or settings is refused: the grid
+            sets both).
         limit: use only the first ``limit`` prompts.
         seeds: one picture per prompt and seed.
         stand_in: ``"toy"``, ``"tiny"`` or ``None`` (resolved).
@@ -130,12 +133,13 @@ def grid_cells(settings: GridSettings) -> list[Cell]:
     """Every (model, scheduler, fast path, steps) of the grid, in that nesting order.
 
     Raises:
-        ConfigurationError: a fast path that does not fit a model (or the toy stand-in), an empty list, a model
-            without default steps.
+        ConfigurationError: a fast path that does not fit a model (or the toy stand-in), an empty list, steps that
+            are not a whole number from 1 to :data:`~nbhelpers.generation.MAX_STEPS`, a model without default steps.
     """
     for name, values in (("models", settings.models), ("schedulers", settings.schedulers)):
         if not values:
             raise ConfigurationError(f"Give at least one of --{name}.")
+    checked_steps = [whole_number("--steps", steps, 1, MAX_STEPS) for steps in settings.steps]
     cells = []
     for model in settings.models:
         for scheduler in settings.schedulers:
@@ -147,40 +151,60 @@ def grid_cells(settings: GridSettings) -> list[Cell]:
                     scheduler=None if scheduler == DEFAULT_SCHEDULER else scheduler,
                     fast_path=fast_path,
                 )
-                for steps in settings.steps or [_default_steps(model, fast_path)]:
-                    cells.append(Cell(recipe=recipe, scheduler=scheduler, steps=int(steps)))
+                for steps in checked_steps or [_default_steps(model, fast_path)]:
+                    cells.append(Cell(recipe=recipe, scheduler=scheduler, steps=steps))
     return cells
+
+
+def _file_prompts(path: Path) -> list[str]:
+    """The prompts of a prompts file; a row's own seed or settings is refused, as the grid would not use it."""
+    prompts = []
+    for row in read_rows(path):
+        if row.seed is not None or row.settings:
+            own = ", ".join(["seed"] * (row.seed is not None) + sorted(row.settings))
+            raise ConfigurationError(
+                f"{path}, line {row.line}: the grid gives every prompt each of --seeds and each setting's steps, so a "
+                f"row's own {own} would not be used; remove those columns (or use nbhelpers generate --prompts-file)."
+            )
+        prompts.append(row.prompt)
+    return prompts
 
 
 def grid_prompts(settings: GridSettings) -> tuple[list[str], str, dict[str, Mapping[str, str]]]:
     """The prompts, where they come from, and each toy caption's scene (for the toy reader).
 
     Raises:
-        ConfigurationError: both or neither of a prompt set and a prompts file, or a bad ``limit``.
+        ConfigurationError: both or neither of a prompt set and a prompts file, a prompts file row with its own
+            seed or settings, or a bad ``limit``.
     """
     from nbhelpers.quality.prompt_sets import load_prompt_set
 
-    if (settings.prompt_set is None) == (settings.prompts_file is None):
+    if settings.prompt_set is not None and settings.prompts_file is not None:
         raise ConfigurationError("Give a prompt set (--prompt-set) or a prompts file (--prompts-file), not both.")
+    if settings.prompt_set is None and settings.prompts_file is None:
+        raise ConfigurationError("Give a prompt set (--prompt-set) or a prompts file (--prompts-file).")
     if settings.prompts_file is not None:
-        prompts, source = [row.prompt for row in read_rows(settings.prompts_file)], str(settings.prompts_file)
+        prompts, source = _file_prompts(settings.prompts_file), str(settings.prompts_file)
     else:
         prompt_set = load_prompt_set(str(settings.prompt_set))
         prompts, source = prompt_set.prompts, f"prompt set {prompt_set.name} ({prompt_set.source})"
     if settings.limit is not None:
-        if settings.limit < 1:
-            raise ConfigurationError(f"--limit must be at least 1; got {settings.limit}.")
-        prompts = prompts[: settings.limit]
+        prompts = prompts[: whole_number("--limit", settings.limit, 1)]
     scenes = {row["prompt"]: row for row in load_prompt_set("toy-shapes").rows}
     return prompts, source, scenes
 
 
 def grid_rows(prompts: Sequence[str], seeds: Sequence[int]) -> list[Row]:
-    """One row per prompt and seed (prompt-major), each with its seed."""
+    """One row per prompt and seed (prompt-major), each with its seed.
+
+    Raises:
+        ConfigurationError: no seed, or one that is not a whole number from 0 to :data:`~nbhelpers.checks.MAX_SEED`.
+    """
     if not seeds:
         raise ConfigurationError("Give at least one seed (--seeds).")
-    pairs = [(prompt, seed) for prompt in prompts for seed in seeds]
-    return [Row(index=i, prompt=prompt, seed=int(seed)) for i, (prompt, seed) in enumerate(pairs)]
+    checked = [whole_number("--seeds", seed, 0, MAX_SEED) for seed in seeds]
+    pairs = [(prompt, seed) for prompt in prompts for seed in checked]
+    return [Row(index=i, prompt=prompt, seed=seed) for i, (prompt, seed) in enumerate(pairs)]
 
 
 def _scorer(settings: GridSettings) -> Any:

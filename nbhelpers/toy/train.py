@@ -214,12 +214,6 @@ class _Batches:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.order, self.position = state["order"], state["position"]
 
-    def check_state(self, state: Any) -> None:
-        """Raise :class:`UnreadableState` unless ``state`` is a place in data of this size."""
-        order, position = (state.get("order"), state.get("position")) if isinstance(state, dict) else (None, None)
-        if not isinstance(order, torch.Tensor) or order.shape != (self.count,) or not isinstance(position, int):
-            raise UnreadableState(f"its place in the data is not one of {self.count} pictures")
-
 
 def _check_place(state: Any, count: int) -> None:
     """Raise :class:`UnreadableState` unless ``state`` is a saved :class:`_Batches` place in ``count`` items."""

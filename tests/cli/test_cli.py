@@ -223,7 +223,7 @@ def test_generate_says_the_size_multiple_of_the_model(tmp_path, capsys):
 def test_every_error_is_printed_on_one_line():
     import argparse
 
-    from nbhelpers.cli.common import run_handler
+    from nbhelpers.arguments import run_handler
     from nbhelpers.errors import UserFacingError
 
     def fails(error):
@@ -252,7 +252,7 @@ def test_a_cuda_out_of_memory_error_is_one_line(capsys):
 
     import torch
 
-    from nbhelpers.cli.common import run_handler
+    from nbhelpers.arguments import run_handler
 
     def handler(args):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB\nmore details")

@@ -83,6 +83,9 @@ def test_a_misspelt_parameter_is_refused_with_the_accepted_names(tmp_path):
         run_batch(tmp_path / "in", tmp_path / "out", pipe=object(), parameters={"num_inference_step": 2})
     with pytest.raises(ConfigurationError, match="accepted: num_inference_steps, guidance_scale"):
         run_batch(tmp_path / "in", tmp_path / "out", pipe=object(), parameters={"sampler": "euler"})
+    with pytest.raises(ConfigurationError) as info:  # the message ended "got 0.." (its own full stop, then ours)
+        run_batch(tmp_path / "in", tmp_path / "out", pipe=object(), parameters={"steps": 0})
+    assert str(info.value).endswith("(a whole number); got 0.") and ".." not in str(info.value)
     assert not (tmp_path / "out").exists()  # refused before any work
 
 
@@ -214,3 +217,22 @@ def test_batch_scoring_script_makes_the_same_images_as_run_batch(tmp_path, monke
     run_batch(tmp_path / "in", tmp_path / "local", pipe=tiny_deci, parameters=FAST, progress=False)
     for name in frame["image"]:
         assert _pixels(tmp_path / "script" / name) == _pixels(tmp_path / "local" / name)
+
+
+def test_a_folder_model_and_the_pipeline_loaded_from_it_share_their_pictures(tmp_path, monkeypatch):
+    """``run_batch(pipe=load_pipeline("./m"))`` keyed rows by the folder as written, ``run_batch(model="./m")`` by its
+    absolute path: the second run made every picture again."""
+    import shutil
+
+    from nbhelpers.loading import load_pipeline
+    from nbhelpers.models.tiny import tiny_pipeline_path
+
+    shutil.copytree(tiny_pipeline_path("sd-v1-5"), tmp_path / "m")
+    monkeypatch.chdir(tmp_path)
+    _write_csvs(tmp_path / "in", rows_per_file=(2,))
+    pipe = load_pipeline("./m", stand_in="none", device="cpu", progress=False)
+    assert pipe.nbhelpers_info.source == str((tmp_path / "m").resolve())
+    first = run_batch("in", "out", pipe=pipe, parameters=FAST, progress=False)
+    assert (first.succeeded, first.skipped) == (2, 0)
+    second = run_batch("in", "out", model="./m", stand_in="none", parameters=FAST, progress=False)
+    assert (second.succeeded, second.skipped) == (0, 2)

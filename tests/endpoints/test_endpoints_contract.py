@@ -6,6 +6,7 @@ import threading
 import numpy as np
 import pytest
 
+from nbhelpers.checks import MAX_SEED
 from nbhelpers.endpoints.contract import ContractError, decode_image, parse_request
 from nbhelpers.endpoints.scoring_service import ScoringService, bearer_key
 from nbhelpers.endpoints.settings import EndpointSettings
@@ -35,6 +36,14 @@ def test_whole_number_floats_and_boundaries_still_accepted():
     assert request.parameters["num_inference_steps"] == 150
     assert isinstance(request.parameters["num_inference_steps"], int)
     assert parse_request('{"input_data": {"data": ["a"], "parameters": {"seed": 4294967295}}}').parameters["seed"]
+
+
+def test_a_request_takes_every_seed_generate_takes():
+    """The contract capped seeds at 2**32 - 1, below the library's range, which Azure's contract does not limit."""
+    for seed in (2**32, MAX_SEED):
+        assert parse_request({"input_data": {"data": ["a"], "parameters": {"seed": seed}}}).parameters["seed"] == seed
+    with pytest.raises(ContractError, match=f"must be between 0 and {MAX_SEED}; got {MAX_SEED + 1}"):
+        parse_request(json.dumps({"input_data": {"data": ["a"], "parameters": {"seed": MAX_SEED + 1}}}))
 
 
 def test_both_data_layouts():

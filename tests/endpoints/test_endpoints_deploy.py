@@ -11,6 +11,7 @@ from nbhelpers.cli import build_parser
 from nbhelpers.endpoints.contract import decode_image
 from nbhelpers.endpoints.scoring_service import ScoringService
 from nbhelpers.endpoints.settings import EndpointSettings, read_api_key
+from nbhelpers.errors import ConfigurationError
 
 
 def test_settings_round_trip_through_the_environment():
@@ -25,8 +26,23 @@ def test_settings_round_trip_through_the_environment():
     assert real.to_environment()["NBHELPERS_STAND_IN"] == "none"
     assert EndpointSettings.from_environment(real.to_environment()).stand_in is None
     assert settings.max_in_flight == 6
-    with pytest.raises(ValueError, match="NBHELPERS_MAX_ROWS='many' is not a valid int"):
-        EndpointSettings.from_environment({"NBHELPERS_MAX_ROWS": "many"})
+    assert EndpointSettings.from_environment({"NBHELPERS_MAX_ROWS": " 2.0 "}).max_rows == 2
+
+
+@pytest.mark.parametrize(
+    "variables, message",
+    [
+        ({"NBHELPERS_MAX_ROWS": "many"}, "NBHELPERS_MAX_ROWS must be a number; got 'many' (str)."),
+        ({"NBHELPERS_MAX_ROWS": "1.5"}, "max_rows must be at least 1 (a whole number); got 1.5."),
+        ({"NBHELPERS_REQUEST_TIMEOUT_MS": "0"}, "request_timeout_ms must be at least 1 ms (a whole number); got 0."),
+    ],
+)
+def test_bad_settings_are_configuration_errors(variables, message):
+    """A bad timeout was a plain ValueError, which the command line could only take for bad input by catching every
+    ValueError, library bugs included."""
+    with pytest.raises(ConfigurationError) as info:
+        EndpointSettings.from_environment(variables)
+    assert str(info.value) == message
 
 
 def test_api_key_comes_from_a_file_or_the_environment(tmp_path):

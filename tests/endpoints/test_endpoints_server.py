@@ -24,7 +24,6 @@ import numpy as np
 import pytest
 import requests
 
-from nbhelpers.cli import serve as serve_command
 from nbhelpers.endpoints import serving
 from nbhelpers.endpoints.client import EndpointClient, EndpointError
 from nbhelpers.endpoints.contract import decode_image
@@ -106,7 +105,10 @@ def _refuse_to_start(*args, **kwargs):
         (["--max_connections", "3"], "pass --max_connections 4 or more"),
         (["--header_timeout_s", "nan"], "--header_timeout_s must be a number of seconds, above 0"),
         (["--body_timeout_s", "-1"], "--body_timeout_s must be a number of seconds, above 0"),
-        (["--max_concurrent_requests_per_instance", "100000"], "between 1 and 16 (generations at once"),
+        (
+            ["--max_concurrent_requests_per_instance", "100000"],
+            "between 1 and 16 generations at once on one instance (a whole number)",
+        ),
     ],
     ids=["port", "host-not-ip", "host-not-here", "no-connections", "no-room-for-probe", "nan", "negative", "100000"],
 )
@@ -114,7 +116,7 @@ def test_bad_serve_arguments_get_one_line_and_status_2_before_anything_starts(mo
     """``--port 99999`` and ``--host 256.1.1.1`` gave tracebacks after the worker had started; bad limits were
     taken (a concurrency of 100000 never became ready)."""
     monkeypatch.setattr(serving, "start_worker", _refuse_to_start)
-    assert serve_command.main(["--model", "deci-v1", "--stand-in", "tiny", *argv]) == 2
+    assert serving.main(["--model", "deci-v1", "--stand-in", "tiny", *argv]) == 2
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1 and error.startswith("nbhelpers serve: error: ")
 
@@ -125,16 +127,16 @@ def test_a_port_in_use_or_a_bad_key_file_is_named_before_anything_starts(monkeyp
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        assert serve_command.main(["--stand-in", "tiny", "--port", str(port)]) == 2
+        assert serving.main(["--stand-in", "tiny", "--port", str(port)]) == 2
     assert f"port {port} is in use: pass another --port" in capsys.readouterr().err
     (tmp_path / "key").write_text("clé\n", encoding="utf-8")
-    assert serve_command.main(["--stand-in", "tiny", "--api_key_file", str(tmp_path / "key")]) == 2
+    assert serving.main(["--stand-in", "tiny", "--api_key_file", str(tmp_path / "key")]) == 2
     assert "non-ASCII character at position 3" in capsys.readouterr().err
 
 
 def test_the_command_line_exits_2_without_a_traceback():
     done = subprocess.run(
-        [sys.executable, "-m", "nbhelpers.cli.serve", "--stand-in", "tiny", "--port", "99999"],
+        [sys.executable, "-m", "nbhelpers.endpoints.serving", "--stand-in", "tiny", "--port", "99999"],
         capture_output=True,
         text=True,
         timeout=120,

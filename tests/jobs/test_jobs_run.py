@@ -86,3 +86,27 @@ def test_a_fast_path_is_part_of_the_identity(tmp_path):
     assert plain.identity() != fast.identity()
     job_plain = JobSpec(out=tmp_path, identity=plain.identity())
     assert job_plain.image_name(Row(0, "x")) != JobSpec(out=tmp_path, identity=fast.identity()).image_name(Row(0, "x"))
+
+
+def test_a_ray_failure_is_reported_even_when_the_manifest_cannot_be_written(tmp_path, monkeypatch):
+    """The Ray engine listed what finished with ``finish()`` inside its ``except``: a full disk there replaced the
+    error that stopped the run. It now shares the one-process engine's ``finish_after_failure``."""
+    import errno
+    from types import SimpleNamespace
+
+    import nbhelpers.jobs.processes as processes
+    from nbhelpers.jobs import ray_engine
+
+    def cluster_lost(items):
+        raise RuntimeError("the cluster went away")
+
+    context = SimpleNamespace(enable_progress_bars=True, print_on_execution_start=True)
+    data = SimpleNamespace(DataContext=SimpleNamespace(get_current=lambda: context), from_items=cluster_lost)
+    monkeypatch.setattr(ray_engine, "_ray", lambda: SimpleNamespace(data=data))
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(processes, "write_table", disk_full)
+    with pytest.raises(RuntimeError, match="the cluster went away"):
+        ray_engine.run_with_ray([Row(0, "a fox")], _job(tmp_path), PipelineRecipe("deci-v1"), progress=False)

@@ -116,8 +116,8 @@ def test_fast_path_is_one_argument_away():
 def test_bench_flags_are_the_settings_fields_with_their_help(capsys):
     from dataclasses import fields
 
+    from nbhelpers.arguments import settings_from_args
     from nbhelpers.cli import build_parser
-    from nbhelpers.cli.common import settings_from_args
 
     with pytest.raises(SystemExit):
         main(["bench", "--help"])

@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from nbhelpers.cli import main
-from nbhelpers.quality.grid import GridSettings, run_grid
+from nbhelpers.errors import ConfigurationError
+from nbhelpers.quality.grid import GridSettings, grid_prompts, run_grid
 
 pytest.importorskip("torchmetrics", reason="the quality extra is not installed")
 
@@ -28,8 +29,12 @@ def _settings(tmp_path, **kwargs):
 
 
 def test_the_toy_readers_accuracy_rises_with_steps(tmp_path):
-    """Measured on these six captions (seed 0, guidance 7.5): the SD-style toy reads 0.33 at 1 and 2 steps, 0.67 at 10,
-    0.83 at 20. The DeciDiffusion-style toy is already at 0.67-0.78 from 1 step to 20, so no rise is tested there."""
+    """The grid's claim, not the model's: ``toy_accuracy`` in a grid's summary tells its settings apart (docs/quality.md
+    says it "does measure something"), so a grid that scored the wrong cell's pictures, or one cell's for all, fails.
+    The smallest grid that shows it needs a real difference between two cells; the toy's own lessons, with bounds
+    from their records, are in tests/toy/test_toy_lessons.py. Measured on these six captions (seed 0, guidance 7.5):
+    the SD-style toy reads 0.33 at 1 and 2 steps, 0.67 at 10, 0.83 at 20, so the 0.2 asked for is well inside the
+    0.33 measured. The DeciDiffusion-style toy is already at 0.67-0.78 from 1 step to 20, so it is not used here."""
     prompts = tmp_path / "toy.txt"
     prompts.write_text("\n".join(TOY_PROMPTS) + "\n")
     report = run_grid(_settings(tmp_path, steps=[1, 10], prompt_set=None, prompts_file=prompts, limit=None))
@@ -148,3 +153,34 @@ def test_a_fast_path_that_cannot_apply_is_refused_before_any_work(tmp_path, caps
     )
     assert status == 2 and "No few-step adapter exists for the toy stand-ins" in capsys.readouterr().err
     assert not (tmp_path / "grid").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--steps", "0"], "--steps must be between 1 and 1000 (a whole number); got 0."),
+        (["--seeds", "-1"], "--seeds must be between 0 and 18446744073709551615 (a whole number); got -1."),
+        (["--limit", "0"], "--limit must be at least 1 (a whole number); got 0."),
+    ],
+)
+def test_bad_steps_seeds_or_limit_are_refused_before_any_model_loads(tmp_path, capsys, monkeypatch, flags, message):
+    """``--steps 0`` or ``--seeds -1`` loaded every model, failed every row and exited 1."""
+    from nbhelpers.jobs import PipelineRecipe
+
+    monkeypatch.setattr(PipelineRecipe, "load", lambda *args, **kwargs: pytest.fail("a model was loaded"))
+    status = main(["evaluate", "--toy", "--models", "sd-v1-5", "--out", str(tmp_path / "grid"), *flags])
+    assert status == 2 and capsys.readouterr().err.strip().endswith(message)
+    assert not (tmp_path / "grid").exists()
+
+
+def test_the_prompt_source_is_one_of_a_set_and_a_file_and_a_files_own_seeds_are_refused(tmp_path):
+    with pytest.raises(ConfigurationError, match=r"\(--prompts-file\)\.$"):  # neither: no "not both"
+        grid_prompts(_settings(tmp_path, prompt_set=None))
+    with pytest.raises(ConfigurationError, match="not both"):
+        grid_prompts(_settings(tmp_path, prompts_file=tmp_path / "p.txt"))
+    prompts = tmp_path / "p.csv"
+    prompts.write_text("prompt,seed,steps\na red circle,,\na blue square,7,3\n")
+    with pytest.raises(ConfigurationError, match=r"p\.csv, line 3: .* a row's own seed, num_inference_steps would not"):
+        grid_prompts(_settings(tmp_path, prompt_set=None, prompts_file=prompts))
+    prompts.write_text("prompt,seed,steps\na red circle,,\n")
+    assert grid_prompts(_settings(tmp_path, prompt_set=None, prompts_file=prompts))[0] == ["a red circle"]

@@ -41,3 +41,19 @@ def test_check_mode_finds_a_stale_file(tmp_path: Path):
     assert docs.stale_files(tmp_path / "docs") == [page]
     docs.stale_files(tmp_path / "docs", write=True)
     assert docs.stale_files(tmp_path / "docs") == []
+
+
+def test_every_relative_link_in_the_docs_leads_to_a_file():
+    """docs/cli.md linked benchmarks/README.md from docs/, where no such file is."""
+    import re
+
+    root = docs.PROJECT_ROOT
+    pages = [root / "README.md", root / "CONTRIBUTING.md", root / "CHANGELOG.md", *sorted(docs.DOCS.glob("*.md"))]
+    pages += sorted((root / "benchmarks").glob("*.md"))
+    broken = [
+        f"{page.relative_to(root)}: {target}"
+        for page in pages
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text(encoding="utf-8"))
+        if not re.match(r"[a-z]+:|#", target) and not (page.parent / target.split("#")[0]).exists()
+    ]
+    assert broken == []
