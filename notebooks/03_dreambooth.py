@@ -75,7 +75,8 @@ OUTPUT_DIR = "outputs/03_dreambooth"
 #   and the five `diffusers/dog-example` photos, unless you bring yours.
 # - **Time on a T4**: the second table adds up this run's parts from your settings above. With
 #   `COMPARE_PRIOR_PRESERVATION` the model also generates `NUM_CLASS_IMAGES` class pictures at 512 px and trains a
-#   second time. The figures are *estimates* computed from the UNet's FLOPs (no GPU was available to measure them).
+#   second time. The figures are *estimates*, not measurements (the note under the first table says how they are
+#   made); training times are lower bounds.
 
 # %%
 import pandas as pd

@@ -41,8 +41,8 @@ set_up("notebooks,serving,azure")  # this notebook's extras: installs what is mi
 # - **GPU**: recommended (a free Colab T4 is enough); without one, `STAND_IN = "toy"` runs everything offline in
 #   minutes.
 # - **Downloads**: DeciDiffusion in fp16 (the table), loaded by the local servers and the batch run.
-# - **Time**: about 20 pictures at the table's seconds per image (estimates computed from the UNet's FLOPs, not
-#   measured), plus starting the local server twice.
+# - **Time**: about 20 pictures at the table's seconds per image (estimates, not measurements: the note under the
+#   table says how they are made), plus starting the local server twice.
 # - **Azure bills**: sections 8-9 run only with your workspace set. An online endpoint bills for its instances from
 #   creation until section 9 deletes it, serving or not; a batch job bills its cluster's nodes while it runs.
 

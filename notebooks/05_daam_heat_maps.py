@@ -43,7 +43,7 @@ set_up("notebooks")  # this notebook's extras: installs what is missing or too o
 # - **GPU**: recommended (a free Colab T4 is enough); without one, `STAND_IN = "toy"` runs everything offline.
 # - **Downloads**: SD v1.5 and DeciDiffusion in fp16, once (the table gives each size).
 # - **Time**: a traced picture per model, two for the noun pairs and one at an odd size, each at about the table's
-#   seconds per image (estimates computed from the UNet's FLOPs) plus the tracing's cost (not yet measured on a GPU).
+#   seconds per image (estimates: see the note under the table) plus the tracing's cost (not yet measured on a GPU).
 
 # %%
 from nbhelpers.notebook import show_what_to_expect

@@ -42,7 +42,7 @@ set_up("notebooks,scale")  # this notebook's extras: installs what is missing or
 # - **Downloads**: DeciDiffusion in fp16, once (the table), and Ray Data if it is missing (the set-up cell installs
 #   it; the `ray` 2.60 wheel for Python 3.11 on Linux x86-64 is 79 MB).
 # - **Time**: three runs of the prompts file (one process, `PROCESSES` processes, `RAY_ACTORS` Ray actors), each
-#   loading the model in every worker, then about the table's seconds per picture (estimates, not measured).
+#   loading the model in every worker, then about the table's seconds per picture (estimates: see the note under it).
 
 # %%
 from nbhelpers.notebook import show_what_to_expect
