@@ -1,5 +1,6 @@
 """Small display helpers the notebooks share: which model is loaded, charts and picture tables of measured figures,
-the text-to-image pipeline as a diagram, and the toy models' measured guidance figures from their record."""
+the text-to-image pipeline as a diagram, figures read from the project's records (``benchmarks/results/``), and
+notebook 03's estimated T4 times."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from diffusers import DiffusionPipeline
 
 from nbhelpers.loading import load_info
 from nbhelpers.stand_in import STAND_IN_VARIABLE
+
+#: The toy models' names in the tables below, by their key in ``toy_lessons.json``.
+TOY_NAMES = {"deci": "DeciDiffusion-style toy", "sd": "SD-style toy"}
 
 
 def model_banner(pipe: DiffusionPipeline) -> str:
@@ -256,13 +260,10 @@ def toy_guidance_table(record_path: str | Path | None = None) -> tuple[str, list
 
     Returns ``None`` when there is no record (nbhelpers installed without the repository's ``benchmarks/``).
     """
-    from nbhelpers.tutorials.docs import TOY_LESSONS_RECORD
-
-    path = Path(record_path) if record_path is not None else TOY_LESSONS_RECORD
-    if not path.is_file():
+    record = project_record("toy_lessons.json", record_path)
+    if record is None:
         return None
-    record = json.loads(path.read_text(encoding="utf-8"))
-    names = {"deci": "DeciDiffusion-style toy", "sd": "SD-style toy"}
+    names = TOY_NAMES
     models = {kind: record["models"][kind] for kind in names}
     scales = sorted({float(g) for m in models.values() for g in m["accuracy_by_guidance"]})
     rows = []
@@ -275,3 +276,98 @@ def toy_guidance_table(record_path: str | Path | None = None) -> tuple[str, list
             row[f"{names[kind]}: shape right"] = f"{100 * measured['shape']:.0f}%" if measured else "-"
         rows.append(row)
     return record["how"], rows
+
+
+def project_record(file_name: str, record_path: str | Path | None = None) -> dict[str, Any] | None:
+    """The record ``benchmarks/results/<file_name>`` of the project's repository (or ``record_path``), parsed;
+    ``None`` when it is not there (nbhelpers installed without the repository's ``benchmarks/``)."""
+    from nbhelpers.tutorials.docs import PROJECT_ROOT
+
+    path = Path(record_path) if record_path is not None else PROJECT_ROOT / "benchmarks" / "results" / file_name
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def toy_dreambooth_table(record_path: str | Path | None = None) -> tuple[str, list[dict[str, str]]] | None:
+    """The toy DreamBooth lesson as ``benchmarks/toy_lessons.py`` recorded it: how it was trained, and one row per
+    seed with the likeness to a star (``nbhelpers.toy.evaluate.shape_likeness``) before and after training.
+
+    Returns ``None`` when there is no record or it holds no DreamBooth run.
+    """
+    record = project_record("toy_lessons.json", record_path)
+    star = record["models"]["sd"].get("dreambooth_star") if record else None
+    if not star:
+        return None
+    mode = "LoRA" if star["use_lora"] else "full fine-tuning"
+    how = (
+        f"{TOY_NAMES['sd']}, {mode}, {star['max_train_steps']} steps at learning rate {star['learning_rate']:g}, "
+        f"'{star['prompt']}'; {record['environment']['device'].upper()}, benchmarks/toy_lessons.py"
+    )
+    rows = [
+        {"seed": str(seed), "likeness before": f"{before:.2f}", "likeness after": f"{after:.2f}"}
+        for seed, before, after in zip(star["seeds"], star["before"], star["after"], strict=True)
+    ]
+    rows.append(
+        {
+            "seed": "mean",
+            "likeness before": f"{sum(star['before']) / len(star['before']):.2f}",
+            "likeness after": f"{sum(star['after']) / len(star['after']):.2f}",
+        }
+    )
+    return how, rows
+
+
+def toy_attention_table(record_path: str | Path | None = None) -> tuple[str, list[dict[str, str]]] | None:
+    """Where the toy models' shape word attends, from ``benchmarks/results/toy_lessons.json``: per toy model and
+    group of layers (DAAM's default, the coarsest maps), the mean of (the word's attention inside the drawn shape /
+    the shape's area share), the share of pictures above 1 and how many pictures were read.
+
+    Returns ``None`` when there is no record.
+    """
+    record = project_record("toy_lessons.json", record_path)
+    if record is None:
+        return None
+    groups = {"default": "DAAM's default", "coarsest": "coarsest maps, mid-block included"}
+    rows = []
+    for kind, name in TOY_NAMES.items():
+        for group, label in groups.items():
+            ratio = record["models"][kind]["attention_ratio"][group]
+            rows.append(
+                {
+                    "toy model": name,
+                    "layers": label,
+                    "attention inside / area share (mean)": f"{ratio['mean']:.2f}",
+                    "pictures above 1": f"{100 * ratio['share_above_1']:.0f}%",
+                    "pictures": str(ratio["pictures"]),
+                }
+            )
+    return f"{record['environment']['device'].upper()}, {record['steps']} steps, benchmarks/toy_lessons.py", rows
+
+
+def dreambooth_t4_rows(
+    model: str,
+    *,
+    steps: int,
+    pictures: int,
+    prior_preservation: bool,
+    compare_prior_preservation: bool,
+    class_images: int,
+) -> list[dict[str, object]]:
+    """Estimated seconds on a T4 of notebook 03's parts, computed by :mod:`nbhelpers.tutorials.expectations`:
+    drawing ``pictures`` at 512 px, the class images prior preservation generates, and each training run
+    (``steps`` steps of one subject photo, plus one class picture with prior preservation). Training times are
+    lower bounds (the optimizer and mixed-precision bookkeeping come on top). The last row is the total.
+    """
+    from nbhelpers.tutorials.expectations import t4_seconds_per_image, t4_training_seconds
+
+    image_s = t4_seconds_per_image(model)
+    runs = [prior_preservation] + ([not prior_preservation] if compare_prior_preservation else [])
+    parts: list[tuple[str, float]] = [(f"draw {pictures} pictures, 512 px", pictures * image_s)]
+    if any(runs):
+        parts.append((f"generate {class_images} class images, 512 px (prior preservation)", class_images * image_s))
+    for with_prior in runs:
+        label = f"train {steps} steps, {'with' if with_prior else 'without'} prior preservation (lower bound)"
+        parts.append((label, t4_training_seconds(model, steps * (2 if with_prior else 1))))
+    parts.append(("total", sum(seconds for _, seconds in parts)))
+    return [{"part": part, "T4 minutes (estimate)": round(seconds / 60, 1)} for part, seconds in parts]

@@ -35,6 +35,22 @@ from nbhelpers.tutorials.setup import set_up  # noqa: E402
 
 set_up("notebooks,serving,azure")  # this notebook's extras: installs what is missing or too old, or says to restart
 
+# %% [markdown]
+# ## What to expect
+#
+# - **GPU**: recommended (a free Colab T4 is enough); without one, `STAND_IN = "toy"` runs everything offline in
+#   minutes.
+# - **Downloads**: DeciDiffusion in fp16 (the table), loaded by the local servers and the batch run.
+# - **Time**: about 20 pictures at the table's seconds per image (estimates, not measurements: the note under the
+#   table says how they are made), plus starting the local server twice.
+# - **Azure bills**: sections 8-9 run only with your workspace set. An online endpoint bills for its instances from
+#   creation until section 9 deletes it, serving or not; a batch job bills its cluster's nodes while it runs.
+
+# %%
+from nbhelpers.notebook import show_what_to_expect
+
+show_what_to_expect(["deci-v1"])
+
 # %% tags=["parameters"]
 # Papermill parameters
 MODEL = "deci-v1"
@@ -42,13 +58,14 @@ STAND_IN = None  # None: the real model (unless NBHELPERS_STAND_IN says otherwis
 PORT = 5031
 API_KEY = "local-dev-key"
 PROMPTS = ["a photograph of an astronaut riding a horse", "lion holding hunted deer in grass fields"]
-CLIENT_PROMPT = "A big owl with bright shinning eyes"
+CLIENT_PROMPT = "A big owl with bright shinning eyes"  # the original tutorial's prompt, misspelling included
 BATCH_FILES = {
     "prompts-1.csv": ["a red fox in the snow", "a lighthouse at dusk", "a bowl of ramen"],
     "prompts-2.csv": ["a watercolor of a cat", "a castle on a hill"],
 }
 STEPS = None  # None: the model's default (20 for the toy stand-in, 4 for the tiny one)
 REQUEST_TIMEOUT_MS = None  # None: 90000 ms (the samples' value); Azure's default 5000 ms for a stand-in
+SHORT_TIMEOUT_MS = None  # section 4's second server, for its 408: None: 2000 ms (1000 ms for a stand-in)
 OUTPUT_DIR = "outputs/04_endpoints"
 # Azure (optional): leave empty to skip the deployment cells
 AZURE_SUBSCRIPTION_ID = ""
@@ -56,7 +73,7 @@ AZURE_RESOURCE_GROUP = ""
 AZURE_WORKSPACE = ""
 ONLINE_ENDPOINT_NAME = "deci-t2i"
 BATCH_ENDPOINT_NAME = "deci-t2i-batch"
-BATCH_COMPUTE = "gpu-cluster"
+BATCH_COMPUTE = "gpu-cluster"  # an AML compute cluster; made (T4 nodes, 0 when idle) if the workspace has none
 NBHELPERS_REF = "main"  # pushed branch, tag or commit of your repository the Azure image installs nbhelpers from
 DELETE_COMPUTE = False  # the clean-up deletes the endpoints; the compute cluster too only when True
 
@@ -84,7 +101,10 @@ from nbhelpers.stand_in import resolve_stand_in, stand_in_mark
 
 # %%
 # Offline stand-in: the one place this notebook changes for it. The toy model draws one coloured shape from prompts
-# like these, and nothing else; small models make short requests, so Azure's default timeout is enough.
+# like these, and nothing else; small models make short requests, so Azure's default timeout is enough, and the busy
+# requests of section 4 take more steps than the model's few so that six of them overlap. Its 408 needs no large
+# pictures: 150 steps at the stand-in's own size outlast a short timeout on a CPU, in steps short enough to stop at
+# once (a large picture's steps take many seconds there).
 stand_in = resolve_stand_in(STAND_IN)  # "toy", "tiny" or None (the real model); NBHELPERS_STAND_IN is the default
 mark = f" ({stand_in_mark(stand_in)})" if stand_in else ""  # every picture of a stand-in says so
 if stand_in == "toy":
@@ -99,7 +119,10 @@ if stand_in == "toy":
         "prompts-2.csv": ["a green circle on a white background", "a red triangle on a black background"],
     }
 steps = STEPS or {"toy": 20, "tiny": 4}.get(stand_in)  # None: the model's default
+busy_steps = 12 if stand_in else None  # None: the model's default
 request_timeout_ms = REQUEST_TIMEOUT_MS or (5000 if stand_in else 90_000)
+short_timeout_ms = SHORT_TIMEOUT_MS or (1000 if stand_in else 2000)
+long_size, short_size = ({}, {}) if stand_in else ({"height": 768, "width": 768}, {"height": 256, "width": 256})
 # Without an Azure AI Content Safety resource (CONTENT_SAFETY_ENDPOINT and CONTENT_SAFETY_KEY unset), section 7
 # screens with this word list in place of the service's classifiers, whatever the model.
 SAFETY_STAND_IN_WORDS = {"bleeding": ("Violence", 4), "severed": ("Violence", 4)}
@@ -158,15 +181,10 @@ print(files("nbhelpers.endpoints.scoring").joinpath("online_score.py").read_text
 # ## 2. Start the local server
 #
 # `local_server` runs `nbhelpers serve` in a subprocess (in a terminal: `NBHELPERS_API_KEY=... nbhelpers serve
-# --model deci-v1 --port 5031`; the key is read from the environment or `--api_key_file`, never from the command
-# line, where `ps` shows it). Inside, Microsoft's `azmlinfsrv` app runs `nbhelpers/endpoints/scoring/online_score.py`
-# behind a gateway on 127.0.0.1 that plays the part of Azure's: it checks the key and the body size from the headers,
-# lets at most `2 x max_concurrent_requests_per_instance` requests in flight (the rest get **429**), and answers
-# **408** when a request runs past `request_timeout_ms` (and stops its generation).
-#
-# The server is a context manager: in a script, `with local_server(...) as url:`. A notebook spreads the work over
-# cells, so an `ExitStack` keeps it open until the cell that closes the stack; the server and its worker stop then
-# (or when the kernel dies). While the model loads, the start-up steps are printed.
+# --model deci-v1 --port 5031`; the key comes from the environment, never the command line, where `ps` shows it).
+# Inside, `azmlinfsrv` runs `online_score.py` behind a gateway on 127.0.0.1 that checks the key and the body size,
+# answers **429** beyond `2 x max_concurrent_requests_per_instance` requests in flight and **408** past
+# `request_timeout_ms`. An `ExitStack` keeps the server open across cells until section 5 closes it.
 
 # %%
 servers = ExitStack()
@@ -219,11 +237,12 @@ for body, headers in [
 # ## 4. Busy and slow: the 429 and 408 you will meet in production
 #
 # A managed online endpoint scores `max_concurrent_requests_per_instance` requests at once per instance (1 here,
-# as on a GPU), queues as many again, and answers **429 Too Many Requests** with `Retry-After` to the rest.
-# Six requests sent at once:
+# as on a GPU), queues as many again, and answers **429 Too Many Requests** to the rest. Azure's docs ask clients to
+# back off and promise no `Retry-After` header; the local gateway sends one, learnt from recent requests. Six
+# requests sent at once:
 
 # %%
-busy = {"input_data": {"data": ["an owl"], "parameters": {"num_inference_steps": 12 if stand_in else 50}}}
+busy = {"input_data": {"data": ["an owl"], "parameters": {"num_inference_steps": busy_steps} if busy_steps else {}}}
 
 
 def post(_):
@@ -240,10 +259,11 @@ for status, retry_after, _ in answers:
 raw_timings = [timing for _, _, timing in answers]
 
 # %% [markdown]
-# Azure asks clients to back off and try again. `EndpointClient` does it with urllib3's `Retry` (waits of 0, 2, 4,
-# 8... x `backoff_s`, or what `Retry-After` says), for 408, 429, 502, 503 and 504 and failed connections; it never
-# retries an input error (400, 401, 413, 422, 424). The same six requests through it all succeed; urllib3's log
-# shows the retries, and `record_timings=True` keeps every attempt for the timeline below.
+# `EndpointClient` backs off with urllib3's `Retry` (waits of 0, 2, 4, 8... x `backoff_s`, or a `Retry-After` when
+# one comes) for 408, 429, 502, 503, 504 and failed connections. It does not retry input errors (400, 401, 413,
+# 422) or 424, the managed endpoint's answer when the scoring container answered an error (its code and reason in
+# the `ms-azureml-model-error-*` headers; possibly a model failure). The same six requests through it all succeed;
+# `record_timings=True` keeps every attempt for the timeline below.
 
 # %%
 logging.basicConfig(format="%(message)s")
@@ -293,29 +313,51 @@ fig.suptitle(f"Concurrent requests to the local endpoint (max_concurrent_request
 plt.show()
 
 # %% [markdown]
-# A request still running after `request_timeout_ms` (Azure's default is 5000 ms; text-to-image deployments
-# raise it; here the `REQUEST_TIMEOUT_MS` parameter sets it) gets **408**. On Azure the container keeps working
-# on it; this server stops the generation at the next denoising step (diffusers' `callback_on_step_end`), so the
-# slot is free at once. A client that retries a 408 only helps if the next try is faster; it says why it gave up:
+# A request still running after `request_timeout_ms` (Azure's default is 5000 ms; text-to-image deployments raise
+# it) gets **408**. A second local server with a short timeout (`SHORT_TIMEOUT_MS`) shows it on any machine. On
+# Azure the container keeps working on a timed-out request; this server stops the generation at the next denoising
+# step, so the slot is free at once. A client that retries a 408 only helps if the next try is faster; it says why
+# it gave up:
 
 # %%
-heavy = {
+short_url = servers.enter_context(
+    local_server(
+        MODEL,
+        port=PORT + 1,
+        stand_in=stand_in,
+        api_key=API_KEY,
+        max_concurrent_requests_per_instance=1,
+        request_timeout_ms=short_timeout_ms,
+        log_file=output / "server-short-timeout.log",
+    )
+)
+heavy = {  # the contract's most prompts and steps, at 768 px: even a fast GPU should run past the short timeout
     "input_data": {
         "data": ["a castle", "a forest", "a lake", "a city"],
-        "parameters": {"num_inference_steps": 150, "height": 512, "width": 512},
+        "parameters": {"num_inference_steps": 150, **long_size},
     }
 }
-print(f"request_timeout_ms = {request_timeout_ms}")
 start = time.perf_counter()
-r = requests.post(url + "/score", json=heavy, headers=auth, timeout=600)
-print(r.status_code, f"after {time.perf_counter() - start:.1f} s:", r.json().get("error", {}).get("message"))
+r = requests.post(short_url + "/score", json=heavy, headers=auth, timeout=600)
+seconds = time.perf_counter() - start
+if r.status_code == 200:  # the answer is the contract's list of rows
+    print(f"200 after {seconds:.1f} s: this machine made {len(r.json())} pictures within {short_timeout_ms} ms")
+else:  # an error answer is {"error": {"status", "field", "message"}}
+    print(
+        r.status_code, f"after {seconds:.1f} s (request_timeout_ms={short_timeout_ms}):", r.json()["error"]["message"]
+    )
 try:
-    EndpointClient(url + "/score", key=API_KEY, retries=1, backoff_s=0.5).score(heavy)
+    EndpointClient(short_url + "/score", key=API_KEY, retries=1, backoff_s=0.5).score(heavy)
 except EndpointError as err:
     print("client:", err)
+small = {"input_data": {"data": ["a small request"], "parameters": {"num_inference_steps": 2, **short_size}}}
 start = time.perf_counter()
-small = client.generate(["a small request right after"], **({"num_inference_steps": steps} if steps else {}))
-print(f"the next request was served in {time.perf_counter() - start:.1f} s: the stopped generation freed its slot")
+r = requests.post(short_url + "/score", json=small, headers=auth, timeout=600)
+seconds = time.perf_counter() - start
+if r.status_code == 200:
+    print(f"a small request right after: 200 in {seconds:.1f} s; the stopped generation had freed its slot")
+else:
+    print(f"a small request right after: {r.status_code} in {seconds:.1f} s: {r.json()['error']['message']}")
 
 # %% [markdown]
 # ## 5. The client
@@ -327,7 +369,7 @@ print(f"the next request was served in {time.perf_counter() - start:.1f} s: the 
 extra = {"num_inference_steps": steps} if steps else {}
 generated = client.generate([CLIENT_PROMPT], **extra)
 show_images([g.image for g in generated], [f"{g.prompt} (nsfw: {g.nsfw_content_detected}){mark}" for g in generated])
-servers.close()  # stops the gateway and the scoring worker
+servers.close()  # stops both servers: their gateways and scoring workers
 print("server stopped")
 
 # %% [markdown]
@@ -367,8 +409,9 @@ show_images(
 # %% [markdown]
 # ## 7. Screening prompts and images with Azure AI Content Safety
 #
-# Azure's catalog cards of both seed models point to samples that screen with Azure AI Content Safety, which scores a
-# text or an image in four categories (Hate, SelfHarm, Sexual, Violence) with a severity of 0, 2, 4 or 6.
+# Azure ML's model catalog cards for SD v1.5 and DeciDiffusion (the latter retired from the catalog on 2026-07-31)
+# point to samples that screen with Azure AI Content Safety, which scores a text or an image in four categories
+# (Hate, SelfHarm, Sexual, Violence) with a severity of 0, 2, 4 or 6.
 # `ContentSafetyScreen` blocks anything at or above a threshold (`CONTENT_SAFETY_THRESHOLD`, default 2, as in Azure's
 # safe online sample). With `CONTENT_SAFETY_ENDPOINT` and `CONTENT_SAFETY_KEY` in the environment it calls your
 # resource; without them a word list stands in for the service (it is not a classifier, and cannot see pictures).
@@ -401,10 +444,11 @@ table
 # %% [markdown]
 # ## 8. Deploy to Azure ML (needs a workspace)
 #
-# `nbhelpers.endpoints.azure_deploy` builds the endpoints, deployments, environment and model asset offline, with
-# no credentials; the cells print them as the YAML `az ml ... create --file` takes. The online deployment's
-# `request_settings` come from the `EndpointSettings` that configured the local server, so production enforces the
-# limits you rehearsed. Deploying runs only when the Azure parameters are set (and `azure-identity` can log in).
+# `nbhelpers.endpoints.azure_deploy` builds the endpoints, deployments, environment, model asset and GPU cluster
+# offline, with no credentials; the cells print them as the YAML `az ml ... create --file` takes. The online
+# deployment's `request_settings` come from the `EndpointSettings` that configured the local server, and both GPU
+# sizes default to `Standard_NC4as_T4_v3` (one T4; the V100 size older samples used was retired on 2025-09-30).
+# Deploying runs only when the Azure parameters are set (and `azure-identity` can log in).
 
 # %%
 from nbhelpers.endpoints.azure_deploy import (
@@ -413,6 +457,7 @@ from nbhelpers.endpoints.azure_deploy import (
     batch_endpoint,
     clean_up,
     environment,
+    gpu_cluster,
     online_deployment,
     online_endpoint,
     pipeline_model,
@@ -422,11 +467,12 @@ from nbhelpers.endpoints.settings import EndpointSettings
 endpoint = online_endpoint(ONLINE_ENDPOINT_NAME)
 deployment = online_deployment(
     ONLINE_ENDPOINT_NAME,
-    instance_type="Standard_NC6s_v3",
     settings=EndpointSettings(model=MODEL, request_timeout_ms=90_000),
     env=environment(ref=NBHELPERS_REF),
 )
+cluster = gpu_cluster(BATCH_COMPUTE)  # created in section 8's last cell only if your workspace has none of that name
 print(json.dumps(as_yaml_dict(deployment), indent=2, default=str)[:1500])
+print(json.dumps(as_yaml_dict(cluster), indent=2))
 
 # %% [markdown]
 # The scoring scripts import `nbhelpers`, so the deployment's image must install it: the environment's conda file
@@ -448,6 +494,7 @@ if not (AZURE_SUBSCRIPTION_ID and AZURE_RESOURCE_GROUP and AZURE_WORKSPACE):
     )
 else:
     from azure.ai.ml import Input, MLClient
+    from azure.core.exceptions import ResourceNotFoundError
     from azure.identity import DefaultAzureCredential
 
     from nbhelpers.loading import load_pipeline
@@ -465,6 +512,10 @@ else:
     load_pipeline(MODEL, stand_in=stand_in).save_pretrained(pipeline_folder)  # the folder the model asset uploads
     registered = ml.models.create_or_update(model_asset)
     print("model asset:", registered.id)
+    try:
+        ml.compute.get(BATCH_COMPUTE)  # an existing cluster of that name is used as it is
+    except ResourceNotFoundError:
+        ml.compute.begin_create_or_update(cluster).result()
     ml.batch_endpoints.begin_create_or_update(batch_endpoint(BATCH_ENDPOINT_NAME)).result()
     ml.batch_deployments.begin_create_or_update(
         batch_deployment(

@@ -17,14 +17,13 @@
 # - trace a generation with `nbhelpers.daam` (the reference `daam` API: `trace`, `compute_global_heat_map`,
 #   `compute_word_heat_map`, `plot_overlay`), on current diffusers, for SD and for DeciDiffusion;
 # - compare the same prompt's word maps from SD v1.5 and DeciDiffusion on one colour scale;
-# - check a heat map against the truth: offline, on the toy "shapes" models, measure whether the word "circle"
-#   attends to the circle they drew, and in which layers and heads;
 # - turn a map into a segmentation mask, and measure how two nouns' maps overlap ("a giraffe and a zebra");
 # - plot every word of a prompt, and measure how a word's map settles over the denoising steps;
 # - trace any image size, and save maps as arrays and pictures.
 #
 # Tracing records only the cross-attention probabilities of the conditional half of the batch, summed on the
-# device as they come, so it costs little on top of generation (see `benchmarks/daam_overhead.py`).
+# device as they come. What that costs has been recorded only for tiny random-weight models on a CPU (section 1
+# prints the record); `benchmarks/gpu_suite.py` measures it on a GPU.
 
 # %%
 # Set-up (Colab, Paperspace, a fresh runtime): installs nbhelpers, then what this notebook needs, and says so.
@@ -38,18 +37,31 @@ from nbhelpers.tutorials.setup import set_up  # noqa: E402
 
 set_up("notebooks")  # this notebook's extras: installs what is missing or too old, or says to restart
 
+# %% [markdown]
+# ## What to expect
+#
+# - **GPU**: recommended (a free Colab T4 is enough); without one, `STAND_IN = "toy"` runs everything offline.
+# - **Downloads**: SD v1.5 and DeciDiffusion in fp16, once (the table gives each size).
+# - **Time**: a traced picture per model, two for the noun pairs and one at an odd size, each at about the table's
+#   seconds per image (estimates: see the note under the table) plus the tracing's cost (not yet measured on a GPU).
+
+# %%
+from nbhelpers.notebook import show_what_to_expect
+
+show_what_to_expect(["sd-v1-5", "deci-v1"])
+
 # %% tags=["parameters"]
 # Papermill parameters
 MODELS = ["sd-v1-5", "deci-v1"]
 STAND_IN = None  # None: the real models (unless NBHELPERS_STAND_IN says otherwise); "toy" or "tiny": offline
-PROMPT = "A big owl with bright shinning eyes sitting on a tree branch"
+PROMPT = "A big owl with bright shinning eyes sitting on a tree branch"  # misspelt on purpose: section 7 splits it
 WORDS = ["owl", "eyes", "branch"]
 # Two nouns in one prompt, whose maps are compared: cohyponyms (kinds of one thing), and a pair that is not
 PAIRS = [("a giraffe and a zebra", "giraffe", "zebra"), ("a zebra and a fridge", "zebra", "fridge")]
 THRESHOLD = 0.4  # a min-max normalised map above this is the word's mask (the reference implementation's value)
 SEED = 0
 STEPS = None  # None: each model's default (50 for SD, 30 for DeciDiffusion)
-SIZE = None  # image side in px; None: 512 (64 for the toy stand-in, 128 for the tiny one)
+SIZE = None  # image side in px, a multiple of 64 for DeciDiffusion (8 for SD); None: 512 (a stand-in: its own)
 STEP_RANGES = 3  # how many consecutive step ranges to show attention settling over time
 OUTPUT_DIR = "outputs/05_daam"
 
@@ -65,34 +77,36 @@ from nbhelpers.daam import WordCutOffError, WordNotInPromptError, set_seed, trac
 from nbhelpers.daam.anatomy import cross_attention_shapes
 from nbhelpers.daam.measures import attention_share, mask_overlap, settling, word_mask
 from nbhelpers.daam.words import word_token_positions
-from nbhelpers.generation import default_settings
+from nbhelpers.generation import default_settings, pipeline_size_multiple
 from nbhelpers.images import show_images
 from nbhelpers.loading import load_pipeline
-from nbhelpers.notebook import show_model_banner
-from nbhelpers.stand_in import resolve_stand_in
+from nbhelpers.notebook import project_record, show_model_banner
+from nbhelpers.stand_in import resolve_stand_in, stand_in_mark
 
 SHARE_LABEL = "share of the pixel's attention on the word\n(mean over layers, heads and steps)"
 
 # %%
 # Offline stand-in: the one place this notebook changes for it. The toy model draws one coloured shape, nothing else,
 # and attends at its own 64 px; the tiny one's UNet needs a few more pixels to have maps at all. The toy knows no
-# giraffes: its pairs are two shapes and two colours it was trained on, and the prompt asks for two shapes at once.
+# giraffes: its pairs are two shapes and two colours it was trained on, and the prompt asks for two shapes at once
+# (it draws one). Section 9's odd size is small for both.
 stand_in = resolve_stand_in(STAND_IN)  # "toy", "tiny" or None (the real models); NBHELPERS_STAND_IN is the default
+mark = f" ({stand_in_mark(stand_in)})" if stand_in else ""
 if stand_in == "toy":
     PROMPT, WORDS = "a red circle on a gray background", ["circle", "red", "background"]
     two_shapes = "a red circle and a blue square on a gray background"
     PAIRS = [(two_shapes, "circle", "square"), (two_shapes, "red", "blue")]
 size = SIZE or {"toy": 64, "tiny": 128}.get(stand_in, 512)
+odd_size = (72, 136) if stand_in else (520, 648)  # section 9: height, width before rounding to the model's multiple
 
 # %% [markdown]
 # ## 1. Trace one generation per model
 #
 # Inside `with trace(pipe) as tc:` every cross-attention layer reports its attention probabilities; afterwards
 # `tc.compute_global_heat_map()` aggregates them into one map per token at latent resolution (64x64 for a 512 px
-# image). Following the reference, the coarsest (8x8 at 512 px) maps and the UNet's mid-block are left out by
-# default; `factors=[...]`, `include_mid_block=True` and `head_idx=` pick other layers and heads (section 5).
-#
-# `set_seed(SEED)` returns `torch.Generator().manual_seed(SEED)`, the CPU generator `generate()` uses, and each model
+# image). A layer's *factor* says how much smaller its map is than the latent, `sqrt(latent area / map area)`: 1 for
+# a 64x64 map at 512 px, 8 for an 8x8 one. Following the reference, factor 8 and the UNet's mid-block are left out
+# by default (section 5 reads the others). `set_seed(SEED)` is the CPU generator `generate()` uses and each model
 # runs with its published defaults, so the traced picture is the one `generate(pipe, PROMPT, seed=SEED)` makes.
 
 
@@ -143,6 +157,12 @@ for name in MODELS:
     del pipe, tc
     gc.collect()
 show_images([r["image"] for r in results.values()], [r["label"] for r in results.values()], img_width=256)
+overhead = project_record("daam_overhead.json")  # benchmarks/results/ (None without the project's repository)
+for row in overhead["results"] if overhead else []:
+    print(
+        f"recorded cost of tracing, {row['model']} ({row['weights']}, {row['size']} px, {row['steps']} steps, "
+        f"{overhead['device'].upper()}): {row['overhead_ratio']:.2f}x the time of the same generation untraced"
+    )
 
 # %% [markdown]
 # ## 2. What one cross-attention layer computes
@@ -177,8 +197,10 @@ for result in results.values():
 # ## 3. The same words, both models, on one scale
 #
 # Divided by the number of UNet calls, a heat map is the share of each pixel's attention that went to the word
-# (`attention_share`), a unit all maps have in common. Every panel below is drawn on one colour scale, so a colour
-# means the same share in every panel; the image fades where that share is high.
+# (`attention_share`), a unit all maps have in common, drawn on one colour scale in every panel. DeciDiffusion's UNet
+# has no 64x64 cross-attention, so by default its maps come from its 32x32 and 16x16 layers only (8x8 and the
+# mid-block left out), while SD's include 64x64 detail that DeciDiffusion's cannot. The image fades where the share
+# is high.
 
 # %%
 shares = {name: attention_share(r["map"], r["steps"]) for name, r in results.items()}
@@ -199,27 +221,28 @@ fig.suptitle(f"Word heat maps: {', '.join(r['label'] for r in results.values())}
 plt.show()
 
 # %% [markdown]
-# ### With the toy model: does "circle" light up the circle?
+# ### Offline only: does "circle" light up the circle?
 #
-# The toy model's pictures can be read back (`read_scene` finds the drawn shape), so a heat map can be checked
-# instead of believed: the share of the shape word's attention that falls inside the drawn shape, divided by the
-# shape's share of the picture. 1 means the word looks everywhere alike; above 1 it looks at the shape.
-# `shape_word_attention` traces one generation per scene and returns that ratio for two groups of layers: DAAM's
-# default (the down and up blocks' maps, the reference's rule for 512 px) and the coarsest maps the UNet attends
-# at, mid-block included (4x4 in these 64 px models). Below, every shape and colour on a gray background, two
-# seeds each, for each toy model. (Skipped with the real models: there is no ground truth for an owl.)
-#
-# **Measured with the shipped toy models**: in the SD-style toy the shape word concentrates on the shape in the
-# 4x4 middle, **1.54x** its area share (87% of pictures above 1), and not in the default layers (0.95): a small
-# model decides where its shape goes at its coarsest resolution, which DAAM's default leaves out because at
-# 512 px that resolution (8x8) is too coarse to place anything. The DeciDiffusion-style toy shows no preference
-# (about 1.0 in both): it draws the right shape only about half the time at this guidance. A heat map is a
-# hypothesis about the model, and which layers you read it from is part of the hypothesis.
+# *Skipped with the real models: there is no ground truth for an owl.* The toy's pictures can be read back, so a map
+# can be checked: the shape word's attention inside the drawn shape divided by the shape's share of the picture (1:
+# no preference; above 1: it looks at the shape), in DAAM's default layers and in the coarsest ones (4x4 in these 64
+# px models, mid-block included). The project's record comes first, then this run's measurement; which layers you
+# read a map from is part of what it claims about the model.
 
 # %%
 if stand_in == "toy":
+    import pandas as pd
+    from IPython.display import display
+
+    from nbhelpers.notebook import toy_attention_table
     from nbhelpers.toy.evaluate import ATTENTION_VIEWS, shape_word_attention
     from nbhelpers.toy.shapes import COLOURS, SHAPES, Scene
+
+    recorded = toy_attention_table()  # benchmarks/results/toy_lessons.json; None without the repository
+    if recorded is not None:
+        how, rows = recorded
+        print(f"Recorded ({how}){mark}:")
+        display(pd.DataFrame(rows).set_index(["toy model", "layers"]))
 
     scenes = [Scene(shape=shape, colour=colour, background="gray") for shape in SHAPES for colour in COLOURS]
     bars = {}  # (model label, layer group) -> mean ratio per shape
@@ -249,7 +272,7 @@ if stand_in == "toy":
     ax.set_xticks(range(len(SHAPES)), [f"'{shape}'" for shape in SHAPES])
     ax.set_xlabel("shape word of the prompt")
     ax.set_ylabel("attention inside the shape / shape's area share")
-    ax.set_title("Where the shape word attends (4 prompts x 2 seeds per bar; toy model (shapes))", fontsize=9)
+    ax.set_title(f"Where the shape word attends ({len(COLOURS)} prompts x 2 seeds per bar){mark}", fontsize=9)
     ax.legend(fontsize=7)
     plt.show()
 
@@ -257,8 +280,8 @@ if stand_in == "toy":
 # ## 4. A map as a segmentation mask
 #
 # DAAM's paper evaluates maps as segmentations of the nouns they name: the map is normalised and thresholded, and
-# the authors' code uses 0.4 on the min-max normalised map (`THRESHOLD`, `word_mask`). With the toy model the mask
-# can be scored against the shape it drew (intersection over union, IoU); with the real models there is no truth.
+# the authors' code uses 0.4 on the min-max normalised map (`THRESHOLD`, `word_mask`). The mask below is the
+# word's guess at where its object is.
 
 # %%
 fig, axes = plt.subplots(len(results), 3, figsize=(10, 3.3 * len(results)), squeeze=False, layout="constrained")
@@ -271,14 +294,9 @@ for row, (name, result) in zip(axes, results.items(), strict=True):
     word_map.plot_overlay(result["image"], ax=row[1], colorbar=True)
     row[1].set_title(f"'{word}', min-max normalised", fontsize=9)
     row[2].imshow(mask.numpy(), cmap="gray", vmin=0, vmax=1)
-    caption = f"mask: normalised map > {THRESHOLD} ({float(mask.float().mean()):.0%} of the picture)"
-    if stand_in == "toy":
-        from nbhelpers.toy.evaluate import read_scene
-
-        drawn = read_scene(result["image"])
-        iou = mask_overlap(mask, torch.from_numpy(drawn.mask)).iou
-        caption += f"\nIoU with the drawn {drawn.colour} {drawn.shape}: {iou:.2f}"
-    row[2].set_title(caption, fontsize=9)
+    row[2].set_title(
+        f"mask: normalised map > {THRESHOLD} ({float(mask.float().mean()):.0%} of the picture)", fontsize=9
+    )
     for ax in row[::2]:
         ax.set_axis_off()
 fig.suptitle(f"'{WORDS[0]}' as a segmentation mask")
@@ -289,8 +307,7 @@ plt.show()
 #
 # The same generation gives other maps when read from one resolution or one head alone (`factors=`,
 # `include_mid_block=`, `head_idx=`). All panels share one scale (the attention share), so a resolution whose maps
-# are flat looks pale. On the toy model the IoU of each panel's mask with the drawn shape says which reading finds
-# the shape.
+# are flat looks pale.
 
 # %%
 views = {
@@ -307,20 +324,11 @@ fig, axes = plt.subplots(
 )
 for row, (name, model_views) in zip(axes, views.items(), strict=True):
     image = results[name]["image"]
-    truth = None
-    if stand_in == "toy":
-        from nbhelpers.toy.evaluate import read_scene
-
-        truth = torch.from_numpy(read_scene(image).mask)
     for ax in row[len(model_views) :]:
         ax.set_axis_off()
     for ax, (label, heat_map) in zip(row, model_views.items(), strict=False):
-        word_map = heat_map.compute_word_heat_map(WORDS[0])
-        word_map.plot_overlay(image, ax=ax, vmax=vmax)
-        score = (
-            "" if truth is None else f"\nmask IoU {mask_overlap(word_mask(word_map, image, THRESHOLD), truth).iou:.2f}"
-        )
-        ax.set_title(f"{name}: {label}{score}", fontsize=8)
+        heat_map.compute_word_heat_map(WORDS[0]).plot_overlay(image, ax=ax, vmax=vmax)
+        ax.set_title(f"{name}: {label}", fontsize=8)
 fig.colorbar(axes[0, 0].images[0], ax=axes, shrink=0.8, label=SHARE_LABEL)
 fig.suptitle(f"'{WORDS[0]}' from other layers and heads: {', '.join(r['label'] for r in results.values())}")
 plt.show()
@@ -330,8 +338,7 @@ plt.show()
 #
 # The paper finds that cohyponyms, two kinds of one thing, entangle: "a giraffe and a zebra" tends to give a giraffe
 # or a zebra but not both, and cohyponym pairs' heat maps overlap more than other pairs'. Here each pair's masks are
-# compared by their intersection over each word's area and over their union. Offline the toy model, which draws one
-# shape per picture, gets two of its shapes and two of its colours instead.
+# compared by their intersection over each word's area and over their union.
 
 # %%
 pipe = load_pipeline(MODELS[0], stand_in=stand_in)
@@ -350,14 +357,8 @@ for row, (prompt, a, b) in zip(axes, PAIRS, strict=True):
     image, heat = generations[prompt]
     masks = [word_mask(heat.compute_word_heat_map(word), image, THRESHOLD) for word in (a, b)]
     overlap = mask_overlap(*masks)
-    drawn = ""
-    if stand_in == "toy":
-        from nbhelpers.toy.evaluate import read_scene
-
-        reading = read_scene(image)
-        drawn = f" (the toy drew one {reading.colour} {reading.shape} on {reading.background})"
     print(
-        f"'{prompt}'{drawn}: the masks of '{a}' and '{b}' overlap on {overlap.of_a:.0%} of the first and "
+        f"'{prompt}': the masks of '{a}' and '{b}' overlap on {overlap.of_a:.0%} of the first and "
         f"{overlap.of_b:.0%} of the second; IoU {overlap.iou:.2f}"
     )
     row[0].imshow(image)
@@ -379,6 +380,34 @@ for row, (prompt, a, b) in zip(axes, PAIRS, strict=True):
 fig.colorbar(axes[0, 1].images[0], ax=axes[:, 1:3], shrink=0.8, label=SHARE_LABEL)
 fig.suptitle(f"Overlap of two words' masks (normalised map > {THRESHOLD})")
 plt.show()
+
+# %% [markdown]
+# ### Offline only: the masks against the shapes the toy drew
+#
+# *Skipped with the real models, which have no truth to compare with.* The picture reader finds the shape the toy
+# drew, so each mask of sections 4 and 5 gets a score: its intersection over union (IoU) with the drawn shape. The
+# two-shape prompts of section 6 show what the toy drew when asked for two shapes.
+
+# %%
+if stand_in == "toy":
+    import pandas as pd
+    from IPython.display import display
+
+    from nbhelpers.toy.evaluate import read_scene
+
+    scores = {}
+    for name, model_views in views.items():
+        image = results[name]["image"]
+        truth = torch.from_numpy(read_scene(image).mask)
+        scores[name] = {
+            label: mask_overlap(word_mask(heat_map.compute_word_heat_map(WORDS[0]), image, THRESHOLD), truth).iou
+            for label, heat_map in model_views.items()
+        }
+    print(f"IoU of the mask of '{WORDS[0]}' with the drawn shape, by the layers read{mark}:")
+    display(pd.DataFrame(scores).T.round(2).fillna("-"))  # "-": that model has no maps of that size
+    for prompt, (image, _) in generations.items():
+        reading = read_scene(image)
+        print(f"'{prompt}': the toy drew one {reading.colour} {reading.shape} on {reading.background}{mark}")
 
 # %% [markdown]
 # ## 7. Every word of the prompt
@@ -441,7 +470,9 @@ plt.show()
 # multiples of 64 px.
 
 # %%
-height, width = (72, 136) if stand_in else (520, 648)
+multiple = pipeline_size_multiple(pipe)  # 8 px for SD, 64 px for DeciDiffusion
+height, width = (side // multiple * multiple for side in odd_size)
+print(f"{label} takes sides that are multiples of {multiple} px: tracing at {height}x{width}")
 image, tc = traced_generation(pipe, PROMPT, height, width)
 odd_map = tc.compute_global_heat_map()
 for index, (h, w) in sorted(tc.layer_sizes.items()):

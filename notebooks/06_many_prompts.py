@@ -34,6 +34,21 @@ from nbhelpers.tutorials.setup import set_up  # noqa: E402
 
 set_up("notebooks,scale")  # this notebook's extras: installs what is missing or too old, or says to restart
 
+# %% [markdown]
+# ## What to expect
+#
+# - **GPU**: recommended; with several, the second run uses one process per GPU. Without one, `STAND_IN = "toy"`
+#   runs all three engines offline on the CPU's cores in a few minutes.
+# - **Downloads**: DeciDiffusion in fp16, once (the table), and Ray Data if it is missing (the set-up cell installs
+#   it; the `ray` 2.60 wheel for Python 3.11 on Linux x86-64 is 79 MB).
+# - **Time**: three runs of the prompts file (one process, `PROCESSES` processes, `RAY_ACTORS` Ray actors), each
+#   loading the model in every worker, then about the table's seconds per picture (estimates: see the note under it).
+
+# %%
+from nbhelpers.notebook import show_what_to_expect
+
+show_what_to_expect(["deci-v1"])
+
 # %% tags=["parameters"]
 # Papermill parameters
 MODEL = "deci-v1"
@@ -105,11 +120,10 @@ rows
 # %% [markdown]
 # ## 2. One process: `nbhelpers generate --prompts-file`
 #
-# Every finished row is written to a journal (`progress.jsonl`) at once, so a run that is stopped (Ctrl-C, a
-# preempted runtime, `kill -9`) continues where it stopped when started again: run the same command. The pictures
-# are named after their row and a hash of what made them (prompt, seed, settings, model), so an edited row is
-# made again and never reported under a prompt it was not made from. The commands below are what you would type
-# in a terminal; the notebook runs them as subprocesses and times them, start-up and model loading included.
+# Every finished row goes to a journal (`progress.jsonl`) at once, so a stopped run (Ctrl-C, a preempted runtime)
+# continues where it stopped when you run the same command again. A picture is named after its row and a hash of
+# what made it (prompt, seed, settings, model), so an edited row is made again. The notebook runs the terminal
+# commands below as subprocesses and times them, start-up and model loading included.
 
 # %%
 gpus = torch.cuda.device_count()
@@ -180,14 +194,17 @@ seconds[label] = timed([*command, "--quiet"], output / "processes")
 # the unfinished rows become a Ray Dataset, `map_batches` hands them to `RAY_ACTORS` actors that each load the
 # pipeline once (`num_gpus=1` each on a GPU cluster), and each actor writes pictures and journal lines into the
 # output folder, which on a real cluster is a file system every node mounts. Here Ray starts a local "cluster" on
-# this machine. It needs the `scale` extra (`pip install 'diffusion-nbhelpers[scale]'`).
+# this machine. It needs Ray Data (`pip install 'ray[data]>=2.60'`, what the set-up cell installs).
 
 # %%
 try:
     import ray
 except ImportError:
+    from nbhelpers.tutorials.setup import requirements
+
     ray = None
-    print("Ray is not installed: pip install 'diffusion-nbhelpers[scale]' to run this part.")
+    needed = [str(r).split(";")[0] for r in requirements("scale") if r.name == "ray"]  # the scale extra's Ray
+    print(f"Ray is not installed: pip install '{needed[0]}' to run this part.")
 if ray is not None:
     from nbhelpers.jobs import JobSpec, PipelineRecipe, read_rows
     from nbhelpers.jobs.ray_engine import run_with_ray
@@ -213,9 +230,10 @@ if ray is not None:
 # %% [markdown]
 # ## 5. The same bytes, and how throughput scales
 #
-# Every file of every run, hashed: the pictures and the manifest are identical whichever engine made them, on one
-# kind of device with the same number of torch threads per worker (CPU kernels split sums over threads
-# differently, so a picture made with 4 threads can differ from one made with 1 by a level in a few pixels).
+# Every file of every run, hashed: the pictures and the manifest should be identical whichever engine made them, on
+# one kind of device with the same number of torch threads per worker (CPU kernels split sums over threads
+# differently, so a picture made with 4 threads can differ by a level in a few pixels). The project's tests have
+# checked this on a CPU only; the first line below says whether your run kept it.
 
 # %%
 folders = {"one process": output / "one", label: output / "processes"}
@@ -237,7 +255,8 @@ hashes
 # %% [markdown]
 # Wall-clock time includes starting Python, loading the model in every worker and (for Ray) starting the cluster;
 # "generating" is the busiest worker's time inside the pipeline, from the journal. With a few small pictures the
-# start-up dominates; with hundreds of real ones, N GPUs approach N times the throughput of one.
+# start-up dominates. With hundreds of real ones we expect N GPUs to approach N times one GPU's throughput, an
+# expectation not yet measured here.
 
 
 # %%

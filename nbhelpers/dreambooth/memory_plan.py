@@ -52,6 +52,9 @@ logger = logging.getLogger(__name__)
 GIB = 2**30
 #: share of the free memory a plan may use: the rest absorbs the allocator's fragmentation and cuDNN workspaces
 USABLE_SHARE = 0.9
+#: the memory of a free Colab T4 that a run can use (Colab reports 15 GiB of the card's 16 GB), for plans made
+#: for a T4 on another machine (notebook 03 compares them; benchmarks/gpu_suite.py caps its DreamBooth steps at it)
+T4_USABLE_BYTES = 15 * GIB
 #: a UNet with fewer parameters than this (the tiny test model) trains on a CPU in seconds
 CPU_PRACTICAL_PARAMETERS = 50_000_000
 #: what a CPU costs: a measured full-size figure is not available, so say it with the arithmetic

@@ -15,6 +15,11 @@ through ``AZUREML_MODEL_DIR``. The image gets this package from its repository (
 
 Online endpoints bill for their instances as long as they exist, serving or not: :func:`clean_up` deletes what a
 deployment created.
+
+GPU size: ``Standard_NC4as_T4_v3`` (one T4, 16 GB), a size Azure ML lists for managed online endpoints
+(https://learn.microsoft.com/azure/machine-learning/reference-managed-online-endpoints-vm-sku-list). The V100
+sizes older samples used (``Standard_NC6s_v3``) were retired on 2025-09-30
+(https://learn.microsoft.com/azure/virtual-machines/ncv3-nc6s-nc12s-nc24s-retirement).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any
 import yaml
 from azure.ai.ml.constants import AssetTypes, BatchDeploymentOutputAction
 from azure.ai.ml.entities import (
+    AmlCompute,
     BatchEndpoint,
     BatchRetrySettings,
     CodeConfiguration,
@@ -53,6 +59,8 @@ DISTRIBUTION = "diffusion-nbhelpers"
 #: What the scoring scripts need beyond the package and its ``serving`` extra: the Content Safety client (only
 #: it, not the whole ``azure`` extra, whose azure-ai-ml the container never uses).
 DEFAULT_PIP_PACKAGES = ("azure-ai-contentsafety>=1.0",)
+#: One NVIDIA T4 (16 GB): enough for one fp16 text-to-image pipeline; listed for managed online endpoints.
+DEFAULT_GPU_INSTANCE_TYPE = "Standard_NC4as_T4_v3"
 
 
 def repository_url() -> str:
@@ -167,7 +175,7 @@ def online_deployment(
     name: str = "blue",
     model_name: str = "deci-v1",
     model: str | Path | Model | None = None,
-    instance_type: str = "Standard_NC6s_v3",
+    instance_type: str = DEFAULT_GPU_INSTANCE_TYPE,
     instance_count: int = 1,
     env: Environment | str | None = None,
     settings: EndpointSettings | None = None,
@@ -191,6 +199,12 @@ def online_deployment(
         liveness_probe=ProbeSettings(initial_delay=600, period=30, timeout=10, failure_threshold=30),
         readiness_probe=ProbeSettings(initial_delay=600, period=10, timeout=10, failure_threshold=30),
     )
+
+
+def gpu_cluster(name: str, *, size: str = DEFAULT_GPU_INSTANCE_TYPE, max_instances: int = 1) -> AmlCompute:
+    """An Azure ML compute cluster for batch jobs that scales to 0 nodes when idle (so it costs nothing then) and
+    up to ``max_instances`` nodes of ``size`` while a job runs."""
+    return AmlCompute(name=name, size=size, min_instances=0, max_instances=max_instances)
 
 
 def batch_endpoint(name: str) -> BatchEndpoint:

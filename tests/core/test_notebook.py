@@ -1,5 +1,5 @@
-"""The notebooks' display helpers: titles stay inside their figures, picture tables, the pipeline diagram, and the
-toy models' guidance figures read from their record."""
+"""The notebooks' display helpers: titles stay inside their figures, picture tables, the pipeline diagram, the
+toy models' figures read from their record, and notebook 03's estimated T4 times."""
 
 from __future__ import annotations
 
@@ -10,8 +10,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from nbhelpers.notebook import bar_chart, image_table, pipeline_diagram, toy_guidance_table
+from nbhelpers.notebook import (
+    bar_chart,
+    dreambooth_t4_rows,
+    image_table,
+    pipeline_diagram,
+    project_record,
+    toy_attention_table,
+    toy_dreambooth_table,
+    toy_guidance_table,
+)
 from nbhelpers.tutorials.docs import TOY_LESSONS_RECORD
+from nbhelpers.tutorials.expectations import t4_seconds_per_image, t4_training_seconds
 
 LONG_TITLE = "Pictures that show all three words of their prompt (12 prompts) (toy model (shapes))"
 
@@ -106,3 +116,70 @@ def test_what_to_expect_shows_licences_the_total_download_and_the_source_of_the_
     printed = capsys.readouterr().out
     assert "about 7.0 GB" in printed  # 2.65 GB of fp16 files + 4.36 GB of fp32 files
     assert "7.83 s" in printed and "alexeigor/sd-benchmarks" in printed
+
+
+def _edited_record(tmp_path: Path, edit) -> Path:
+    record = json.loads(TOY_LESSONS_RECORD.read_text(encoding="utf-8"))
+    edit(record)
+    copy = tmp_path / "toy_lessons.json"
+    copy.write_text(json.dumps(record), encoding="utf-8")
+    return copy
+
+
+def test_the_toy_dreambooth_table_prints_each_seed_of_the_record(tmp_path: Path):
+    def edit(record):
+        star = record["models"]["sd"]["dreambooth_star"]
+        star.update(seeds=[5, 6], before=[0.25, 0.5], after=[0.75, 0.125], max_train_steps=77)
+
+    how, rows = toy_dreambooth_table(_edited_record(tmp_path, edit))
+    assert "full fine-tuning, 77 steps" in how
+    assert rows == [
+        {"seed": "5", "likeness before": "0.25", "likeness after": "0.75"},
+        {"seed": "6", "likeness before": "0.50", "likeness after": "0.12"},
+        {"seed": "mean", "likeness before": "0.38", "likeness after": "0.44"},
+    ]
+    no_run = _edited_record(tmp_path, lambda record: record["models"]["sd"].pop("dreambooth_star"))
+    assert toy_dreambooth_table(no_run) is None
+    assert toy_dreambooth_table(tmp_path / "missing.json") is None
+
+
+def test_the_toy_attention_table_reads_both_models_and_both_layer_groups(tmp_path: Path):
+    def edit(record):
+        record["models"]["sd"]["attention_ratio"]["coarsest"] = {"mean": 2.345, "share_above_1": 0.5, "pictures": 9}
+
+    how, rows = toy_attention_table(_edited_record(tmp_path, edit))
+    assert "benchmarks/toy_lessons.py" in how
+    by_key = {(row["toy model"], row["layers"]): row for row in rows}
+    assert len(by_key) == 4
+    coarsest = by_key["SD-style toy", "coarsest maps, mid-block included"]
+    assert (coarsest["attention inside / area share (mean)"], coarsest["pictures above 1"]) == ("2.35", "50%")
+    assert coarsest["pictures"] == "9"
+    assert project_record("toy_lessons.json", tmp_path / "missing.json") is None
+
+
+def test_dreambooth_t4_rows_add_up_the_runs_the_settings_ask_for():
+    image_s, train_s = t4_seconds_per_image("sd-v1-4"), t4_training_seconds("sd-v1-4", 100)
+    minutes = {
+        row["part"]: row["T4 minutes (estimate)"]
+        for row in dreambooth_t4_rows(
+            "sd-v1-4",
+            steps=100,
+            pictures=10,
+            prior_preservation=False,
+            compare_prior_preservation=True,
+            class_images=20,
+        )
+    }
+    assert minutes["draw 10 pictures, 512 px"] == round(10 * image_s / 60, 1)
+    assert minutes["generate 20 class images, 512 px (prior preservation)"] == round(20 * image_s / 60, 1)
+    assert minutes["train 100 steps, without prior preservation (lower bound)"] == round(train_s / 60, 1)
+    assert minutes["train 100 steps, with prior preservation (lower bound)"] == round(2 * train_s / 60, 1)
+    assert minutes["total"] == round((30 * image_s + 3 * train_s) / 60, 1)
+    alone = dreambooth_t4_rows(
+        "sd-v1-4", steps=100, pictures=10, prior_preservation=False, compare_prior_preservation=False, class_images=20
+    )
+    assert [row["part"] for row in alone] == [
+        "draw 10 pictures, 512 px",
+        "train 100 steps, without prior preservation (lower bound)",
+        "total",
+    ]

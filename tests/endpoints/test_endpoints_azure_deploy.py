@@ -8,6 +8,8 @@ from nbhelpers.endpoints.azure_deploy import (
     batch_deployment,
     clean_up,
     environment,
+    gpu_cluster,
+    online_deployment,
     package_requirement,
     pipeline_model,
 )
@@ -52,6 +54,14 @@ def test_the_batch_deployment_uploads_a_pipeline_folder_as_a_custom_model(tmp_pa
         assert deployed["type"] == "custom_model" and deployed["path"] == str(tmp_path / "pipeline")
     registered = as_yaml_dict(batch_deployment("deci-batch", model="azureml:deci-pipeline:3", compute="gpu-cluster"))
     assert registered["model"] == "azureml:deci-pipeline:3"
+
+
+def test_gpu_deployments_and_clusters_default_to_a_current_t4_size_and_the_cluster_idles_at_zero_nodes():
+    assert as_yaml_dict(online_deployment("deci-t2i"))["instance_type"] == "Standard_NC4as_T4_v3"
+    cluster = as_yaml_dict(gpu_cluster("gpu-cluster"))
+    assert (cluster["type"], cluster["name"], cluster["size"]) == ("amlcompute", "gpu-cluster", "Standard_NC4as_T4_v3")
+    assert (cluster["min_instances"], cluster["max_instances"]) == (0, 1)
+    assert as_yaml_dict(gpu_cluster("big", size="Standard_NC24ads_A100_v4", max_instances=2))["max_instances"] == 2
 
 
 class _Poller:

@@ -163,12 +163,12 @@ def test_azure_deployment_objects_validate_offline_with_the_same_request_setting
 
     assert as_yaml_dict(online_endpoint("deci-t2i"))["auth_mode"] == "key"
     settings = EndpointSettings(model="deci-v1", max_concurrent_requests_per_instance=2, request_timeout_ms=60_000)
-    online = as_yaml_dict(online_deployment("deci-t2i", settings=settings, instance_type="Standard_NC6s_v3"))
+    online = as_yaml_dict(online_deployment("deci-t2i", settings=settings, instance_type="Standard_NC8as_T4_v3"))
     assert online["code_configuration"]["scoring_script"] == "online_score.py"
     assert os.path.isfile(os.path.join(online["code_configuration"]["code"], "online_score.py"))
     assert online["request_settings"] == {"max_concurrent_requests_per_instance": 2, "request_timeout_ms": 60_000}
     assert EndpointSettings.from_environment(online["environment_variables"]) == settings  # what the script reads
-    assert online["instance_type"] == "Standard_NC6s_v3" and "liveness_probe" in online
+    assert online["instance_type"] == "Standard_NC8as_T4_v3" and "liveness_probe" in online
     assert "diffusion-nbhelpers" in json.dumps(online["environment"])
     assert as_yaml_dict(batch_endpoint("deci-batch"))["name"] == "deci-batch"
     batch = as_yaml_dict(batch_deployment("deci-batch", model="azureml:deci:1", compute="gpu-cluster"))
