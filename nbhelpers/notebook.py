@@ -296,7 +296,9 @@ def toy_dreambooth_table(record_path: str | Path | None = None) -> tuple[str, li
     Returns ``None`` when there is no record or it holds no DreamBooth run.
     """
     record = project_record("toy_lessons.json", record_path)
-    star = record["models"]["sd"].get("dreambooth_star") if record else None
+    if record is None:
+        return None
+    star = record["models"]["sd"].get("dreambooth_star")
     if not star:
         return None
     mode = "LoRA" if star["use_lora"] else "full fine-tuning"
