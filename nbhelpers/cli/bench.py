@@ -7,13 +7,11 @@ from pathlib import Path
 
 from nbhelpers.arguments import settings_from_args
 from nbhelpers.cli.common import add_dataclass_command
-from nbhelpers.perf.benchmark import BenchSettings
+from nbhelpers.errors import ensure_writable_folder
+from nbhelpers.perf.benchmark import BenchSettings, run_benchmark, save_report
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from nbhelpers.errors import ensure_writable_folder
-    from nbhelpers.perf.benchmark import run_benchmark, save_report
-
     settings = settings_from_args(BenchSettings, args)
     settings.validate()
     ensure_writable_folder(Path(settings.out).parent)

@@ -10,9 +10,10 @@ from nbhelpers.dreambooth.config import DreamBoothConfig
 
 
 def _run_dreambooth(args: argparse.Namespace) -> int:
+    # Lazy: accelerate and the trainer are needed when the command runs, not for `nbhelpers --help`.
     from accelerate.state import PartialState
 
-    from nbhelpers.dreambooth.trainer import train_dreambooth
+    from nbhelpers.dreambooth.trainer import train_dreambooth  # (lazy, see above)
 
     result = train_dreambooth(settings_from_args(DreamBoothConfig, args))
     if PartialState().is_main_process:

@@ -6,11 +6,12 @@ import argparse
 import json
 
 from nbhelpers.arguments import add_stand_in_flags
+from nbhelpers.stand_in import STAND_IN_VARIABLE, resolve_stand_in
 
 
 def _run_env(args: argparse.Namespace) -> int:
+    # Lazy: environment imports torch, which `nbhelpers --help` must not wait for.
     from nbhelpers.environment import environment_report
-    from nbhelpers.stand_in import STAND_IN_VARIABLE, resolve_stand_in
 
     report = environment_report()
     stand_in = resolve_stand_in(args.stand_in)

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from nbhelpers.arguments import add_stand_in_flags
+from nbhelpers.stand_in import resolve_stand_in
 
 
 def _summary_line(entry: dict, clip_meaningless: bool) -> str:
@@ -25,8 +26,8 @@ def _summary_line(entry: dict, clip_meaningless: bool) -> str:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
+    # Lazy: the grid imports torch and diffusers, which `nbhelpers --help` must not wait for.
     from nbhelpers.quality.grid import GridSettings, run_grid
-    from nbhelpers.stand_in import resolve_stand_in
 
     stand_in = resolve_stand_in(args.stand_in)
     prompt_set = args.prompt_set

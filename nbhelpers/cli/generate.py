@@ -7,17 +7,17 @@ row, a ``manifest.csv``, and under ``accelerate launch`` / ``torchrun`` each pro
 from __future__ import annotations
 
 import argparse
+import time
 
 from nbhelpers.arguments import add_stand_in_flags
+from nbhelpers.catalog import find_spec
+from nbhelpers.errors import ConfigurationError, ensure_writable_folder
+from nbhelpers.jobs import JobSpec, PipelineRecipe, read_rows, run_job
+from nbhelpers.jobs.rows import normalise_settings
 
 
 def _run_prompts_file(args: argparse.Namespace) -> int:
     """A job over the rows of ``--prompts-file``: resumable, one process or its share of several."""
-    import time
-
-    from nbhelpers.errors import ConfigurationError, ensure_writable_folder
-    from nbhelpers.jobs import JobSpec, PipelineRecipe, read_rows, run_job
-    from nbhelpers.jobs.rows import normalise_settings
 
     if args.prompt:
         raise ConfigurationError("Give prompts on the command line or --prompts-file, not both.")
@@ -55,13 +55,10 @@ def _run_generate(args: argparse.Namespace) -> int:
     if args.prompts_file is not None:
         return _run_prompts_file(args)
     if not args.prompt:
-        from nbhelpers.errors import ConfigurationError
-
         raise ConfigurationError("Give one or more prompts, or --prompts-file FILE.")
-    from nbhelpers.catalog import find_spec
-    from nbhelpers.errors import ensure_writable_folder
+    # Lazy: generation and loading import torch and diffusers, which `nbhelpers --help` must not wait for.
     from nbhelpers.generation import catalog_size_multiple, check_prompts, generate, validate_settings
-    from nbhelpers.loading import load_pipeline
+    from nbhelpers.loading import load_pipeline  # (lazy, see above)
 
     out = ensure_writable_folder(args.out)
     check_prompts("prompt", args.prompt)

@@ -6,12 +6,10 @@ import argparse
 
 from nbhelpers.arguments import settings_from_args
 from nbhelpers.cli.common import add_dataclass_command
-from nbhelpers.toy.train import ToyTrainingConfig
+from nbhelpers.toy.train import ToyTrainingConfig, train_toy_model
 
 
 def _run_toy_train(args: argparse.Namespace) -> int:
-    from nbhelpers.toy.train import train_toy_model
-
     train_toy_model(settings_from_args(ToyTrainingConfig, args))
     return 0
 
