@@ -47,6 +47,7 @@ from azure.ai.ml.entities import (
     ModelBatchDeploymentSettings,
     ProbeSettings,
 )
+from azure.core.exceptions import ResourceNotFoundError
 
 from nbhelpers.endpoints.settings import EndpointSettings
 from nbhelpers.errors import ConfigurationError
@@ -270,7 +271,6 @@ def clean_up(
     only while a job runs. ``compute`` (a cluster) is deleted only when named: a cluster with 0 minimum nodes
     costs nothing while idle, and other work may use it.
     """
-    from azure.core.exceptions import ResourceNotFoundError
 
     deletions = [
         (f"online endpoint {online_endpoint}", lambda: ml_client.online_endpoints.begin_delete(name=online_endpoint)),

@@ -18,6 +18,9 @@ from typing import Any
 
 from PIL import Image
 
+# azure-ai-contentsafety (the optional [azure] extra) is imported inside the functions that use it: the screen is
+# off without its variables, and the gateway imports this module (through scoring_service).
+
 DEFAULT_THRESHOLD = 2
 #: The harm categories the service scores, by their names in its answers.
 CATEGORIES = ("Hate", "SelfHarm", "Sexual", "Violence")

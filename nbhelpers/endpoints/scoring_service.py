@@ -19,6 +19,7 @@ gateway answers 408 itself but does not stop the container's work; this does.
 
 from __future__ import annotations
 
+import copy
 import hmac
 import logging
 import os
@@ -34,6 +35,7 @@ from PIL import Image
 from nbhelpers.endpoints.content_safety import ContentSafetyScreen
 from nbhelpers.endpoints.contract import ContractError, build_response, parse_request
 from nbhelpers.endpoints.settings import EndpointSettings, read_api_key
+from nbhelpers.stand_in import stand_in_mark
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +75,6 @@ class PipelinePool:
     """
 
     def __init__(self, pipe: Any, size: int) -> None:
-        import copy
-
         self._free: queue.Queue[Any] = queue.Queue()
         for number in range(size):
             if number == 0:
@@ -132,8 +132,8 @@ class ScoringService:
     @classmethod
     def from_environment(cls) -> ScoringService:
         """Load the model and settings named by the ``NBHELPERS_*`` variables (:mod:`~nbhelpers.endpoints.settings`)."""
+        # Lazy: torch, which the gateway (it imports this module) must not load.
         from nbhelpers.loading import load_pipeline
-        from nbhelpers.stand_in import stand_in_mark
 
         settings = EndpointSettings.from_environment()
         source = model_source_from_environment(settings.model)
@@ -146,6 +146,7 @@ class ScoringService:
         start = time.perf_counter()
         # The first call of a fresh process is many times slower (kernel selection, allocator); paying it here,
         # before the probe answers 200, keeps it out of the first request's request_timeout_ms.
+        # Lazy: torch, which the gateway (it imports this module) must not load.
         from nbhelpers.generation import generate
 
         with service.pool.view(timeout_s=0) as view:
@@ -180,6 +181,7 @@ class ScoringService:
     def _generate(
         self, pipe: Any, prompts: list[str], parameters: dict[str, Any], deadline: float
     ) -> list[dict[str, Any]]:
+        # Lazy: torch, which the gateway (it imports this module) must not load.
         from nbhelpers.generation import generate
 
         def stop_after_deadline(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:

@@ -139,6 +139,7 @@ class EndpointSettings:
 
     def request_settings(self) -> Any:
         """These limits as azure-ai-ml's ``OnlineRequestSettings`` for a ``ManagedOnlineDeployment``."""
+        # Lazy: azure-ai-ml is the optional [azure] extra, and the gateway imports this module.
         from azure.ai.ml.entities import OnlineRequestSettings
 
         return OnlineRequestSettings(

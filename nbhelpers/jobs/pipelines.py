@@ -14,6 +14,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from nbhelpers.catalog import find_spec
+from nbhelpers.stand_in import resolve_stand_in
+
 #: The value of ``fast_path`` that means the plain pipeline.
 PLAIN = "none"
 
@@ -28,7 +31,7 @@ def check_fast_path(fast_path: str, model: str | os.PathLike[str], stand_in: str
     """
     if fast_path == PLAIN:
         return
-    from nbhelpers.catalog import find_spec
+    # Lazy: torch and diffusers; the job core stays light (Ray's driver, the batch runner).
     from nbhelpers.perf.fast_paths import check_fast_path_for
 
     check_fast_path_for(fast_path, find_spec(str(model)), stand_in)
@@ -36,7 +39,6 @@ def check_fast_path(fast_path: str, model: str | os.PathLike[str], stand_in: str
 
 def model_name(model: str | os.PathLike[str]) -> str:
     """The catalog name of ``model`` (aliases resolved), a local folder's absolute path, or the hub id as given."""
-    from nbhelpers.catalog import find_spec
 
     spec = find_spec(str(model))
     if spec is not None:
@@ -79,7 +81,6 @@ class PipelineRecipe:
     @classmethod
     def make(cls, model: str | os.PathLike[str], *, stand_in: str | None = None, **options: Any) -> PipelineRecipe:
         """A recipe with ``stand_in`` resolved now (``NBHELPERS_STAND_IN`` read here, not on each worker)."""
-        from nbhelpers.stand_in import resolve_stand_in
 
         return cls(model=str(model), stand_in=resolve_stand_in(stand_in), **options)
 
@@ -103,6 +104,7 @@ class PipelineRecipe:
         Raises:
             ConfigurationError: the loader's errors (an unknown model, a fast path that does not fit it, ...).
         """
+        # Lazy: torch and diffusers; the job core stays light (Ray's driver, the batch runner).
         from nbhelpers.loading import load_pipeline
 
         return load_pipeline(
@@ -120,6 +122,7 @@ class PipelineRecipe:
 def identity_of(pipe: Any) -> dict[str, Any]:
     """The :func:`pipeline_identity` of an already loaded pipeline (from ``pipe.nbhelpers_info``; the class name
     for a pipeline :func:`~nbhelpers.loading.load_pipeline` did not load)."""
+    # Lazy: torch and diffusers; the job core stays light (Ray's driver, the batch runner).
     from nbhelpers.loading import load_info
 
     info = load_info(pipe)

@@ -56,9 +56,10 @@ def process_group(device: str | None = None) -> Any | None:
                 "CPU use: torchrun --nproc_per_node N -m nbhelpers ..."
             )
         return None
+    # Lazy: accelerate and device import torch; the job core stays light (Ray's driver, the batch runner).
     from accelerate import PartialState
 
-    from nbhelpers.device import pick_device
+    from nbhelpers.device import pick_device  # (lazy, see above)
 
     return PartialState(cpu=_flag("ACCELERATE_USE_CPU") or pick_device(device).type == "cpu")
 

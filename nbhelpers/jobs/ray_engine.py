@@ -23,6 +23,8 @@ import socket
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from nbhelpers.errors import ConfigurationError, UserFacingError
 from nbhelpers.jobs.journal import Journal
 from nbhelpers.jobs.pipelines import PipelineRecipe
@@ -33,6 +35,7 @@ from nbhelpers.jobs.run import MANIFEST_COLUMNS, MANIFEST_NAME, JobReport, JobSp
 
 def _ray() -> Any:
     try:
+        # Lazy: Ray is the optional [scale] extra.
         import ray
         import ray.data  # noqa: F401 - Ray Data is what the extra adds
     except ImportError as err:
@@ -100,7 +103,6 @@ def run_with_ray(
     ray = _ray()
     if concurrency < 1 or batch_size < 1:
         raise ConfigurationError(f"concurrency and batch_size must be at least 1; got {concurrency}, {batch_size}.")
-    from tqdm.auto import tqdm
 
     todo = pending(rows, job, Journal(job.out).records())
     job.out.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from nbhelpers.atomic import atomic_open
 from nbhelpers.checks import MAX_SEED, whole_number
 from nbhelpers.errors import UserFacingError
@@ -144,6 +146,7 @@ def run_row(pipe: Any, row: Row, job: JobSpec, *, measure: Measure | None = None
     Raises:
         OutputWriteError: the picture could not be written.
     """
+    # Lazy: torch and diffusers; the job core stays light (Ray's driver, the batch runner).
     from nbhelpers.generation import generate
 
     key = job.key_of(row)
@@ -219,7 +222,6 @@ def run_rows(
     Raises:
         OutputWriteError: a picture or the journal could not be written (the rows before it are journalled).
     """
-    from tqdm.auto import tqdm
 
     records = []
     own_bar = bar is None

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from nbhelpers.endpoints.batch_runner import PREDICTION_COLUMNS, batch_job, check_parameters, read_batch_rows
+from nbhelpers.endpoints.scoring_service import model_source_from_environment
 from nbhelpers.jobs.pipelines import identity_of
 from nbhelpers.jobs.run import run_row
 
@@ -30,7 +31,7 @@ parameters: dict[str, Any] = {}
 def init() -> None:
     """Load the model once per worker and find the output folder."""
     global pipe, output_folder
-    from nbhelpers.endpoints.scoring_service import model_source_from_environment
+    # Lazy: torch and diffusers load in init(), once per worker, as Azure ML's entry-script contract has it.
     from nbhelpers.loading import load_pipeline
 
     check_parameters(parameters)  # a misspelt setting fails the deployment at start, not every row
