@@ -34,6 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import broadcast_object_list
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
 
 from nbhelpers.atomic import atomic_folder, atomic_open, write_json_atomic
 from nbhelpers.dreambooth.config import DreamBoothConfigError
@@ -174,7 +177,6 @@ class TrainingState:
 def save_training_state(folder: Path, state: TrainingState, *, process_index: int, main: bool) -> None:
     """Write ``state`` into ``folder``: every process its random generators, the main process the rest (the
     processes of a run share their parameters and optimizer)."""
-    from safetensors.torch import save
 
     if main:
         parameters = {name: tensor.detach().contiguous().cpu() for name, tensor in state.trained_parameters.items()}
@@ -197,8 +199,6 @@ def load_training_state(
         UnreadableCheckpoint: a file is missing, is not safetensors (a pickle, a truncated copy), or its trained
             parameters are not the run's (``expected_parameters``: names and shapes); the message names the file.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     path = folder / PARAMETERS_FILE
     try:
@@ -279,7 +279,6 @@ def staged_checkpoint(accelerator: Any, target: Path) -> Iterator[Path]:
     process writes its part (one random-generator file per process) and waits for the others before the
     rename, so a checkpoint is complete or absent, never half written.
     """
-    from accelerate.utils import broadcast_object_list
 
     if accelerator.is_main_process:
         with atomic_folder(target) as staging:

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from huggingface_hub import snapshot_download
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 from nbhelpers.atomic import atomic_open
 from nbhelpers.errors import ConfigurationError
 from nbhelpers.stand_in import STAND_IN_VARIABLE, resolve_stand_in
+from nbhelpers.toy.shapes import Scene
 from nbhelpers.training.conventions import mix_seed
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -253,7 +255,6 @@ def make_toy_subject(folder: str | os.PathLike[str], count: int = 6, seed: int =
     and triangles), so whether training taught it can be measured (:func:`nbhelpers.toy.evaluate.shape_likeness`).
     Returns the folder.
     """
-    from nbhelpers.toy.shapes import Scene
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -284,7 +285,6 @@ def example_subject(folder: str | os.PathLike[str], *, stand_in: str | None = No
         return make_synthetic_subject(folder)
     if folder.is_dir() and image_files(folder):
         return folder
-    from huggingface_hub import snapshot_download
 
     try:
         snapshot_download(

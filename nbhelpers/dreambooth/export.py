@@ -13,6 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from diffusers import StableDiffusionPipeline
+from diffusers.utils import convert_state_dict_to_diffusers
+from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
+from safetensors.torch import save
 
 from nbhelpers.atomic import atomic_folder, atomic_open
 
@@ -21,6 +25,7 @@ KOHYA_FILE = "lora_kohya.safetensors"
 
 def peft_state_dicts(unet: torch.nn.Module, text_encoder: torch.nn.Module | None) -> dict[str, dict]:
     """The LoRA tensors of each adapted module, in peft's naming (``...to_q.lora_A.weight``)."""
+    # Lazy: peft is the optional [training] extra.
     from peft.utils import get_peft_model_state_dict
 
     layers = {"unet": get_peft_model_state_dict(unet)}
@@ -31,8 +36,6 @@ def peft_state_dicts(unet: torch.nn.Module, text_encoder: torch.nn.Module | None
 
 def save_diffusers_lora(folder: Path, layers: dict[str, dict]) -> Path:
     """Write the diffusers LoRA folder (atomically) from :func:`peft_state_dicts`."""
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
 
     text_layers = layers.get("text_encoder")
     with atomic_folder(folder) as staging:
@@ -50,7 +53,6 @@ def kohya_state_dict(layers: dict[str, dict], alpha: float) -> dict[str, torch.T
     diffusers' converter writes the rank as alpha (scale 1); it is overwritten with the run's real alpha so a
     future ``lora_alpha != rank`` stays correct.
     """
-    from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
 
     prefixed = {f"{prefix}.{name}": tensor for prefix, state in layers.items() for name, tensor in state.items()}
     converted = convert_state_dict_to_kohya(prefixed)
@@ -67,7 +69,6 @@ def save_kohya_lora(
 
     ``stand_in``: the base model's stand-in mark ("tiny, random weights", "toy model (shapes)"), recorded so
     the file is never taken for a LoRA of the real model."""
-    from safetensors.torch import save
 
     metadata = {
         "ss_network_module": "networks.lora",

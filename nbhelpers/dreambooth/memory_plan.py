@@ -43,6 +43,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.attention import BasicTransformerBlock
+from diffusers.models.attention_processor import SlicedAttnProcessor
+from diffusers.models.resnet import ResnetBlock2D
 from torch.overrides import TorchFunctionMode
 
 from nbhelpers.dreambooth.config import TEXT_ENCODER_LORA_MODULES, DreamBoothConfig, DreamBoothConfigError
@@ -243,8 +246,6 @@ def count_activation_bytes(
         trained: ``"lora"`` (the target projections' inputs are kept for LoRA's gradient) or ``"full"``.
         lora_target_modules: LoRA's targets (``"lora"`` only).
     """
-    from diffusers.models.attention import BasicTransformerBlock
-    from diffusers.models.resnet import ResnetBlock2D
 
     # Shapes are all that matter: a full-size UNet is built on the meta device (no memory, no arithmetic); a
     # small one on the CPU, where its real forward pass is faster than the meta device's Python shape rules.
@@ -590,7 +591,6 @@ def sliced_attention(unet: Any, enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    from diffusers.models.attention_processor import SlicedAttnProcessor
 
     previous = unet.attn_processors
     unet.set_attn_processor(SlicedAttnProcessor(slice_size=1))

@@ -13,12 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from diffusers.training_utils import cast_training_params
 
 from nbhelpers.dreambooth.config import TEXT_ENCODER_LORA_MODULES, DreamBoothConfig, DreamBoothConfigError
 
 
 def lora_config(rank: int, target_modules: list[str] | tuple[str, ...]) -> Any:
     """peft's ``LoraConfig`` of a DreamBooth run: rank ``rank`` on ``target_modules``, alpha = rank (scale 1)."""
+    # Lazy: peft is the optional [training] extra.
     from peft import LoraConfig
 
     return LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=list(target_modules))
@@ -72,7 +74,6 @@ def cast_frozen_weights(
 ) -> None:
     """Under mixed precision keep frozen weights (VAE, untrained text encoder, LoRA's base UNet) in ``dtype``, as
     diffusers' training scripts do, while every trained parameter stays fp32."""
-    from diffusers.training_utils import cast_training_params
 
     if dtype == torch.float32:
         return

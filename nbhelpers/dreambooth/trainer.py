@@ -28,8 +28,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from diffusers import DDPMScheduler
+from diffusers.optimization import get_scheduler
+from tqdm.auto import tqdm
 
-from nbhelpers.atomic import write_json_atomic
+from nbhelpers.atomic import atomic_folder, write_json_atomic
 from nbhelpers.dreambooth import checkpoints as ckpt
 from nbhelpers.dreambooth.config import DreamBoothConfig, DreamBoothConfigError
 from nbhelpers.dreambooth.data import DreamBoothDataset, EpochShuffleSampler, collate, image_files, load_images
@@ -39,6 +44,7 @@ from nbhelpers.dreambooth.run_log import RunLog
 from nbhelpers.dreambooth.trainable import cast_frozen_weights, named_trainable_parameters, set_up_trainable
 from nbhelpers.errors import UserFacingError, ensure_writable_folder
 from nbhelpers.generation import Generation, generate
+from nbhelpers.loading import load_info, load_pipeline
 from nbhelpers.training.conventions import make_optimizer, mix_seed, process_seed
 from nbhelpers.training.state import (
     UnreadableState,
@@ -100,7 +106,6 @@ def _copy_to_cpu(value: Any) -> Any:
 
 def _accelerator(config: DreamBoothConfig) -> Any:
     """The run's ``accelerate.Accelerator``, after checking that a multi-process launch was joined."""
-    from accelerate import Accelerator
 
     # Mixed precision is applied by the trainer (torch.autocast + GradScaler), not by accelerate: accelerate's
     # choice is process-wide and cannot be changed once made (its only reset, AcceleratorState._reset_state, is
@@ -112,7 +117,6 @@ def _accelerator(config: DreamBoothConfig) -> Any:
 
 def _load_base_pipeline(config: DreamBoothConfig, device: torch.device) -> Any:
     """The base model in fp32 on the training device, without safety checker or memory savers."""
-    from nbhelpers.loading import load_pipeline
 
     return load_pipeline(
         config.model,
@@ -143,10 +147,6 @@ class DreamBoothTrainer:
     """
 
     def __init__(self, config: DreamBoothConfig, pipe: Any = None) -> None:
-        from accelerate.utils import set_seed
-        from diffusers import DDPMScheduler
-        from diffusers.optimization import get_scheduler
-
         config.validate()
         self.config = config
         # Before the model loads: an unwritable folder is reported now, not after loading or training.
@@ -515,7 +515,6 @@ class DreamBoothTrainer:
 
     def _stand_in_mark(self) -> str:
         """``"tiny, random weights"``, ``"toy model (shapes)"`` or ``""``: what the base model was."""
-        from nbhelpers.loading import load_info
 
         info = load_info(self.pipe)
         return info.mark if info is not None else ""
@@ -525,7 +524,6 @@ class DreamBoothTrainer:
 
     def _save_weights(self) -> tuple[Path, Path | None]:
         """Write the final weights: the LoRA folder and its kohya file, or the whole pipeline folder."""
-        from nbhelpers.atomic import atomic_folder
 
         unwrap = self.accelerator.unwrap_model
         config = self.config
@@ -563,7 +561,6 @@ class DreamBoothTrainer:
             TrainingDiverged: the loss or the weights became NaN/inf (the last good checkpoint is kept).
             CheckpointError: see :meth:`_resume`.
         """
-        from tqdm.auto import tqdm
 
         config, accelerator = self.config, self.accelerator
         start_step, order, losses = self._begin_run()

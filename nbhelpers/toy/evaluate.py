@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from nbhelpers.toy.shapes import BACKGROUNDS, COLOURS, Scene
+from nbhelpers.toy.shapes import BACKGROUNDS, COLOURS, Scene, all_captions
 
 #: A pixel belongs to the foreground when its RGB distance from the background colour exceeds this.
 FOREGROUND_DISTANCE = 90.0
@@ -121,7 +121,6 @@ def attention_ratio(heat_map: np.ndarray, mask: np.ndarray) -> float:
 
 def lesson_scenes() -> list[Scene]:
     """One scene per caption of the data set (36), centred: the prompts the toy models are scored on."""
-    from nbhelpers.toy.shapes import all_captions
 
     return [Scene(shape=s, colour=c, background=b) for c, s, b in all_captions()]
 
@@ -139,6 +138,7 @@ def score_pipeline(
     ``pipe`` is a toy pipeline (64 px). Each picture's generator is seeded on the CPU with its seed, so a
     score is the same whatever the batch size.
     """
+    # Lazy: reading and drawing scenes (quality grid, notebooks) needs no torch.
     import torch
 
     scenes = list(scenes) if scenes is not None else lesson_scenes()
@@ -178,9 +178,10 @@ def shape_word_attention(
     shape word's heat map from those layers (upsampled to the picture, ``(64, 64)``) against the shape
     :func:`read_scene` finds in the generated picture. Raises ``ValueError`` when the picture shows no shape.
     """
+    # Lazy: reading and drawing scenes (quality grid, notebooks) needs no torch.
     import torch
 
-    from nbhelpers.daam import set_seed, trace
+    from nbhelpers.daam import set_seed, trace  # (lazy, see above)
 
     with torch.no_grad(), trace(pipe) as tracer:
         image = pipe(
@@ -212,7 +213,6 @@ def shape_likeness(image: Image.Image | np.ndarray, shape: str = "star") -> floa
     """How much the drawn blob looks like ``shape``: the IoU of :func:`read_scene`'s mask with ``shape``'s outline
     stretched over the blob's bounding box (1: the same outline; 0: no shape in the picture). Used to check that
     DreamBooth taught a toy model a shape it never saw (a star)."""
-    from nbhelpers.toy.shapes import Scene
 
     reading = read_scene(image)
     if reading.shape == "none":

@@ -47,9 +47,24 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.training_utils import compute_snr
+from transformers import CLIPTextConfig, CLIPTextModel
 
 from nbhelpers.atomic import atomic_folder, write_json_atomic
-from nbhelpers.errors import ConfigurationError
+from nbhelpers.errors import ConfigurationError, ensure_writable_folder
+from nbhelpers.models.configs import (
+    DECI_DDIM_SCHEDULER,
+    SD_V1_PNDM_SCHEDULER,
+    TOY_CLIP_TEXT_CONFIG,
+    TOY_FLEXIBLE_UNET_CONFIG,
+    TOY_SD_UNET_CONFIG,
+    TOY_VAE_CONFIG,
+)
+from nbhelpers.models.deci_pipeline import DeciDiffusionPipeline
+from nbhelpers.models.flexible_unet import FlexibleUNet2DConditionModel
+from nbhelpers.models.tiny import cache_root
+from nbhelpers.models.tokenizer import load_clip_tokenizer, write_clip_tokenizer
 from nbhelpers.toy.evaluate import accuracy, score_pipeline
 from nbhelpers.toy.pipelines import trained_toy_dir
 from nbhelpers.toy.shapes import Scene, make_scenes
@@ -388,20 +403,6 @@ _TRAINING_SCHEDULER_KEYS = (
 def build_models(config: ToyTrainingConfig) -> ToyModels:
     """The VAE, text encoder and denoiser, new (seeded by the global generator, in this order) or, with
     ``continue_from``, read from that folder (the new ones are still drawn first, so the generator moves alike)."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from nbhelpers.models.configs import (
-        DECI_DDIM_SCHEDULER,
-        SD_V1_PNDM_SCHEDULER,
-        TOY_CLIP_TEXT_CONFIG,
-        TOY_FLEXIBLE_UNET_CONFIG,
-        TOY_SD_UNET_CONFIG,
-        TOY_VAE_CONFIG,
-    )
-    from nbhelpers.models.flexible_unet import FlexibleUNet2DConditionModel
-    from nbhelpers.models.tiny import cache_root
-    from nbhelpers.models.tokenizer import load_clip_tokenizer
 
     folder = Path(config.continue_from) if config.continue_from else None
     vae = (
@@ -540,7 +541,6 @@ class ToyRun:
 
 def start_run(config: ToyTrainingConfig, log: Callable[[str], None] = print) -> ToyRun:
     """Check the settings and the output folder, seed, draw the data, build the models, read the checkpoint."""
-    from nbhelpers.errors import ensure_writable_folder
 
     config.validate()
     earlier = _earlier_run(config)
@@ -645,7 +645,6 @@ def encode_latents(run: ToyRun) -> None:
 def _denoiser_loss(run: ToyRun, batches: _Batches, captions: list[str], step: int) -> torch.Tensor:
     """Noise the latents of a batch at random timesteps and score the denoiser's prediction of its target (the
     noise, or the velocity for v-prediction), Min-SNR weighted when ``snr_gamma`` is set."""
-    from diffusers.training_utils import compute_snr
 
     assert run.latents is not None, "encode_latents runs before the denoiser stage"
     config, models, generator = run.config, run.models, run.generator
@@ -718,9 +717,6 @@ def train_denoiser(run: ToyRun) -> None:
 def assemble(run: ToyRun) -> Any:
     """The trained parts as a ``StableDiffusionPipeline`` (or ``DeciDiffusionPipeline``) with a DDIM sampler; the
     embeddings of words no caption used are zeroed first."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
-
-    from nbhelpers.models.deci_pipeline import DeciDiffusionPipeline
 
     models = run.models
     captions = sorted({scene.caption for scene in run.scenes})
@@ -745,7 +741,6 @@ def assemble(run: ToyRun) -> Any:
 def record(run: ToyRun, pipe: Any) -> Path:
     """Score the pipeline (``config.evaluate``), write its folder with ``training.json`` atomically, and delete the
     checkpoint (nothing is left to resume). Returns the folder."""
-    from nbhelpers.models.tokenizer import write_clip_tokenizer
 
     config, output = run.config, run.output
     metrics: dict[str, Any] = {}

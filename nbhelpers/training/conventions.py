@@ -58,6 +58,7 @@ def make_optimizer(
         ValueError: an unknown name.
     """
     if name == "adamw_8bit":
+        # Lazy: bitsandbytes is the optional [cuda-extras] extra.
         import bitsandbytes as bnb
 
         return bnb.optim.AdamW8bit(list(parameters), lr=learning_rate, weight_decay=weight_decay)

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
 
 from nbhelpers.atomic import atomic_open
 
@@ -96,7 +98,6 @@ def state_to_bytes(state: dict[str, Any]) -> bytes:
         TypeError: ``state`` holds a value other than tensors, numbers, strings, booleans, ``None``, lists,
             tuples and dicts (a programming error: say how to save it first).
     """
-    from safetensors.torch import save
 
     tensors: dict[str, torch.Tensor] = {}
     structure = _encode(state, "", tensors)
@@ -118,7 +119,6 @@ def load_state_file(path: str | os.PathLike[str], device: str | torch.device = "
         UnreadableState: the file is missing, not safetensors (a pickle, a truncated copy), of another format, or
             its structure and tensors do not match; the message names the file.
     """
-    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     try:
