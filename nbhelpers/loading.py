@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
 from diffusers import DiffusionPipeline
+from safetensors import SafetensorError
 
 from nbhelpers.catalog import ModelSpec, UnknownModelError, find_spec, get_spec, known_model_names, normalise_name
 from nbhelpers.device import pick_device, pick_dtype, total_memory_bytes
@@ -25,6 +27,7 @@ from nbhelpers.models.deci_pipeline import DeciDiffusionPipeline
 from nbhelpers.models.flexible_unet import FlexibleUNet2DConditionModel
 from nbhelpers.models.schedulers import SCHEDULERS, swap_scheduler
 from nbhelpers.models.tiny import tiny_pipeline_path
+from nbhelpers.perf.optimize import OPTIMIZE_MODES, optimize_pipeline
 from nbhelpers.pipeline_folder import check_pipeline_folder, read_json_file
 from nbhelpers.stand_in import STAND_IN_VARIABLE, StandIn, resolve_stand_in, stand_in_mark
 from nbhelpers.toy.pipelines import toy_pipeline_path
@@ -157,7 +160,6 @@ def _resolve_source(model: str | os.PathLike[str], stand_in: StandIn | None) -> 
 def _from_pretrained(loader: Any, source: str, is_local: bool, **kwargs: Any) -> Any:
     """Call ``loader.from_pretrained`` and turn download failures, and whatever a damaged local folder makes the
     libraries raise, into a :class:`ModelLoadError`."""
-    from safetensors import SafetensorError
 
     try:
         return loader.from_pretrained(source, **kwargs)
@@ -241,14 +243,12 @@ def _memory_for_weights(device: torch.device, memory_savers: str) -> tuple[int, 
     gpu = total_memory_bytes(device)
     if gpu is not None and memory_savers != "offload":
         return gpu, "GPU memory"
-    import psutil
 
     return int(psutil.virtual_memory().total), "RAM"
 
 
 def _check_choices(scheduler: Any, optimize: Any) -> None:
     """Refuse an unknown scheduler or fast-path mode before minutes go into loading the weights."""
-    from nbhelpers.perf.optimize import OPTIMIZE_MODES
 
     if scheduler is not None and (not isinstance(scheduler, str) or scheduler.strip().lower() not in SCHEDULERS):
         raise ConfigurationError(f"Unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}.")
@@ -378,8 +378,6 @@ def load_pipeline(
         }
         apply_fast_path(pipe, fast_path, stand_in=resolved, **hub_kwargs)
     if optimize is not None:
-        from nbhelpers.perf.optimize import optimize_pipeline
-
         optimize_pipeline(pipe, optimize)
     pipe.set_progress_bar_config(disable=not progress)
     pipe.nbhelpers_info = LoadInfo(

@@ -24,7 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import diffusers
 import torch
+from diffusers import ModelMixin
+from safetensors import SafetensorError, safe_open
+from transformers import PreTrainedModel
 
 from nbhelpers.errors import ConfigurationError
 
@@ -51,8 +55,6 @@ class Component:
     @property
     def has_weights(self) -> bool:
         """Whether the class is a model with weights (a diffusers or transformers model)."""
-        from diffusers import ModelMixin
-        from transformers import PreTrainedModel
 
         return issubclass(self.cls, (ModelMixin, PreTrainedModel))
 
@@ -122,7 +124,6 @@ def pipeline_class_name(index: dict[str, Any], index_file: Path) -> str:
     Raises:
         PipelineFolderError: it is missing or names no pipeline class.
     """
-    import diffusers
 
     name = index.get("_class_name")
     if name == "DeciDiffusionPipeline":
@@ -139,7 +140,6 @@ def pipeline_class_name(index: dict[str, Any], index_file: Path) -> str:
 def _check_weights(folder: Path) -> dict[str, tuple[int, ...]]:
     """The shape of every tensor in a component folder's safetensors files (read from their headers); refuses a
     folder whose weights are pickles only, or whose safetensors files are damaged."""
-    from safetensors import SafetensorError, safe_open
 
     files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
     safe = [p for p in files if p.suffix == ".safetensors"]
@@ -195,7 +195,6 @@ def count_parameters_on_meta(
         PipelineFolderError: the config cannot be read or builds no model, has more than ``MAX_MODULES`` layers,
             or does not match the weights' shapes.
     """
-    from diffusers import ModelMixin
 
     subfolder = folder / component.subfolder
     config = read_json_file(subfolder / "config.json", "model config")

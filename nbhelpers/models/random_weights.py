@@ -18,9 +18,12 @@ from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPImageProcessor, CLIPTextConfig, CLIPTextModel
+from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+from huggingface_hub import constants
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPTextConfig, CLIPTextModel
 
-from nbhelpers.catalog import get_spec
+from nbhelpers.atomic import atomic_folder
+from nbhelpers.catalog import CATALOG, get_spec
 from nbhelpers.models.components import build_scheduler, build_unet, pipeline_class
 from nbhelpers.models.configs import (
     CLIP_VIT_L_TEXT_CONFIG,
@@ -29,14 +32,12 @@ from nbhelpers.models.configs import (
     SD_VAE_CONFIG,
     sd_unet_config,
 )
-from nbhelpers.models.tiny import cache_root
+from nbhelpers.models.tiny import _fake_commit, cache_root, hub_model_index, hub_snapshot_folder
 from nbhelpers.models.tokenizer import load_clip_tokenizer, write_clip_tokenizer
 
 
 def build_random_safety_checker() -> torch.nn.Module:
     """The full-size SD v1.x safety checker with random weights (on the current default device)."""
-    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
-    from transformers import CLIPConfig
 
     return StableDiffusionSafetyChecker(CLIPConfig(**SAFETY_CHECKER_CLIP_CONFIG))
 
@@ -116,11 +117,6 @@ def populate_random_hf_cache(
 
     Returns ``{catalog name: snapshot folder}``.
     """
-    from huggingface_hub import constants
-
-    from nbhelpers.atomic import atomic_folder
-    from nbhelpers.catalog import CATALOG
-    from nbhelpers.models.tiny import _fake_commit, hub_model_index, hub_snapshot_folder
 
     cache = Path(cache_dir or constants.HF_HUB_CACHE)
     specs = [get_spec(n) for n in (names or list(CATALOG))]

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+from huggingface_hub import constants
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPTextConfig, CLIPTextModel
 
 from nbhelpers.atomic import atomic_folder
@@ -153,7 +154,6 @@ def populate_hf_cache(
     Returns:
         ``{catalog name: snapshot folder}``.
     """
-    from huggingface_hub import constants
 
     cache = Path(cache_dir or constants.HF_HUB_CACHE)
     snapshots: dict[str, Path] = {}

@@ -26,6 +26,8 @@ from nbhelpers.device import pick_device, pick_dtype
 from nbhelpers.environment import environment_report
 from nbhelpers.errors import ConfigurationError
 from nbhelpers.generation import MAX_IMAGES, MAX_STEPS, catalog_size_multiple, validate_settings
+from nbhelpers.loading import load_pipeline
+from nbhelpers.models.random_weights import build_random_pipeline
 from nbhelpers.perf.flops import component_parameters, model_step_flops, unet_step_flops
 from nbhelpers.perf.optimize import OPTIMIZE_MODES, optimize_pipeline
 from nbhelpers.perf.stages import StageTimes, profile_stages
@@ -146,10 +148,7 @@ def measure_matmul_peak_tflops(device: torch.device, dtype: torch.dtype = torch.
 
 def _load(name: str, stand_in: StandIn | None, weights: str, device: torch.device, dtype: torch.dtype) -> Any:
     if stand_in is None and weights == "random":
-        from nbhelpers.models.random_weights import build_random_pipeline
-
         return build_random_pipeline(name, device=device, dtype=dtype)
-    from nbhelpers.loading import load_pipeline
 
     return load_pipeline(
         name, stand_in=stand_in or "none", device=device, dtype=dtype, safety_checker=False, memory_savers="off"

@@ -28,9 +28,12 @@ from pathlib import Path
 from typing import cast
 
 import torch
+from diffusers import UNet2DConditionModel
+from huggingface_hub import constants
 from safetensors.torch import save_file
 
 from nbhelpers.atomic import atomic_folder
+from nbhelpers.models.configs import tiny_sd_unet_config
 from nbhelpers.models.tiny import cache_root
 from nbhelpers.perf.fast_paths import FAST_PATHS, adapter_layers, get_fast_path
 
@@ -89,10 +92,6 @@ def write_random_lora(
 
 
 def _tiny_sd_unet() -> torch.nn.Module:
-    from diffusers import UNet2DConditionModel
-
-    from nbhelpers.models.configs import tiny_sd_unet_config
-
     with torch.device("meta"):
         return UNet2DConditionModel(**tiny_sd_unet_config(2))
 
@@ -120,7 +119,6 @@ def populate_hf_cache_with_fast_paths(
     (for example one loaded by hub id from :func:`nbhelpers.models.tiny.populate_hf_cache`) runs the real loading
     code. Returns ``{fast path: file}``.
     """
-    from huggingface_hub import constants
 
     cache = Path(cache_dir or constants.HF_HUB_CACHE)
     files: dict[str, Path] = {}

@@ -29,8 +29,10 @@ from typing import Any
 
 import torch
 from diffusers import DDIMScheduler, LCMScheduler, TCDScheduler
+from huggingface_hub import try_to_load_from_cache
 
 from nbhelpers.errors import ConfigurationError
+from nbhelpers.models.configs import sd_unet_config
 
 #: The layers the adapters change, by the end of their name in a diffusers ``UNet2DConditionModel``: the default
 #: ``lora_target_modules`` of diffusers' LCM-LoRA distillation script
@@ -198,9 +200,8 @@ def adapter_layers(unet: torch.nn.Module) -> dict[str, torch.nn.Module]:
 def sd_adapter_layer_names() -> frozenset[str]:
     """The names of the layers the adapters change in SD v1.x's UNet (built on the meta device), except the resnets'
     ``conv_shortcut``: whether a resnet has one depends on the widths, not on the layout."""
+    # Lazy: diffusers' UNet class loads its LoRA loaders and transformers (seconds); the schedulers above do not.
     from diffusers import UNet2DConditionModel
-
-    from nbhelpers.models.configs import sd_unet_config
 
     with torch.device("meta"):
         reference = UNet2DConditionModel(**sd_unet_config(2))
@@ -257,6 +258,7 @@ def _lora_source(path: FastPath, stand_in: str | None, source: str | os.PathLike
     if source is not None:
         return str(source)
     if stand_in == "tiny":
+        # Lazy: fast_path_loras imports this module (cycle).
         from nbhelpers.perf.fast_path_loras import tiny_fast_path_folder
 
         return str(tiny_fast_path_folder(path.name))
@@ -301,6 +303,7 @@ def check_fast_path_for(name: str, spec: Any, stand_in: str | None) -> FastPath:
     path = get_fast_path(name)
     _refuse_toy(path, stand_in)
     if spec is not None:
+        # Lazy: models.components imports transformers, which checking a fast path's name never needs.
         from nbhelpers.models.components import build_unet
 
         with torch.device("meta"):
@@ -368,7 +371,6 @@ def apply_fast_path(
 
 def fast_path_downloaded(name: str, **hub_kwargs: Any) -> bool:
     """Whether the adapter file of fast path ``name`` is in the local Hugging Face cache (so it loads offline)."""
-    from huggingface_hub import try_to_load_from_cache
 
     path = get_fast_path(name)
     found = try_to_load_from_cache(path.repo_id, path.weight_name, **hub_kwargs)

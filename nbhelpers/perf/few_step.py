@@ -19,7 +19,12 @@ from typing import Any
 import torch
 
 from nbhelpers.catalog import get_spec
-from nbhelpers.perf.fast_paths import FAST_PATHS, get_fast_path
+from nbhelpers.loading import load_pipeline
+from nbhelpers.models.random_weights import build_random_pipeline
+from nbhelpers.models.schedulers import swap_scheduler
+from nbhelpers.perf.fast_path_loras import write_random_lora
+from nbhelpers.perf.fast_paths import FAST_PATHS, apply_fast_path, get_fast_path
+from nbhelpers.perf.timing import measure
 
 BENCH_PROMPT = "A photo of an astronaut riding a horse on Mars"
 #: Steps of every setting in a dry run (the rehearsal checks the code path, not the speed).
@@ -79,7 +84,6 @@ class Setting:
 
     def load(self, **load_kwargs: Any) -> Any:
         """The pipeline of this setting: :func:`nbhelpers.load_pipeline` with its scheduler and fast path."""
-        from nbhelpers.loading import load_pipeline
 
         return load_pipeline(self.model, scheduler=self.scheduler, fast_path=self.fast_path, **load_kwargs)
 
@@ -110,10 +114,6 @@ def comparison_settings(fast_paths: Sequence[str] = tuple(FAST_PATHS)) -> list[S
 def _random_weight_pipeline(setting: Setting, device: torch.device, folder: str) -> Any:
     """A full-size random-weight pipeline of ``setting``: its scheduler, and its fast path from a random LoRA file
     in the real layout."""
-    from nbhelpers.models.random_weights import build_random_pipeline
-    from nbhelpers.models.schedulers import swap_scheduler
-    from nbhelpers.perf.fast_path_loras import write_random_lora
-    from nbhelpers.perf.fast_paths import apply_fast_path
 
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     pipe = build_random_pipeline(setting.model, device=device, dtype=dtype)
@@ -142,7 +142,6 @@ def run_few_step_benchmark(
     :data:`DRY_RUN_STEPS` steps and one timed call (default): a rehearsal of the code path, no real figure. Returns
     a JSON-serialisable record.
     """
-    from nbhelpers.perf.timing import measure
 
     target = torch.device(device)
     repeats = repeats if repeats is not None else (1 if dry_run else 3)

@@ -6,9 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from diffusers import AutoencoderKL
+from diffusers.models.downsampling import Downsample2D
+from diffusers.models.resnet import ResnetBlock2D
+from diffusers.models.transformers.transformer_2d import Transformer2DModel
+from diffusers.models.upsampling import Upsample2D
 from torch.utils.flop_counter import FlopCounterMode
+from transformers import CLIPTextConfig, CLIPTextModel
 
 from nbhelpers.catalog import get_spec
+from nbhelpers.models.configs import CLIP_VIT_L_TEXT_CONFIG, SD_VAE_CONFIG
 from nbhelpers.models.random_weights import build_random_unet
 
 
@@ -78,10 +85,6 @@ def _work_units(unet: torch.nn.Module) -> dict[str, tuple[torch.nn.Module, str]]
     """The UNet's blocks of work by name, each with its kind: attention (a whole ``Transformer2DModel``: norm,
     projections, self- and cross-attention, feed-forward), convolution (resnets, down- and upsampling, conv_in and
     the output layers) and the time embedding."""
-    from diffusers.models.downsampling import Downsample2D
-    from diffusers.models.resnet import ResnetBlock2D
-    from diffusers.models.transformers.transformer_2d import Transformer2DModel
-    from diffusers.models.upsampling import Upsample2D
 
     units: dict[str, tuple[torch.nn.Module, str]] = {}
     for name, module in unet.named_modules():
@@ -161,10 +164,6 @@ def model_work_by_level(name: str, *, height: int = 512, width: int = 512) -> li
 def full_size_component_parameters(name: str) -> dict[str, int]:
     """Parameters of catalog model ``name``'s UNet, text encoder and VAE at full size (counted on meta): the UNet is
     the model's own, the CLIP ViT-L/14 text tower and the VAE are shared by every SD v1.x model and DeciDiffusion."""
-    from diffusers import AutoencoderKL
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from nbhelpers.models.configs import CLIP_VIT_L_TEXT_CONFIG, SD_VAE_CONFIG
 
     with torch.device("meta"):
         return {
