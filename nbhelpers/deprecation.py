@@ -7,13 +7,12 @@ deprecation cannot outlive its announced removal unnoticed (the test suite runs 
 from __future__ import annotations
 
 import warnings
+from importlib.metadata import PackageNotFoundError, version
 
 from packaging.version import Version
 
 
 def _package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("diffusion-nbhelpers")
     except PackageNotFoundError:  # running from a source tree that is not installed

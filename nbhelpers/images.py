@@ -55,6 +55,7 @@ def show_images(
     "Cannot handle this data type: (1, 1, 3), |O"): every image is converted to a uint8 array first.
     """
     try:
+        # Lazy: ipyplot is the optional [notebooks] extra.
         import ipyplot
     except ImportError as err:  # a notebook-only dependency, in the [notebooks] extra
         raise ImportError(

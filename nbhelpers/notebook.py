@@ -10,10 +10,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from diffusers import DiffusionPipeline
 
+from nbhelpers.images import to_uint8_array
 from nbhelpers.loading import load_info
 from nbhelpers.stand_in import STAND_IN_VARIABLE
+from nbhelpers.tutorials.docs import PROJECT_ROOT
+from nbhelpers.tutorials.expectations import (
+    estimate_note,
+    expectation_rows,
+    t4_seconds_per_image,
+    t4_training_seconds,
+    total_download_gb,
+)
+
+# matplotlib (slow to import) and IPython and pandas (Jupyter and the optional [notebooks] extra) are imported
+# inside the helpers that draw or display: scripts and tests use the others without them.
 
 #: The toy models' names in the tables below, by their key in ``toy_lessons.json``.
 TOY_NAMES = {"deci": "DeciDiffusion-style toy", "sd": "SD-style toy"}
@@ -107,7 +120,6 @@ def wrap_to_axes(title: str, ax) -> str:
 
 def gpu_advice() -> str:
     """What this machine's accelerator means for the tutorials, and what to do without a GPU."""
-    import torch
 
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
@@ -132,8 +144,6 @@ def show_what_to_expect(models: Sequence[str]) -> None:
     import pandas as pd
     from IPython.display import display
 
-    from nbhelpers.tutorials.expectations import estimate_note, expectation_rows, total_download_gb
-
     print(gpu_advice())
     display(pd.DataFrame(expectation_rows(list(models))).set_index("model"))
     if len(set(models)) > 1:
@@ -157,8 +167,6 @@ def image_table(
     figure; ``plt.show()`` displays it.
     """
     import matplotlib.pyplot as plt
-
-    from nbhelpers.images import to_uint8_array
 
     if len(rows) != len(row_labels) or any(len(row) != len(column_labels) for row in rows):
         raise ValueError(
@@ -281,7 +289,6 @@ def toy_guidance_table(record_path: str | Path | None = None) -> tuple[str, list
 def project_record(file_name: str, record_path: str | Path | None = None) -> dict[str, Any] | None:
     """The record ``benchmarks/results/<file_name>`` of the project's repository (or ``record_path``), parsed;
     ``None`` when it is not there (nbhelpers installed without the repository's ``benchmarks/``)."""
-    from nbhelpers.tutorials.docs import PROJECT_ROOT
 
     path = Path(record_path) if record_path is not None else PROJECT_ROOT / "benchmarks" / "results" / file_name
     if not path.is_file():
@@ -361,7 +368,6 @@ def dreambooth_t4_rows(
     (``steps`` steps of one subject photo, plus one class picture with prior preservation). Training times are
     lower bounds (the optimizer and mixed-precision bookkeeping come on top). The last row is the total.
     """
-    from nbhelpers.tutorials.expectations import t4_seconds_per_image, t4_training_seconds
 
     image_s = t4_seconds_per_image(model)
     runs = [prior_preservation] + ([not prior_preservation] if compare_prior_preservation else [])

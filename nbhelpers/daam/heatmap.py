@@ -23,6 +23,9 @@ from nbhelpers.atomic import atomic_open
 from nbhelpers.daam.alignment import upsample_to_latent
 from nbhelpers.daam.words import PromptWord, kept_token_count, prompt_words, word_token_positions
 
+# matplotlib is imported inside the plotting functions: it is slow to import, and tracing alone (the toy model's
+# evaluation) never plots.
+
 __all__ = ["COLORBAR_LABEL", "SHARED_COLORBAR_LABEL", "GlobalHeatMap", "WordHeatMap", "aggregate_maps"]
 
 #: Colour bar label of an overlay of one map, min-max normalised before it is drawn.

@@ -62,6 +62,8 @@ class CrossAttentionLayer:
 
 
 def _enclosing_transformer(modules: dict[str, torch.nn.Module], name: str) -> torch.nn.Module | None:
+    # Lazy: importing diffusers.models.transformers loads all of diffusers' transformer models and the transformers
+    # library (seconds), which tracing attention (toy evaluation, notebook 05) otherwise never needs.
     from diffusers.models.transformers.transformer_2d import Transformer2DModel
 
     parts = name.split(".")

@@ -83,6 +83,7 @@ def resolve_backbone(
 
 
 def _load(source: str, processor_source: str) -> tuple[Any, Any]:
+    # Lazy: transformers loads with a CLIP model only; nbhelpers.quality (statistics, prompt sets) imports this module.
     from transformers import CLIPModel, CLIPProcessor
 
     # A folder a user was handed is read from safetensors only (a .bin file is a pickle); hub repos are read as
@@ -119,6 +120,7 @@ def load_clip_backbone(
     """
     name, resolved_stand_in = resolve_backbone(backbone, stand_in)
     if name is None:
+        # Lazy: tiny_clip imports transformers (see _load).
         from nbhelpers.quality.tiny_clip import TINY_CLIP_NAME, tiny_clip_path
 
         source = os.fspath(tiny_clip_path())

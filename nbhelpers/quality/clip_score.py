@@ -32,6 +32,7 @@ from nbhelpers.stand_in import StandIn, stand_in_mark
 def _torchmetrics_per_pair_step() -> Callable[..., tuple[torch.Tensor, int]]:
     """torchmetrics' per-pair CLIP score step (imported when a scorer is made: the quality extra is optional)."""
     try:
+        # Lazy: torchmetrics is the optional [quality] extra.
         from torchmetrics.functional.multimodal.clip_score import _clip_score_update
     except ImportError as err:
         raise ImportError("The CLIP score needs torchmetrics: pip install 'diffusion-nbhelpers[quality]'.") from err

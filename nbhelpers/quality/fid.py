@@ -35,8 +35,9 @@ INCEPTION_FEATURES = 2048
 
 def _fid_metric(feature: int | torch.nn.Module) -> Any:  # FrechetInceptionDistance, imported only when used
     try:
+        # Lazy: torchmetrics is the optional [quality] extra.
         from torchmetrics.image.fid import FrechetInceptionDistance
-        from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
+        from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE  # (lazy, see above)
     except ImportError as err:
         raise ImportError("FID needs torchmetrics: pip install 'diffusion-nbhelpers[quality-fid]'.") from err
     if isinstance(feature, int) and not _TORCH_FIDELITY_AVAILABLE:

@@ -23,15 +23,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from nbhelpers.atomic import write_json_atomic
+from nbhelpers.catalog import find_spec
 from nbhelpers.checks import MAX_SEED, whole_number
-from nbhelpers.errors import ConfigurationError
+from nbhelpers.device import pick_device
+from nbhelpers.environment import package_versions
+from nbhelpers.errors import ConfigurationError, ensure_writable_folder
 from nbhelpers.generation import MAX_STEPS
 from nbhelpers.jobs.journal import Journal
 from nbhelpers.jobs.pipelines import PLAIN, PipelineRecipe, check_fast_path
 from nbhelpers.jobs.rows import Row, read_rows
 from nbhelpers.jobs.run import JobSpec, pending, records_in_order, run_rows, write_table
+from nbhelpers.perf.fast_paths import get_fast_path
+from nbhelpers.quality.clip_score import ClipScorer
+from nbhelpers.quality.prompt_sets import load_prompt_set
 from nbhelpers.quality.statistics import Summary, summarise_by
+from nbhelpers.stand_in import stand_in_mark
+from nbhelpers.toy.evaluate import read_scene
 
 #: The grid's columns, then the per-picture results, in ``scores.csv``.
 SCORE_COLUMNS = (
@@ -117,11 +127,8 @@ class Cell:
 
 def _default_steps(model: str, fast_path: str) -> int:
     """The steps a model (or its fast path) is published with."""
-    from nbhelpers.catalog import find_spec
 
     if fast_path != PLAIN:
-        from nbhelpers.perf.fast_paths import get_fast_path
-
         return int(get_fast_path(fast_path).num_inference_steps)
     spec = find_spec(model)
     if spec is None:
@@ -177,7 +184,6 @@ def grid_prompts(settings: GridSettings) -> tuple[list[str], str, dict[str, Mapp
         ConfigurationError: both or neither of a prompt set and a prompts file, a prompts file row with its own
             seed or settings, or a bad ``limit``.
     """
-    from nbhelpers.quality.prompt_sets import load_prompt_set
 
     if settings.prompt_set is not None and settings.prompts_file is not None:
         raise ConfigurationError("Give a prompt set (--prompt-set) or a prompts file (--prompts-file), not both.")
@@ -208,8 +214,6 @@ def grid_rows(prompts: Sequence[str], seeds: Sequence[int]) -> list[Row]:
 
 
 def _scorer(settings: GridSettings) -> Any:
-    from nbhelpers.quality.clip_score import ClipScorer
-
     if settings.clip_backbone is not None:
         return ClipScorer(settings.clip_backbone, stand_in="none", device=settings.device)
     return ClipScorer(stand_in=settings.stand_in or "none", device=settings.device)
@@ -217,7 +221,6 @@ def _scorer(settings: GridSettings) -> Any:
 
 def _measure(scorer: Any, scenes: Mapping[str, Mapping[str, str]], toy: bool) -> Any:
     """Per picture: its CLIP score and, with the toy stand-in, the share of its caption's words the reader sees."""
-    from nbhelpers.toy.evaluate import read_scene
 
     def measure(picture: Any, row: Row) -> dict[str, Any]:
         scores: dict[str, Any] = {"clip_score": round(float(scorer.score([picture], [row.prompt]).scores[0]), 4)}
@@ -270,8 +273,6 @@ def summarise_grid(rows: Sequence[Mapping[str, Any]], cells: Sequence[Cell]) -> 
 
 
 def _versions() -> dict[str, str | None]:
-    from nbhelpers.environment import package_versions
-
     return package_versions(VERSIONED)
 
 
@@ -296,11 +297,6 @@ def run_grid(settings: GridSettings, *, progress: bool = True) -> GridReport:
         ConfigurationError: a bad setting (before any work).
         OutputWriteError: the output folder stopped taking files (a second run resumes).
     """
-    from tqdm.auto import tqdm
-
-    from nbhelpers.device import pick_device
-    from nbhelpers.errors import ensure_writable_folder
-    from nbhelpers.stand_in import stand_in_mark
 
     cells = grid_cells(settings)
     prompts, source, scenes = grid_prompts(settings)

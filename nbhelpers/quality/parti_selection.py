@@ -26,6 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from nbhelpers.atomic import atomic_open
+from nbhelpers.models.tiny import cache_root
+from nbhelpers.models.tokenizer import load_clip_tokenizer
+
 #: The columns of the shipped CSV: PartiPrompts' own four plus the prompt's line in the source TSV.
 COLUMNS = ("prompt", "category", "challenge", "note", "parti_line")
 CLIP_TOKEN_LIMIT = 77
@@ -81,8 +85,6 @@ def select_prompts(
 
 
 def write_csv(rows: Sequence[dict[str, str]], path: str | Path) -> None:
-    from nbhelpers.atomic import atomic_open
-
     with atomic_open(path, "w", encoding="utf-8", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
@@ -96,9 +98,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--per-category", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-
-    from nbhelpers.models.tiny import cache_root
-    from nbhelpers.models.tokenizer import load_clip_tokenizer
 
     tokenizer = load_clip_tokenizer(cache_root() / "clip-tokenizer")
     rows = read_parti_tsv(args.tsv.read_text(encoding="utf-8"))

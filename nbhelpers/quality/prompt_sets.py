@@ -21,6 +21,7 @@ from importlib import resources
 
 from nbhelpers.errors import ConfigurationError
 from nbhelpers.quality.backbones import DIFFUSERS_EVALUATION_BACKBONE
+from nbhelpers.toy.shapes import Scene, all_captions
 
 PARTI_SOURCE = "https://github.com/google-research/parti/blob/main/PartiPrompts.tsv"
 DIFFUSERS_EVALUATION_PAGE = "https://huggingface.co/docs/diffusers/conceptual/evaluation"
@@ -104,8 +105,6 @@ def _shipped_csv_set(name: str, description: str, source: str, published: Publis
 
 
 def _toy_shapes() -> PromptSet:
-    from nbhelpers.toy.shapes import Scene, all_captions
-
     rows = tuple(
         {"prompt": Scene(shape, colour, background).caption, "colour": colour, "shape": shape, "background": background}
         for colour, shape, background in all_captions()

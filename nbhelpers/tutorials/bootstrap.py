@@ -19,9 +19,15 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = PROJECT_ROOT / "pyproject.toml"
@@ -59,10 +65,6 @@ set_up("{extras}")  # this notebook's extras: installs what is missing or too ol
 
 def read_pyproject(path: Path = PYPROJECT) -> dict[str, Any]:
     """The parsed ``pyproject.toml``."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
     with open(path, "rb") as handle:
         return tomllib.load(handle)
 
@@ -100,8 +102,6 @@ def bootstrap_cell(extras: str, pyproject: dict[str, Any] | None = None) -> str:
 def _ruff_formatted(code: str) -> str:
     """``code`` as ``ruff format`` writes it with the project's settings, so the generated cell survives the
     formatter (CI checks ``ruff format --check``); unchanged where ruff is not installed."""
-    import subprocess
-    import sys
 
     try:
         done = subprocess.run(
@@ -199,6 +199,7 @@ def write_all(notebook_dir: Path = NOTEBOOK_DIR, readme: Path = README, pyprojec
             path.write_text(new, encoding="utf-8")
             changed.append(path)
     if changed:
+        # Lazy: jupytext is in the [test] extra, needed only when a notebook changed.
         from jupytext.cli import jupytext
 
         jupytext(["--sync", *map(str, changed)])

@@ -36,6 +36,7 @@ def _percent(share: float) -> str:
 
 def _parameters(folder: Path) -> int:
     """Parameters stored in a component folder's safetensors files (read from their headers, no weights)."""
+    # Lazy: notebook.py and benchmarks/gpu_table.py import this module for its paths only.
     from safetensors import safe_open
 
     total = 0

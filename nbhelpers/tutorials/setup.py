@@ -21,12 +21,16 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from packaging.requirements import Requirement
+
+import nbhelpers
+from nbhelpers.tutorials.bootstrap import read_pyproject
+
 DISTRIBUTION = "diffusion-nbhelpers"
 
 
 def requirements(extras: str | list[str] = "") -> list:
     """The requirements of nbhelpers and of ``extras`` (``"notebooks,training"`` or a list) on this machine."""
-    from packaging.requirements import Requirement
 
     wanted = [e for e in (extras.split(",") if isinstance(extras, str) else extras) if e]
     try:
@@ -44,8 +48,6 @@ def requirements(extras: str | list[str] = "") -> list:
 
 
 def _requirements_from_pyproject(extras: list[str]) -> list[str]:
-    from nbhelpers.tutorials.bootstrap import read_pyproject
-
     project = read_pyproject()["project"]
     lines = list(project["dependencies"])
     for extra in extras:
@@ -93,7 +95,6 @@ def set_up(extras: str = "notebooks") -> None:
         RuntimeError: pip could not provide a requirement, or replaced a package this kernel had already
             imported: restart the kernel and run the cell again (the message says so).
     """
-    from packaging.requirements import Requirement
 
     needed = requirements(extras)
     missing = unmet(needed)
@@ -109,7 +110,6 @@ def set_up(extras: str = "notebooks") -> None:
                 "Restart the kernel (Colab: Runtime > Restart session), then run this cell again: "
                 + (f"still missing {sorted(still)}" if still else f"upgraded after import: {stale}")
             )
-    import nbhelpers
 
     where = Path(nbhelpers.__file__).resolve().parent.parent
     print(
