@@ -4,6 +4,9 @@ One module per command (``nbhelpers/cli/<command>.py``), each with ``add_parser(
 imports the features, never the reverse. A command whose optional extra is not installed (``serve`` needs
 ``[serving]``, ``dreambooth`` needs ``[training]``, ``evaluate`` needs ``[quality]``) is still listed and says which
 extra to install; any other import error fails loudly instead of hiding the command.
+
+Only the command being run is imported: ``nbhelpers --help`` lists every command from :data:`COMMANDS` without
+importing one, so it answers at once instead of after loading torch and diffusers (several seconds).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import argparse
 import importlib
 import importlib.util
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from nbhelpers.arguments import run_handler
@@ -20,21 +23,33 @@ from nbhelpers.arguments import run_handler
 
 @dataclass(frozen=True)
 class Command:
-    """A sub-command: the module that registers it and the optional extra it needs (``None``: the core)."""
+    """A sub-command: the module that registers it, its one-line help (the module registers it with this text) and
+    the optional extra it needs (``None``: the core)."""
 
     module: str
+    help: str
     extra: str | None = None
 
 
 #: Every sub-command, in the order ``nbhelpers --help`` lists them.
 COMMANDS: dict[str, Command] = {
-    "env": Command("nbhelpers.cli.env"),
-    "generate": Command("nbhelpers.cli.generate"),
-    "evaluate": Command("nbhelpers.cli.evaluate", extra="quality"),
-    "bench": Command("nbhelpers.cli.bench"),
-    "serve": Command("nbhelpers.cli.serve", extra="serving"),
-    "dreambooth": Command("nbhelpers.cli.dreambooth", extra="training"),
-    "toy-train": Command("nbhelpers.cli.toy_train"),
+    "env": Command("nbhelpers.cli.env", "Report GPU, CUDA, platform and library versions, and the stand-in."),
+    "generate": Command("nbhelpers.cli.generate", "Generate images from text prompts and save them as PNG."),
+    "evaluate": Command(
+        "nbhelpers.cli.evaluate",
+        "Quality grid: CLIP score (and seconds per picture) per model, scheduler, steps and fast path.",
+        extra="quality",
+    ),
+    "bench": Command("nbhelpers.cli.bench", "Measure latency, throughput, memory and FLOPs of the models."),
+    "serve": Command(
+        "nbhelpers.cli.serve",
+        "Serve the online endpoint contract locally, answering like an Azure ML managed endpoint.",
+        extra="serving",
+    ),
+    "dreambooth": Command(
+        "nbhelpers.cli.dreambooth", "Fine-tune SD on a few photos of a subject (LoRA or full).", extra="training"
+    ),
+    "toy-train": Command("nbhelpers.cli.toy_train", "Train a toy 'shapes' text-to-image model on the CPU."),
 }
 
 #: The top-level modules each optional extra provides (a test checks them against pyproject.toml).
@@ -67,8 +82,14 @@ def _refuse(name: str, message: str) -> int:
     return 2
 
 
-def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    """The argument parser with every sub-command (or only ``commands``)."""
+def build_parser(
+    commands: Sequence[str] | None = None, *, load: Collection[str] | None = None
+) -> argparse.ArgumentParser:
+    """The argument parser with every sub-command (or only ``commands``).
+
+    ``load``: the commands whose modules are imported to register their options (default: all); the others are
+    listed with their help only, so a parser for one command imports only that command's features.
+    """
     parser = argparse.ArgumentParser(
         prog="nbhelpers", description="Text-to-image helpers for the DeciDiffusion / Stable Diffusion tutorials."
     )
@@ -78,14 +99,19 @@ def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentPars
         missing = missing_modules(command.extra)
         if missing and command.extra is not None:
             _add_missing_extra(subparsers, name, command.extra, missing)
-            continue
-        importlib.import_module(command.module).add_parser(subparsers)
+        elif load is None or name in load:
+            importlib.import_module(command.module).add_parser(subparsers)
+        else:
+            subparsers.add_parser(name, help=command.help)  # listed only: this run does not use it
     return parser
 
 
 def main(argv: Sequence[str] | None = None, *, commands: Sequence[str] | None = None) -> int:
     """Entry point of the ``nbhelpers`` command; returns the exit status."""
-    args = build_parser(commands).parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # The first word names the command (the top level has no options but --help): import only its module.
+    chosen = [argv[0]] if argv and argv[0] in COMMANDS else []
+    args = build_parser(commands, load=chosen).parse_args(argv)
     return run_handler(args)
 
 

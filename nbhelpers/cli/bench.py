@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from nbhelpers.arguments import settings_from_args
+from nbhelpers.cli import COMMANDS
 from nbhelpers.cli.common import add_dataclass_command
 from nbhelpers.errors import ensure_writable_folder
 from nbhelpers.perf.benchmark import BenchSettings, run_benchmark, save_report
@@ -27,5 +28,5 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "bench",
         BenchSettings,
         _run_bench,
-        help="Measure latency, throughput, memory and FLOPs of the models.",
+        help=COMMANDS["bench"].help,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nbhelpers.arguments import settings_from_args
+from nbhelpers.cli import COMMANDS
 from nbhelpers.cli.common import add_dataclass_command
 from nbhelpers.dreambooth.config import DreamBoothConfig
 
@@ -32,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "dreambooth",
         DreamBoothConfig,
         _run_dreambooth,
-        help="Fine-tune SD on a few photos of a subject (LoRA or full).",
+        help=COMMANDS["dreambooth"].help,
         resumable=True,
         description="DreamBooth fine-tuning (LoRA by default). Flags are the fields of "
         "nbhelpers.dreambooth.DreamBoothConfig.",

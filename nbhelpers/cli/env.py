@@ -6,6 +6,7 @@ import argparse
 import json
 
 from nbhelpers.arguments import add_stand_in_flags
+from nbhelpers.cli import COMMANDS
 from nbhelpers.stand_in import STAND_IN_VARIABLE, resolve_stand_in
 
 
@@ -26,7 +27,7 @@ def _run_env(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``nbhelpers env``."""
-    env = subparsers.add_parser("env", help="Report GPU, CUDA, platform and library versions, and the stand-in.")
+    env = subparsers.add_parser("env", help=COMMANDS["env"].help)
     env.add_argument("--json", action="store_true", help="Print the report as JSON.")
     add_stand_in_flags(env)
     env.set_defaults(handler=_run_env)

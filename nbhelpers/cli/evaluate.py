@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from nbhelpers.arguments import add_stand_in_flags
+from nbhelpers.cli import COMMANDS
 from nbhelpers.stand_in import resolve_stand_in
 
 
@@ -64,7 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``nbhelpers evaluate``."""
     parser = subparsers.add_parser(
         "evaluate",
-        help="Quality grid: CLIP score (and seconds per picture) per model, scheduler, steps and fast path.",
+        help=COMMANDS["evaluate"].help,
         description="Make one picture per prompt and seed for every setting of the grid, score each (CLIP score; "
         "with --stand-in toy also the toy reader's accuracy), and write scores.csv and summary.json (mean and 95%% "
         "bootstrap interval per setting). A second run resumes.",

@@ -11,6 +11,7 @@ import time
 
 from nbhelpers.arguments import add_stand_in_flags
 from nbhelpers.catalog import find_spec
+from nbhelpers.cli import COMMANDS
 from nbhelpers.errors import ConfigurationError, ensure_writable_folder
 from nbhelpers.jobs import JobSpec, PipelineRecipe, read_rows, run_job
 from nbhelpers.jobs.rows import normalise_settings
@@ -106,7 +107,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``nbhelpers generate``."""
     gen = subparsers.add_parser(
         "generate",
-        help="Generate images from text prompts and save them as PNG.",
+        help=COMMANDS["generate"].help,
         description="Generate images from prompts given here, or from a prompts file (resumable; under "
         "`accelerate launch` or `torchrun` each process takes its share).",
     )

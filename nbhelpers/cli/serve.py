@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import functools
 
-from nbhelpers.endpoints.serving import SERVE_HELP, build_serve_parser
+from nbhelpers.cli import COMMANDS
+from nbhelpers.endpoints.serving import build_serve_parser
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``nbhelpers serve`` (its flags come from the settings dataclasses' fields)."""
-    build_serve_parser(functools.partial(subparsers.add_parser, "serve", help=SERVE_HELP))
+    build_serve_parser(functools.partial(subparsers.add_parser, "serve", help=COMMANDS["serve"].help))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nbhelpers.arguments import settings_from_args
+from nbhelpers.cli import COMMANDS
 from nbhelpers.cli.common import add_dataclass_command
 from nbhelpers.toy.train import ToyTrainingConfig, train_toy_model
 
@@ -21,6 +22,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "toy-train",
         ToyTrainingConfig,
         _run_toy_train,
-        help="Train a toy 'shapes' text-to-image model on the CPU.",
+        help=COMMANDS["toy-train"].help,
         resumable=True,
     )

@@ -368,7 +368,6 @@ def serve(args: ServeArguments, limits: GatewayLimits | None = None) -> int:
 
 # --- the command line: nbhelpers serve, and python -m nbhelpers.endpoints.serving --------------------------------
 
-SERVE_HELP = "Serve the online endpoint contract locally, answering like an Azure ML managed endpoint."
 SERVE_DESCRIPTION = (
     "The online scoring script (azmlinfsrv) behind a loopback gateway that answers like an Azure ML managed "
     "endpoint: 401, 408, 413, 424, 429 with Retry-After."

@@ -131,9 +131,43 @@ def test_a_command_whose_extra_is_missing_says_which_to_install(monkeypatch, cap
 def test_any_other_import_error_fails_loudly(monkeypatch):
     from nbhelpers import cli
 
-    monkeypatch.setitem(cli.COMMANDS, "broken", cli.Command("nbhelpers.cli.no_such_module"))
+    monkeypatch.setitem(cli.COMMANDS, "broken", cli.Command("nbhelpers.cli.no_such_module", "Broken."))
     with pytest.raises(ModuleNotFoundError, match="no_such_module"):
         cli.build_parser()
+    with pytest.raises(ModuleNotFoundError, match="no_such_module"):
+        cli.main(["broken"])
+
+
+def test_the_command_list_imports_no_command_and_no_torch():
+    # `nbhelpers --help` took about 6 s when it imported every command (and with it torch and diffusers).
+    code = (
+        "import sys\n"
+        "from nbhelpers.cli import COMMANDS, main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "loaded = [name for name in sys.modules if name == 'torch' or name.startswith('nbhelpers.cli.')]\n"
+        "print('LOADED', loaded)\n"
+    )
+    wide = {**os.environ, "COLUMNS": "300"}  # argparse wraps help at the terminal's width
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=wide)
+    assert "LOADED []" in result.stdout
+    from nbhelpers.cli import COMMANDS
+
+    listing = " ".join(result.stdout.split())
+    for name, command in COMMANDS.items():
+        assert f"{name} {' '.join(command.help.split())}" in listing
+
+
+def test_running_a_command_registers_it_with_the_listed_help(capsys):
+    from nbhelpers import cli
+
+    full = cli.build_parser()
+    listed = cli.build_parser(load=[])
+    for parser in (full, listed):
+        choices = {action.dest: action.help for action in parser._subparsers._group_actions[0]._choices_actions}
+        assert choices == {name: command.help for name, command in cli.COMMANDS.items()}
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--help"])
+    assert "--batch-sizes" in capsys.readouterr().out
 
 
 def test_the_extras_modules_are_what_pyproject_installs():
