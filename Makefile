@@ -1,4 +1,4 @@
-# Everyday tasks; CI (.ci/run) runs `style`, `quality` and `test` the same way.
+# Everyday tasks; CI (.ci/run) runs the `quality` checks, the fast lane and `test` the same way.
 .PHONY: style quality test-fast test docs notebooks
 
 PYTHON ?= python
@@ -15,7 +15,7 @@ quality:  ## what CI checks before the tests: lint, format, types, notebooks in 
 	$(PYTHON) -m nbhelpers.tutorials.bootstrap --check
 	$(PYTHON) -m nbhelpers.tutorials.docs --check
 
-test-fast:  ## the unit tests alone: no notebooks, no training runs, no servers (a few minutes on 2 cores)
+test-fast:  ## the unit tests alone: no notebooks, no training runs, no servers (about 1.5 minutes on 2 cores)
 	$(PYTHON) -m pytest tests -m "not slow"
 
 test:  ## everything CI runs: unit tests, slow tests and every notebook under nbval

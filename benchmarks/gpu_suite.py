@@ -17,7 +17,8 @@ the order of what matters most:
 4. ``daam``: DAAM tracing overhead at 512 px for both models (``benchmarks/daam_overhead.py``);
 5. ``bench_more``: batch 8 and small-sd, as the time budget allows;
 6. ``quality``: CLIP-score timing (``nbhelpers.quality``, a random-weight CLIP ViT-L/14);
-7. ``few_step``: few-step fast paths such as LCM-LoRA (``nbhelpers.perf.few_step``; skipped until it exists).
+7. ``few_step``: seconds per image of notebook 02's settings, few-step fast paths included
+   (``nbhelpers.perf.few_step``).
 
 A part that fails is recorded (error type, message, the end of its traceback, elapsed time) and the next one
 runs; a part whose package or device is missing is recorded as skipped with the reason; a part that would start
@@ -514,11 +515,11 @@ def part_quality(ctx: Context) -> dict[str, Any]:
 
 
 def part_few_step(ctx: Context) -> dict[str, Any]:
-    """Few-step fast paths (LCM-LoRA and the like) against the plain pipeline, once they exist."""
+    """Few-step fast paths (LCM-LoRA and the like) against the plain pipeline (``nbhelpers.perf.few_step``)."""
     try:
         from nbhelpers.perf.few_step import run_few_step_benchmark  # type: ignore[import-not-found]
     except ImportError as err:
-        raise PartSkipped(f"few-step fast paths (LCM-LoRA etc.) are not built yet: {err}") from None
+        raise PartSkipped(f"nbhelpers.perf.few_step cannot be imported: {err}") from None
     profile = ctx.profile
     return run_few_step_benchmark(device=profile.device, dry_run=profile.dry_run, size=profile.size, log=ctx.log)
 

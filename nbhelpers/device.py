@@ -47,14 +47,15 @@ def pick_device(preferred: str | torch.device | None = None) -> torch.device:
     here = f"this machine has: {', '.join(available_devices())}"
     if not isinstance(preferred, (str, torch.device)):
         raise ConfigurationError(
-            f"device must be a string: use cuda, mps or cpu; got {preferred!r} ({type(preferred).__name__}) ({here})."
+            f"device must be a string: use cuda, cuda:N, mps or cpu; got {preferred!r} ({type(preferred).__name__}) "
+            f"({here})."
         )
     try:
         device = torch.device(preferred.strip().lower() if isinstance(preferred, str) else preferred)
     except (RuntimeError, ValueError):  # torch's words for an unknown type list two dozen backends
         device = None
     if device is None or device.type not in DEVICE_TYPES:
-        raise ConfigurationError(f"device {str(preferred)!r} is not supported: use cuda, mps or cpu ({here}).")
+        raise ConfigurationError(f"device {str(preferred)!r} is not supported: use cuda, cuda:N, mps or cpu ({here}).")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigurationError(f"device {str(preferred)!r} was requested but no CUDA GPU is visible ({here}).")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():

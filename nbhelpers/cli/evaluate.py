@@ -101,7 +101,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="CLIP hub id or folder (default: openai/clip-vit-large-patch14; the tiny random CLIP with a stand-in).",
     )
     add_stand_in_flags(parser)
-    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available).")
+    parser.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: best available).")
     parser.add_argument("--out", default="evaluation", help="Output folder (default ./evaluation).")
     parser.add_argument("--quiet", action="store_true", help="No progress bar.")
     parser.set_defaults(handler=_run_evaluate)

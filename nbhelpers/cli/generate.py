@@ -138,7 +138,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--height", type=int, default=None, help=f"Image height in pixels ({sides}).")
     gen.add_argument("--width", type=int, default=None, help=f"Image width in pixels ({sides}).")
     gen.add_argument("--scheduler", default=None, help="Swap the scheduler: ddim, pndm, euler, euler-a, dpm++, ...")
-    gen.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available).")
+    gen.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: best available).")
     gen.add_argument("--no-safety-checker", action="store_true", help="Turn the NSFW safety checker off.")
     gen.add_argument("--quiet", action="store_true", help="No progress bar.")
     gen.set_defaults(handler=_run_generate)

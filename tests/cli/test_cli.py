@@ -223,7 +223,7 @@ def test_ctrl_c_is_one_line_and_status_130(monkeypatch, capsys):
         (["--height", "7"], "height must be a multiple of 64 between 64 and 2048 pixels"),  # deci-v1, the default
         (["--model", "sd-v1-5", "--width", "12"], "width must be a multiple of 8 between 8 and 2048 pixels"),
         (["--num-images", "65"], "num_images must be between 1 and 64 (a whole number); got 65."),
-        (["--device", "tpu"], "device 'tpu' is not supported: use cuda, mps or cpu (this machine has: "),
+        (["--device", "tpu"], "device 'tpu' is not supported: use cuda, cuda:N, mps or cpu (this machine has: "),
         (["--scheduler", "magic"], "Unknown scheduler 'magic'; choose one of ddim"),
         (["--model", "a" * 300], "Unknown model 'aaaa"),
     ],

@@ -25,7 +25,7 @@ def test_pick_device():
 def test_a_device_this_library_cannot_use_is_one_line_listing_the_choices(device):
     with pytest.raises(
         ConfigurationError,
-        match=r"device .*(cuda, mps or cpu|does not exist|not available|no CUDA).* \(?this machine has: .*cpu",
+        match=r"device .*(cuda, cuda:N, mps or cpu|does not exist|not available|no CUDA).* \(?this machine has: .*cpu",
     ) as refusal:
         pick_device(device)
     assert "\n" not in str(refusal.value)

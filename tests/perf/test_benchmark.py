@@ -141,7 +141,7 @@ def test_bench_flags_are_the_settings_fields_with_their_help(capsys):
         (["--height", "7"], "height must be a multiple of 64 between 64 and 2048 pixels"),  # deci-v1 is measured
         (["--height", "0"], "height must be a multiple of 64"),
         (["--models", "sd-v1-5", "--width", "12"], "width must be a multiple of 8 between 8 and 2048 pixels"),
-        (["--device", "tpu"], "device 'tpu' is not supported: use cuda, mps or cpu (this machine has: "),
+        (["--device", "tpu"], "device 'tpu' is not supported: use cuda, cuda:N, mps or cpu (this machine has: "),
         (["--steps", "1"], "steps must be between 2 and 1000 (a whole number); got 1."),
         (["--batch_sizes", "0"], "each of batch_sizes must be between 1 and 64 (a whole number); got 0."),
         (["--repeats", "1000000"], "repeats must be between 1 and 1000 (a whole number)"),
