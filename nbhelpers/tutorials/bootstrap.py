@@ -24,11 +24,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = PROJECT_ROOT / "pyproject.toml"
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
@@ -65,6 +60,12 @@ set_up("{extras}")  # this notebook's extras: installs what is missing or too ol
 
 def read_pyproject(path: Path = PYPROJECT) -> dict[str, Any]:
     """The parsed ``pyproject.toml``."""
+    # Imported here: a notebook's first cell imports this module on a fresh runtime, where Python 3.10 may not have
+    # tomli yet (nbhelpers is installed there with --no-deps, and reads its installed metadata, not this file).
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
     with open(path, "rb") as handle:
         return tomllib.load(handle)
 
