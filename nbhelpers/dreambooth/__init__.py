@@ -7,16 +7,40 @@
 - :mod:`~nbhelpers.dreambooth.checkpoints`: small, atomic, resumable checkpoints that cannot run code when read.
 - :mod:`~nbhelpers.dreambooth.run_log`: ``train_log.csv``, the loss of every step once.
 - :mod:`~nbhelpers.dreambooth.export`: the LoRA in diffusers' and in kohya's (AUTOMATIC1111/ComfyUI) layout.
-- :mod:`~nbhelpers.dreambooth.trainer`: ``DreamBoothTrainer``, ``train_dreambooth`` and the CLI command.
+- :mod:`~nbhelpers.dreambooth.trainer`: ``DreamBoothTrainer``, ``train_dreambooth``.
+
+Importing the package loads only the config (no torch): the names that need torch, diffusers and accelerate
+(trainer, memory plan, checkpoints) are imported when first used, so ``nbhelpers dreambooth --help`` answers at once.
 
     from nbhelpers.dreambooth import DreamBoothConfig, train_dreambooth
     result = train_dreambooth(DreamBoothConfig("photos/", "runs/dog", max_train_steps=400))
 """
 
-from nbhelpers.dreambooth.checkpoints import CheckpointError, latest_checkpoint
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from nbhelpers.dreambooth.config import DreamBoothConfig, DreamBoothConfigError
-from nbhelpers.dreambooth.memory_plan import MemoryPlan, MemoryPlanError, plan_memory
-from nbhelpers.dreambooth.trainer import DreamBoothTrainer, TrainingDiverged, TrainingResult, train_dreambooth
+
+if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
+    from nbhelpers.dreambooth.checkpoints import CheckpointError, latest_checkpoint
+    from nbhelpers.dreambooth.memory_plan import MemoryPlan, MemoryPlanError, plan_memory
+    from nbhelpers.dreambooth.trainer import DreamBoothTrainer, TrainingDiverged, TrainingResult, train_dreambooth
+
+#: names imported on first use (PEP 562), as in ``nbhelpers/__init__.py``: their modules load torch, diffusers and
+#: accelerate, which ``nbhelpers dreambooth --help`` (it needs only the config) should not
+_LAZY_EXPORTS: dict[str, str] = {
+    "CheckpointError": "nbhelpers.dreambooth.checkpoints",
+    "latest_checkpoint": "nbhelpers.dreambooth.checkpoints",
+    "MemoryPlan": "nbhelpers.dreambooth.memory_plan",
+    "MemoryPlanError": "nbhelpers.dreambooth.memory_plan",
+    "plan_memory": "nbhelpers.dreambooth.memory_plan",
+    "DreamBoothTrainer": "nbhelpers.dreambooth.trainer",
+    "TrainingDiverged": "nbhelpers.dreambooth.trainer",
+    "TrainingResult": "nbhelpers.dreambooth.trainer",
+    "train_dreambooth": "nbhelpers.dreambooth.trainer",
+}
 
 __all__ = [
     "CheckpointError",
@@ -31,3 +55,17 @@ __all__ = [
     "plan_memory",
     "train_dreambooth",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the names of :data:`_LAZY_EXPORTS` on first use."""
+    module_name = _LAZY_EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value  # later look-ups find it without coming here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_EXPORTS))

@@ -15,8 +15,10 @@ Settings (``DreamBoothConfig`` and ``ToyTrainingConfig`` fields, hence ``nbhelpe
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # only make_optimizer needs torch; see there
+    import torch
 
 #: ``mixed_precision`` values: "auto" (fp16 on CUDA, none elsewhere), "no", "fp16", "bf16"
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
@@ -63,6 +65,10 @@ def make_optimizer(
 
         return bnb.optim.AdamW8bit(list(parameters), lr=learning_rate, weight_decay=weight_decay)
     if name == "adamw_torch":  # fused=None off CUDA: PyTorch's default there (the same numbers as fused=False)
+        # Lazy: the settings dataclasses read this module's names (MIXED_PRECISION), and `nbhelpers dreambooth
+        # --help` must not load torch; whoever makes an optimizer has loaded torch already.
+        import torch
+
         return torch.optim.AdamW(
             list(parameters), lr=learning_rate, weight_decay=weight_decay, fused=True if fused else None
         )
