@@ -7,10 +7,13 @@ import argparse
 from nbhelpers.arguments import settings_from_args
 from nbhelpers.cli import COMMANDS
 from nbhelpers.cli.common import add_dataclass_command
-from nbhelpers.toy.train import ToyTrainingConfig, train_toy_model
+from nbhelpers.toy.config import ToyTrainingConfig
 
 
 def _run_toy_train(args: argparse.Namespace) -> int:
+    # Lazy: the trainer loads torch, diffusers and transformers, needed when the command runs, not for its --help.
+    from nbhelpers.toy.train import train_toy_model
+
     train_toy_model(settings_from_args(ToyTrainingConfig, args))
     return 0
 
