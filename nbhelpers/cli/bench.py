@@ -9,10 +9,13 @@ from nbhelpers.arguments import settings_from_args
 from nbhelpers.cli import COMMANDS
 from nbhelpers.cli.common import add_dataclass_command
 from nbhelpers.errors import ensure_writable_folder
-from nbhelpers.perf.benchmark import BenchSettings, run_benchmark, save_report
+from nbhelpers.perf.bench_settings import BenchSettings
 
 
 def _run_bench(args: argparse.Namespace) -> int:
+    # Lazy: the harness loads torch and diffusers, needed when the command runs, not for its --help.
+    from nbhelpers.perf.benchmark import run_benchmark, save_report
+
     settings = settings_from_args(BenchSettings, args)
     settings.validate()
     ensure_writable_folder(Path(settings.out).parent)

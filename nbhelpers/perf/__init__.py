@@ -7,5 +7,6 @@
   fewer steps, with their authors' settings; :mod:`~nbhelpers.perf.fast_path_loras` writes random-weight stand-ins
   of their files for offline runs.
 - :mod:`~nbhelpers.perf.few_step`: the settings that test "the same quality in fewer steps" and their timing.
-- :mod:`~nbhelpers.perf.benchmark`: ``run_benchmark`` and the ``nbhelpers bench`` command.
+- :mod:`~nbhelpers.perf.benchmark`: ``run_benchmark``, what ``nbhelpers bench`` runs;
+  :mod:`~nbhelpers.perf.bench_settings`: its settings, ``BenchSettings`` (no torch: ``--help`` reads them).
 """

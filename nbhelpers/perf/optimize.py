@@ -21,8 +21,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import torch
-
 logger = logging.getLogger(__name__)
 
 OPTIMIZE_MODES = ("none", "channels_last", "fused", "compile")
@@ -41,6 +39,10 @@ def optimize_pipeline(pipe: Any, mode: str = "compile") -> Any:
         return pipe
     if OPTIMIZE_MODES.index(mode) < OPTIMIZE_MODES.index(applied):
         raise ValueError(f"The pipeline is already optimised with {applied!r}; load it again for {mode!r}.")
+    # Lazy: the bench settings read OPTIMIZE_MODES for `nbhelpers bench --help`, which should not load torch; a
+    # pipeline to optimise means torch is loaded already.
+    import torch
+
     level = OPTIMIZE_MODES.index(mode)
     if level >= 1:
         pipe.unet.to(memory_format=torch.channels_last)
