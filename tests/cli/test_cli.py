@@ -157,6 +157,30 @@ def test_the_command_list_imports_no_command_and_no_torch():
         assert f"{name} {' '.join(command.help.split())}" in listing
 
 
+def test_no_command_help_imports_torch_or_diffusers():
+    # `nbhelpers bench --help` (and dreambooth's, toy-train's) took about 5 s when the command module imported its
+    # settings from the module that runs the command. One process for all: the first command that loads torch or
+    # diffusers is the one named (serve's gateway, `python -m nbhelpers.endpoints.serving`, parses the same way).
+    code = (
+        "import contextlib, io, sys\n"
+        "from nbhelpers.cli import COMMANDS, main\n"
+        "from nbhelpers.endpoints import serving\n"
+        "entry_points = {name: (main, [name, '--help']) for name in COMMANDS}\n"
+        "entry_points['serve gateway'] = (serving.main, ['--help'])\n"
+        "for name, (entry_point, argv) in entry_points.items():\n"
+        "    out, err = io.StringIO(), io.StringIO()\n"
+        "    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):\n"
+        "        try:\n            entry_point(argv)\n        except SystemExit:\n            pass\n"
+        "    assert 'usage:' in out.getvalue() or 'extra' in err.getvalue(), (name, out.getvalue(), err.getvalue())\n"
+        "    heavy = [module for module in ('torch', 'diffusers') if module in sys.modules]\n"
+        "    print('HELP', name, heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    from nbhelpers.cli import COMMANDS
+
+    assert result.stdout.splitlines() == [f"HELP {name} []" for name in [*COMMANDS, "serve gateway"]], result.stderr
+
+
 def test_running_a_command_registers_it_with_the_listed_help(capsys):
     from nbhelpers import cli
 

@@ -32,9 +32,18 @@ def test_every_lazy_export_resolves():
 
 
 def test_feature_subpackages_keep_their_public_names():
-    from nbhelpers import FlexibleUNet2DConditionModel, generate, load_pipeline, show_images  # noqa: F401
+    from nbhelpers import FlexibleUNet2DConditionModel, dreambooth, generate, load_pipeline, show_images  # noqa: F401
     from nbhelpers.daam import set_seed, trace  # noqa: F401
     from nbhelpers.dreambooth import DreamBoothConfig, train_dreambooth  # noqa: F401
+
+    # The settings moved to torch-free modules (for the commands' --help); the old paths still import them.
+    from nbhelpers.perf.benchmark import MAX_TIMED_CALLS, WEIGHTS, BenchSettings  # noqa: F401
+    from nbhelpers.toy.train import RENAMED_SETTINGS, ToyTrainingConfig, ToyTrainingConfigError  # noqa: F401
+
+    for name in dreambooth.__all__:  # the trainer's, memory plan's and checkpoints' names are lazy exports
+        assert getattr(dreambooth, name) is not None, name
+    with pytest.raises(AttributeError):
+        dreambooth.no_such_name  # noqa: B018
 
 
 def test_a_saved_deci_folder_names_the_flexible_unet_module_and_reloads(tiny_deci, tmp_path: Path):
