@@ -9,6 +9,8 @@ One job per module, following the reference's split:
 - :mod:`~nbhelpers.daam.alignment`: a map's exact factor on the latent grid, and upsampling it onto the latent.
 - :mod:`~nbhelpers.daam.heatmap`: ``GlobalHeatMap`` / ``WordHeatMap``, aggregation, plotting and saving.
 - :mod:`~nbhelpers.daam.words`: which token positions a prompt word occupies.
+- :mod:`~nbhelpers.daam.anatomy`: what one cross-attention layer computes, as the tensor shapes of a traced run.
+- :mod:`~nbhelpers.daam.measures`: numbers from the maps: attention shares, masks, two words' overlap, settling.
 
     from nbhelpers.daam import set_seed, trace
 """

@@ -1,6 +1,7 @@
 """Speed and memory: measure honestly, count the work, and take the fast path.
 
 - :mod:`~nbhelpers.perf.timing`: ``measure`` (device synchronised, warm-up, median/min/max, peak memory).
+- :mod:`~nbhelpers.perf.stages`: where one generation's time goes (prompt encoding, denoising loop, VAE decode).
 - :mod:`~nbhelpers.perf.flops`: FLOPs per denoising step and parameters per component, in all and by resolution.
 - :mod:`~nbhelpers.perf.optimize`: the fast path (channels_last, fused QKV, torch.compile): the same pictures, sooner.
 - :mod:`~nbhelpers.perf.fast_paths`: the few-step fast paths for SD v1.x (LCM-LoRA, Hyper-SD, TCD): other pictures in

@@ -38,7 +38,9 @@ class BenchSettings:
         },
     )
     stand_in: str | None = field(default=None, metadata=STAND_IN_FIELD_METADATA)
-    device: str | None = field(default=None, metadata={"help": "cuda, mps or cpu (default: the best available)."})
+    device: str | None = field(
+        default=None, metadata={"help": "cuda, cuda:N, mps or cpu (default: the best available)."}
+    )
     steps: int | None = field(
         default=None, metadata={"help": "Denoising steps (default: each model's, 50 SD, 30 DeciDiffusion)."}
     )

@@ -9,7 +9,8 @@
 - ``statistics``: mean and 95% bootstrap interval per setting (:func:`summarise`, :func:`summarise_by`);
 - ``prompt_sets``: the shipped prompt sets (:func:`load_prompt_set`, :func:`prompt_set_names`);
 - ``parti_selection``: how the PartiPrompts subset was chosen (maintainers);
-- ``fid``: FID for larger runs with a reference set (optional extra ``quality-fid``).
+- ``fid``: FID for larger runs with a reference set (optional extra ``quality-fid``);
+- ``grid``: the evaluation grid behind ``nbhelpers evaluate`` (images, ``scores.csv``, a summary; resumable).
 
 torchmetrics (the ``quality`` extra) is imported only when a scorer or FID is made, so the prompt sets and
 statistics work without it. The guide is ``docs/quality.md``.

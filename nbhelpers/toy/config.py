@@ -34,7 +34,7 @@ class ToyTrainingConfig:
         default=None,
         metadata={
             "help": "Folder for the trained pipeline (default: $NBHELPERS_CACHE/toy/shapes-<model>, where "
-            "load_pipeline(..., toy=True) looks first)."
+            'load_pipeline(..., stand_in="toy") looks first).'
         },
     )
     continue_from: str | None = field(

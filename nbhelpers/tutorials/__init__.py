@@ -4,4 +4,8 @@
   ``pyproject.toml`` (``python -m nbhelpers.tutorials.bootstrap``).
 - :mod:`~nbhelpers.tutorials.expectations`: download sizes and estimated T4 run times shown at the top of each
   notebook (computed estimates, labelled as such).
+- :mod:`~nbhelpers.tutorials.setup`: what the first cell runs, ``set_up(extras)``: installs what a notebook's extras
+  need that is missing or too old, and says so.
+- :mod:`~nbhelpers.tutorials.docs`: the figures in ``docs/`` rendered from their records
+  (``python -m nbhelpers.tutorials.docs``).
 """
