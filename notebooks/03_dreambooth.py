@@ -85,13 +85,12 @@ from IPython.display import display
 from nbhelpers.notebook import dreambooth_t4_rows, show_what_to_expect
 
 show_what_to_expect(["sd-v1-4"])
-steps = STEPS or 400  # training steps (the offline stand-ins set their own below)
 # pictures drawn at 512 px: before and after training (instance and class prompt, each seed), the comparison run's,
 # the new scenes, two DAAM traces and the two validation pictures
 drawn = 4 * len(SEEDS) + 2 * len(SEEDS) * COMPARE_PRIOR_PRESERVATION + len(NEW_PROMPTS) + 2 + 2
 t4_rows = dreambooth_t4_rows(
     "sd-v1-4",
-    steps=steps,
+    steps=STEPS or 400,  # the real model's default number of training steps
     pictures=drawn,
     prior_preservation=WITH_PRIOR_PRESERVATION,
     compare_prior_preservation=COMPARE_PRIOR_PRESERVATION,
@@ -127,8 +126,10 @@ from nbhelpers.stand_in import resolve_stand_in, stand_in_mark
 # offline-only part; LoRA did not teach it in the project's trials, which are not recorded), at the learning rate
 # that worked for its 1.5M-parameter UNet. Its class is a shape it draws reliably, a red triangle. The tiny one
 # checks the code path in seconds; its UNet attends to text only at coarse sizes, so DAAM gets a few more pixels.
+# The toy's text encoder has zero input embeddings for the words its captions never used (section 2's norms of 0).
 stand_in = resolve_stand_in(STAND_IN)  # "toy", "tiny" or None (the real model); NBHELPERS_STAND_IN is the default
 mark = f" ({stand_in_mark(stand_in)})" if stand_in else ""  # on every picture and chart made from a stand-in
+steps = STEPS or 400  # training steps of the real model; the stand-ins set their own
 if stand_in == "toy":
     INSTANCE_PROMPT = "a red sks on a white background"
     CLASS_PROMPT = "a red triangle on a white background"
@@ -199,8 +200,6 @@ ids = tokenizer(INSTANCE_PROMPT, add_special_tokens=False).input_ids
 norms = pipe.text_encoder.get_input_embeddings().weight.detach().float().norm(dim=1)
 print(f"'{INSTANCE_PROMPT}' -> token ids {ids}; input embedding norm of each token{mark}:")
 print({tokenizer.convert_ids_to_tokens(i): round(float(norms[i]), 3) for i in ids})
-if stand_in == "toy":  # offline only
-    print(f"(offline only: the toy's text encoder has zero embeddings for the words its captions never used{mark})")
 
 # %% [markdown]
 # Before training, the model draws the instance prompt on fixed seeds without any idea of your subject, and the
@@ -274,7 +273,7 @@ trainer = DreamBoothTrainer(config, pipe=pipe)  # prints the memory plan
 
 batch = next(iter(trainer.dataloader))  # the instance photo(s), then the class picture(s) with prior preservation
 scheduler, device = trainer.noise_scheduler, trainer.accelerator.device
-generator = torch.Generator().manual_seed(0)  # on the CPU, as everywhere in these notebooks: same draws anywhere
+generator = torch.Generator().manual_seed(0)  # here on the CPU: the same draws on any machine
 with torch.no_grad():
     pixels = batch["pixels"].to(device, trainer.vae.dtype)
     latents = trainer.vae.encode(pixels).latent_dist.sample(generator) * trainer.vae.config.scaling_factor
@@ -290,7 +289,8 @@ with torch.no_grad():
     instance_loss = F.mse_loss(prediction[:count].float(), target[:count].float())
     prior_loss = F.mse_loss(prediction[count:].float(), target[count:].float()) if len(latents) > count else 0.0
     loss = instance_loss + config.prior_loss_weight * prior_loss
-same = trainer.compute_loss(batch, noise=noise, timesteps=timesteps, generator=torch.Generator().manual_seed(0))
+    # inside no_grad: a loss kept with its graph would hold one UNet pass's activations (GiBs) for the whole notebook
+    same = trainer.compute_loss(batch, noise=noise, timesteps=timesteps, generator=torch.Generator().manual_seed(0))
 print(f"timesteps {timesteps.tolist()}: instance loss {instance_loss:.4f} + prior loss {float(prior_loss):.4f}")
 print(f"by hand {loss:.6f}, trainer.compute_loss {same:.6f}{mark}")
 

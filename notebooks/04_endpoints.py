@@ -210,7 +210,7 @@ sample = {
     "input_data": {
         "columns": ["prompt"],
         "data": PROMPTS,
-        "index": [0, 1],
+        "index": list(range(len(PROMPTS))),
         "parameters": {"guidance_scale": 7.5, **({"num_inference_steps": steps} if steps else {})},
     }
 }

@@ -23,7 +23,7 @@
 #
 # Tracing records only the cross-attention probabilities of the conditional half of the batch, summed on the
 # device as they come. What that costs has been recorded only for tiny random-weight models on a CPU (section 1
-# prints the record); `benchmarks/gpu_suite.py` measures it on a GPU.
+# prints the record from a clone of the repository); `benchmarks/gpu_suite.py` measures it on a GPU.
 
 # %%
 # Set-up (Colab, Paperspace, a fresh runtime): installs nbhelpers, then what this notebook needs, and says so.
@@ -158,6 +158,8 @@ for name in MODELS:
     gc.collect()
 show_images([r["image"] for r in results.values()], [r["label"] for r in results.values()], img_width=256)
 overhead = project_record("daam_overhead.json")  # benchmarks/results/ (None without the project's repository)
+if overhead is None:
+    print("no record of the tracing cost here: it ships with the repository (benchmarks/results/daam_overhead.json)")
 for row in overhead["results"] if overhead else []:
     print(
         f"recorded cost of tracing, {row['model']} ({row['weights']}, {row['size']} px, {row['steps']} steps, "

@@ -40,7 +40,7 @@ set_up("notebooks,scale")  # this notebook's extras: installs what is missing or
 # - **GPU**: recommended; with several, the second run uses one process per GPU. Without one, `STAND_IN = "toy"`
 #   runs all three engines offline on the CPU's cores in a few minutes.
 # - **Downloads**: DeciDiffusion in fp16, once (the table), and Ray Data if it is missing (the set-up cell installs
-#   it; the `ray` 2.60 wheel for Python 3.11 on Linux x86-64 is 79 MB).
+#   it; the `ray` 2.60 wheel for Linux x86-64 is 79 MB for Python 3.11 and 3.12).
 # - **Time**: three runs of the prompts file (one process, `PROCESSES` processes, `RAY_ACTORS` Ray actors), each
 #   loading the model in every worker, then about the table's seconds per picture (estimates: see the note under it).
 
@@ -184,7 +184,8 @@ else:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     command += [*generate, "--device", "cpu"]
 print(" ".join(command))
-label = f"{processes} processes" if processes > 1 else "1 process (accelerate launch)"
+launched_by = "accelerate launch" if gpus else "torchrun"
+label = f"{processes} processes ({launched_by})" if processes > 1 else f"1 process ({launched_by})"
 seconds[label] = timed([*command, "--quiet"], output / "processes")
 
 # %% [markdown]
