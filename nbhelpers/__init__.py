@@ -11,8 +11,7 @@ fast)::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from nbhelpers.lazy_exports import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -43,15 +42,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    """Import exported names on first use (diffusers also resolves ``nbhelpers.<Class>`` this way)."""
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'nbhelpers' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -18,10 +18,10 @@ Importing the package loads only the config (no torch): the names that need torc
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from nbhelpers.dreambooth.config import DreamBoothConfig, DreamBoothConfigError
+from nbhelpers.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
     from nbhelpers.dreambooth.checkpoints import CheckpointError, latest_checkpoint
@@ -57,15 +57,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Import the names of :data:`_LAZY_EXPORTS` on first use."""
-    module_name = _LAZY_EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value  # later look-ups find it without coming here
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY_EXPORTS)
